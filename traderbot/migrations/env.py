@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['metadata', 'connection']
 
-# %% ../../nbs/03a_migrations.env.ipynb #f176a2f4
+# %% ../../nbs/03a_migrations.env.ipynb #f65b7991
 # Alembic's environment script: runs the revisions on the connection `traderbot.store.migrate` hands over.
 from alembic import context
 import sqlalchemy as sa

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['Money', 'UTCDateTime', 'revision', 'down_revision', 'branch_labels', 'depends_on', 'upgrade', 'downgrade']
 
-# %% ../../../nbs/03b_migrations.r0001_initial.ipynb #543c2f9c
+# %% ../../../nbs/03b_migrations.r0001_initial.ipynb #666b5f65
 import sqlalchemy as sa
 from alembic import op
 import importlib
