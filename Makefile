@@ -1,0 +1,61 @@
+# traderbot: the two commands are `make run` and `make test`; both create .venv and install on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install run test check-sync test-notebooks test-slow pytest dashboard lab status export clean-reports
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@# torch is pinned to the CPU wheel on local disk; any other version downloads a multi-GB CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## run the daily pipeline on the embedded data with the paper broker (AS_OF=YYYY-MM-DD to pick a session)
+run: install
+	$(BIN)/traderbot run daily $(if $(AS_OF),-p as_of=$(AS_OF))
+
+## everything CI checks: notebooks and package agree, notebook tests, pytest suites
+test: install check-sync test-notebooks pytest
+
+## fail when nbdev-export would change traderbot/ (a notebook was edited without exporting)
+check-sync: install
+	@sum() { find traderbot -name '*.py' -print0 | sort -z | xargs -0 sha1sum | sha1sum; }; \
+	before=$$(sum); $(BIN)/nbdev-export; after=$$(sum); \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "nbs/ and traderbot/ disagree: nbdev-export changed the package. Export, test and commit traderbot/."; \
+	  git status --short traderbot 2>/dev/null; exit 1; fi; \
+	echo "nbs/ and traderbot/ agree."
+
+test-notebooks: install
+	$(BIN)/nbdev-test --n-workers 2
+
+## the notebook cells marked #| slow (papermill runs inside notebooks)
+test-slow: install
+	$(BIN)/nbdev-test --n-workers 2 --flags slow
+
+pytest: install
+	$(BIN)/python -m pytest tests
+
+dashboard: install
+	$(BIN)/traderbot dashboard
+
+lab: install
+	$(BIN)/jupyter lab nbs
+
+status: install
+	$(BIN)/traderbot status
+
+## export notebooks to traderbot/ and strip notebook metadata (do this before committing)
+export: install
+	$(BIN)/nbdev-export && $(BIN)/nbdev-clean
+
+clean-reports:
+	rm -rf reports
