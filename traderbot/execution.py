@@ -22,7 +22,7 @@ from . import store
 __all__ = ['plan_orders', 'PaperBroker', 'execute_order', 'send', 'sync_from_broker', 'RebalanceResult', 'rebalance',
            'execute_one', 'ledger_equity', 'finish_rebalance', 'ledger_differences']
 
-# %% ../nbs/07_execution.ipynb #d647c874
+# %% ../nbs/07_execution.ipynb #323c95a9
 def plan_orders(
     weights:pd.Series,              # target weight per symbol (sum <= 1; missing = 0)
     positions:dict[str, Position],  # current positions by symbol
@@ -31,13 +31,16 @@ def plan_orders(
     ids:dict[str, str],             # client order id per symbol
     lot:Decimal=Decimal(1),         # smallest tradable quantity
     min_trade_notional:Decimal=Decimal(0), # skip smaller trades
+    cost:CostModel=CostModel(0, 0), # costs a buy pays on top of the price
 ) -> list[Order]:                   # NEW orders, sells first (they free cash for the buys)
     "Orders that move `positions` to `weights` of `equity`."
     out = []
     for sym in sorted(set(weights.index) | set(positions)):
         price, w = prices[sym], to_decimal(float(weights.get(sym, 0.0)), f"weight of {sym}")
         held = positions[sym].quantity if sym in positions else Decimal(0)
-        diff = floor_to_lot(equity * w / price, lot) - held
+        all_in = cost.fill_price(price, Side.BUY) * (1 + to_decimal(cost.fees, "fees"))
+        target = floor_to_lot(equity * w / all_in, lot)
+        diff = target - held if target > held else floor_to_lot(equity * w / price, lot) - held
         if diff == 0 or abs(diff) * price < min_trade_notional: continue
         out.append(Order(ids[sym], sym, Side.BUY if diff > 0 else Side.SELL, abs(diff)))
     return sorted(out, key=lambda o: o.side is Side.BUY)
@@ -171,7 +174,7 @@ class RebalanceResult:
         "The result without the order list, for the run record."
         return {k: v for k, v in asdict(self).items() if k != "orders"}
 
-# %% ../nbs/07_execution.ipynb #f4f8317c
+# %% ../nbs/07_execution.ipynb #2d822a68
 def rebalance(
     engine:Engine,
     broker,                       # a `Broker`
@@ -186,6 +189,7 @@ def rebalance(
     rationale:dict[str, str]|None=None,
     run_id:str|None=None,
     min_trade_notional:Decimal=Decimal(0),
+    cost:CostModel=CostModel(0, 0),   # the broker's costs, so buys are sized to fit the cash
 ) -> RebalanceResult:
     "Move the account to `weights` at `as_of` through the risk gate and broker, at most once per date."
     acct = store.ensure_account(engine, account, "paper", initial_cash)
@@ -193,7 +197,7 @@ def rebalance(
     if not existing:
         equity = ledger_equity(engine, acct, prices)
         ids = {s: client_order_id(account, strategy, as_of, s) for s in set(weights.index) | set(store.get_positions(engine, acct))}
-        intents = plan_orders(weights, store.get_positions(engine, acct), prices, equity, ids, min_trade_notional=min_trade_notional)
+        intents = plan_orders(weights, store.get_positions(engine, acct), prices, equity, ids, min_trade_notional=min_trade_notional, cost=cost)
         existing = store.store_intents(engine, acct, strategy, as_of, weights.to_dict(), rationale or {}, intents, prices, broker.name, run_id)
     res = RebalanceResult(as_of=str(pd.Timestamp(as_of).date()), run_id=run_id, planned=len(existing), resumed=bool(existing) and existing[0].status is not OrderStatus.NEW)
     for o in existing: res.orders.append(execute_one(engine, broker, acct, o, prices, limits, market_open, res))
@@ -203,7 +207,7 @@ def execute_one(engine, broker, acct, o:Order, prices, limits, market_open, res:
     "Execute one order of a rebalance with up-to-date equity and position, counting what happened."
     held = store.get_positions(engine, acct).get(o.symbol)
     ctx = OrderContext(prices.get(o.symbol), ledger_equity(engine, acct, prices), held.quantity if held else Decimal(0),
-                       market_open, tradable=o.symbol in prices)
+                       market_open, tradable=o.symbol in prices, cash=store.account_cash(engine, acct))
     done, sent = execute_order(engine, broker, acct, o.client_order_id, ctx, limits)
     res.sent += sent
     return done

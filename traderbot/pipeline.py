@@ -190,7 +190,7 @@ def check_mode(settings:Settings, mode:str) -> str:
                           "live broker credentials and a live broker adapter (Alpaca or IB), which this version does not have yet")
     return mode
 
-# %% ../nbs/08_pipeline.ipynb #a290e6b0
+# %% ../nbs/08_pipeline.ipynb #4b0dd297
 def session_prices(closes:pd.DataFrame, day:pd.Timestamp) -> dict[str, Decimal]:
     "Each symbol's close on `day` as Decimal; symbols without a finite positive close are left out."
     row = closes.loc[day]
@@ -217,7 +217,7 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     return rebalance(engine, broker, settings.traderbot.account, settings.strategy.name, day, weights, prices,
                      RiskLimits.from_settings(settings.risk), is_session(day, settings.data.calendar), b.initial_cash,
                      rationale=momentum_rationale(closes, day, weights, settings), run_id=run_id,
-                     min_trade_notional=b.min_trade_notional)
+                     min_trade_notional=b.min_trade_notional, cost=settings.cost_model())
 
 # %% ../nbs/08_pipeline.ipynb #3922de40
 def record_results(engine, run_id:str, result, data_hash:str) -> pd.DataFrame:

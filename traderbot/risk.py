@@ -13,7 +13,7 @@ from .core import Order, Side, to_decimal, DataError
 # %% auto #0
 __all__ = ['RiskLimits', 'OrderContext', 'Denial', 'finite_decimal', 'check_order', 'position_check']
 
-# %% ../nbs/06_risk.ipynb #424dd5b1
+# %% ../nbs/06_risk.ipynb #76de4d58
 @dataclass(frozen=True)
 class RiskLimits:
     "Pre-trade limits, from settings.ini's [risk] section."
@@ -33,13 +33,14 @@ class OrderContext:
     position: Decimal           # shares held before the order
     market_open: bool           # the exchange calendar says the market trades now
     tradable: bool = True       # the symbol is in the tradable universe
+    cash: Decimal|None = None   # cash available for a buy; None skips the check
 
 class Denial(NamedTuple):
     "Why the gate refused an order."
     code: str      # e.g. POSITION_LIMIT
     message: str   # names the order, symbol and limit
 
-# %% ../nbs/06_risk.ipynb #d12607b8
+# %% ../nbs/06_risk.ipynb #c73183ed
 def finite_decimal(x) -> Decimal|None:
     "`x` as a finite Decimal, or None if it is missing, NaN, infinite or not a number."
     try: return to_decimal(x, "value")
@@ -62,6 +63,8 @@ def check_order(
     notional = qty * price
     if notional > limits.max_order_notional:
         return Denial("ORDER_NOTIONAL_LIMIT", f"{who}: notional {notional:.2f} exceeds max_order_notional {limits.max_order_notional}")
+    if order.side is Side.BUY and ctx.cash is not None and notional > ctx.cash:
+        return Denial("INSUFFICIENT_CASH", f"{who}: notional {notional:.2f} exceeds available cash {ctx.cash:.2f}")
     return position_check(order, ctx, limits, who, qty, price, equity)
 
 def position_check(order, ctx, limits, who, qty, price, equity) -> Denial|None:

@@ -1,0 +1,181 @@
+"""End-to-end: `traderbot run daily` through papermill on the embedded data with the paper broker.
+
+Each test runs the real command in a subprocess against its own SQLite store and reports folder, so
+the repository's data/ and reports/ are never touched.
+"""
+import os, shutil, sqlite3, subprocess, sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from traderbot import store
+from traderbot.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+TRADERBOT = [str(Path(sys.executable).parent / "traderbot")]
+CANARIES = {"ALPACA_API_KEY": "canary-key-7Qf3xZ", "ALPACA_SECRET_KEY": "canary-secret-9Lm2Wv"}
+
+
+def environment(tmp_path):
+    "Environment for a run with its own store and reports folder under `tmp_path`, plus its store URL."
+    db = tmp_path / "traderbot.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADERBOT")}
+    env.update(TRADERBOT_SETTINGS=str(ROOT / "settings.ini"), TRADERBOT__STORE__URL=f"sqlite:///{db}",
+               TRADERBOT__PIPELINE__REPORTS_DIR=str(tmp_path / "reports"), PYTHONUNBUFFERED="1")
+    return env, f"sqlite:///{db}", tmp_path
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    "A fresh, empty store and reports folder."
+    return environment(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def traded_template(tmp_path_factory):
+    "A store in which the daily pipeline has already traded 2022-12-27 (made once, copied per test)."
+    env, url, tmp = environment(tmp_path_factory.mktemp("traded"))
+    r = traderbot(env, "run", "daily", "-p", "as_of=2022-12-27")
+    assert r.returncode == 0, r.stderr
+    return tmp / "traderbot.db"
+
+
+@pytest.fixture
+def traded(tmp_path, traded_template):
+    "A copy of the traded store, for a test to change."
+    shutil.copy(traded_template, tmp_path / "traderbot.db")
+    return environment(tmp_path)
+
+
+def traderbot(env, *args, timeout=300):
+    return subprocess.run([*TRADERBOT, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def table_rows(url, table):
+    eng = store.connect(url)
+    with eng.connect() as con: return [dict(r._mapping) for r in con.execute(store.metadata.tables[table].select())]
+
+
+def test_rerun_same_as_of_sends_nothing_twice(sandbox):
+    env, url, tmp = sandbox
+    first = traderbot(env, "run", "daily", "-p", "as_of=2022-12-28")
+    assert first.returncode == 0, first.stderr
+    orders = table_rows(url, "orders")
+    assert len(orders) > 0 and all(o["status"] == "filled" for o in orders)
+    second = traderbot(env, "run", "daily", "-p", "as_of=2022-12-28")
+    assert second.returncode == 0, second.stderr
+    assert "0 sent now" in second.stdout and "resumed" in second.stdout
+    # exactly one order per intent, in the store and at the broker
+    after = table_rows(url, "orders")
+    assert [o["client_order_id"] for o in after] == [o["client_order_id"] for o in orders]
+    broker_ids = [p["client_order_id"] for p in table_rows(url, "paper_orders")]
+    assert sorted(broker_ids) == sorted(o["client_order_id"] for o in orders)
+    assert len(table_rows(url, "paper_fills")) == len(table_rows(url, "fills")) == len(orders)
+    # both runs recorded with lineage, and each left its notebook and HTML report
+    eng = store.connect(url)
+    runs = store.runs_frame(eng)
+    assert list(runs.status) == ["succeeded", "succeeded"]
+    for run in runs.itertuples():
+        nb = Path(run.html_path).with_suffix(".ipynb")
+        assert nb.exists() and Path(run.html_path).exists() and nb.parent == tmp / "reports" / "daily"
+        assert len(run.data_hash) == 64 and run.git_commit
+    assert all(o["run_id"] == runs.run_id.iloc[-1] and o["signal_id"] for o in orders)   # lineage: the first run
+    assert "report:" in first.stdout and "equity" in first.stdout
+
+
+def test_ledger_matches_the_paper_broker_after_a_run(traded):
+    env, url, _ = traded
+    from traderbot.execution import PaperBroker, ledger_differences
+    eng = store.connect(url)
+    acct = store.account_id(eng, "default")
+    broker = PaperBroker(eng, "default", {}, pd.Timestamp("2022-12-28 21:00", tz="UTC"))
+    assert ledger_differences(eng, acct, broker) == {}
+    fills = table_rows(url, "fills")
+    initial = table_rows(url, "accounts")[0]["initial_cash"]
+    cash_flow = sum((-q if s == "buy" else q) * p - c for q, p, c, s in
+                    ((f["quantity"], f["price"], f["commission"], f["side"]) for f in fills))
+    assert store.account_cash(eng, acct) == initial + cash_flow
+
+
+def test_failed_run_is_recorded_and_keeps_its_notebook(sandbox):
+    env, url, tmp = sandbox
+    r = traderbot(env, "run", "daily", "-p", "as_of=2022-12-26")   # Boxing Day holiday
+    assert r.returncode == 1
+    assert "2022-12-26 is not a XNYS trading session" in r.stderr
+    run = store.runs_frame(store.connect(url)).iloc[0]
+    assert run.status == "failed" and "2022-12-26" in run.error
+    assert Path(run.html_path).exists() and Path(run.html_path).with_suffix(".ipynb").exists()
+    assert table_rows(url, "orders") == [] and table_rows(url, "paper_orders") == []
+
+
+def test_timed_out_run_is_recorded_as_failed(tmp_path):
+    "A cell that runs past the cell timeout fails the run; its output notebook is kept."
+    import nbformat
+    from traderbot.pipeline import PipelineFailed, run_pipeline
+    (tmp_path / "nbs" / "pipelines").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    params = nbformat.v4.new_code_cell('run_id: str = ""  # set by the runner\nsettings_path: str = ""  # set by the runner')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("import time\ntime.sleep(60)")]
+    nbformat.write(nb, tmp_path / "nbs" / "pipelines" / "sleepy.ipynb")
+    (tmp_path / "settings.ini").write_text("[pipeline]\ncell_timeout_s = 3\n")
+    cfg = load_settings(tmp_path / "settings.ini", env={})
+    with pytest.raises(PipelineFailed, match="(?i)timeout|timed out") as e:
+        run_pipeline(cfg, "sleepy")
+    row = store.get_run(store.connect(cfg.store.url), e.value.run_id)
+    assert row["status"] == "failed" and row["duration_s"] < 60
+    assert e.value.notebook.exists()
+
+
+def test_canary_secrets_never_reach_notebooks_reports_logs_or_store(sandbox):
+    env, url, tmp = sandbox
+    env = {**env, **CANARIES}
+    r = traderbot(env, "--debug", "run", "daily")
+    assert r.returncode == 0, r.stderr
+    places = {"stdout": r.stdout, "stderr": r.stderr}
+    for f in (tmp / "reports").rglob("*"):
+        if f.is_file(): places[str(f)] = f.read_text(errors="replace")
+    places["store"] = Path(url.removeprefix("sqlite:///")).read_bytes().decode("latin-1")
+    assert len(places) >= 4
+    for where, text in places.items():
+        for secret in CANARIES.values():
+            assert secret not in text, f"secret leaked into {where}"
+
+
+@pytest.mark.parametrize("override, named", [
+    ({"TRADERBOT__RISK__MAX_POSITION_WEIGHT": "-1"}, "[risk] max_position_weight"),
+    ({"TRADERBOT__TRADERBOT__MODE": '"false"'}, "[traderbot] mode"),
+    ({"TRADERBOT__DATA__UNIVERSE": "AAPL';DROP TABLE orders;--"}, "AAPL';DROP TABLE orders;--"),
+    ({"TRADERBOT__DATA__UNIVERSE": "AAPL ../x"}, "../x"),
+])
+def test_bad_settings_and_hostile_symbols_change_nothing(traded, override, named):
+    env, url, _ = traded
+    before = {t: table_rows(url, t) for t in ("orders", "fills", "positions", "pipeline_runs", "paper_orders")}
+    r = traderbot({**env, **override}, "run", "daily", "-p", "as_of=2022-12-28")
+    assert r.returncode == 1 and named in r.stderr, r.stderr
+    assert {t: table_rows(url, t) for t in before} == before
+
+
+def test_bad_bars_are_refused_naming_symbol_and_date(sandbox):
+    env, url, tmp = sandbox
+    data = tmp / "data"
+    shutil.copytree(ROOT / "data" / "sample", data)
+    px = pd.read_csv(data / "sp500_closes.csv.gz")
+    px.loc[px.index[-3], "MSFT"] = float("nan")
+    px.to_csv(data / "sp500_closes.csv.gz", index=False)
+    r = traderbot({**env, "TRADERBOT__DATA__PATH": str(data)}, "run", "daily")
+    assert r.returncode == 1
+    assert "MSFT" in r.stderr and px.Date.iloc[-3] in r.stderr, r.stderr
+    assert table_rows(url, "orders") == [] and table_rows(url, "paper_orders") == []
+    assert store.runs_frame(store.connect(url)).status.tolist() == ["failed"]
+
+
+def test_import_traderbot_is_light():
+    code = ("import sys, traderbot, traderbot.core, traderbot.config, traderbot.data, traderbot.store, traderbot.risk, "
+            "traderbot.execution, traderbot.pipeline, traderbot.strategy, traderbot.backtest, traderbot.cli\n"
+            "heavy = [m for m in ('torch', 'transformers', 'vectorbt', 'stable_baselines3') if m in sys.modules]\n"
+            "print(','.join(heavy))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ""
