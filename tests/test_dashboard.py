@@ -172,6 +172,8 @@ def test_voila_listens_on_loopback_only(server):
                  if c.status == psutil.CONN_LISTEN]
     assert (proc.pid, ("127.0.0.1", port)) in [(pid, (a.ip, a.port)) for pid, a in listening]
     assert all(a.ip == "127.0.0.1" for _, a in listening), listening   # Voila and its kernels
+    # the token never appears on a command line, where any local user could read it with ps
+    assert not [p.pid for p in voila_family(proc) if server["token"] in " ".join(p.cmdline())]
 
 
 @pytest.mark.timeout(180)
