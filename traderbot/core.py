@@ -60,13 +60,14 @@ def check_symbol(
         raise DataError(f"invalid symbol {symbol!r}: expected an ASCII ticker such as 'AAPL' or 'BRK.B'")
     return symbol
 
-# %% ../nbs/00_core.ipynb #fe282b21
+# %% ../nbs/00_core.ipynb #cb7f691b
 def to_decimal(
     value,      # int, float, str or Decimal
     name:str,   # field name, used in the error message
 ) -> Decimal:
     "Convert `value` to a finite `Decimal`, or raise `DataError` naming `name`."
     if isinstance(value, bool): raise DataError(f"{name}: expected a number, got {value!r}")
+    if hasattr(value, "item") and not isinstance(value, Decimal): value = value.item()   # numpy scalar -> Python number
     try: d = value if isinstance(value, Decimal) else Decimal(repr(value) if isinstance(value, float) else str(value))
     except (InvalidOperation, ValueError, TypeError): raise DataError(f"{name}: expected a number, got {value!r}") from None
     if not d.is_finite(): raise DataError(f"{name}: expected a finite number, got {value!r}")
