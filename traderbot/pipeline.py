@@ -20,7 +20,8 @@ from . import store
 __all__ = ['NAME_PATTERN', 'SECRET_WORDS', 'RESERVED', 'PipelineFailed', 'pipelines_dir', 'pipeline_notebook', 'convert',
            'check_parameters', 'parse_parameters', 'RunOutcome', 'new_run_id', 'git_commit', 'export_html',
            'run_pipeline', 'kernel_env', 'failure_message', 'record_outcome', 'ensure_run', 'resolve_as_of',
-           'check_mode', 'session_prices', 'momentum_rationale', 'trade_daily', 'record_results', 'orders_table']
+           'signal_session', 'check_mode', 'session_prices', 'momentum_rationale', 'trade_daily', 'record_results',
+           'orders_table']
 
 # %% ../nbs/08_pipeline.ipynb #edbd2852
 class PipelineFailed(TraderbotError):
@@ -160,7 +161,7 @@ def record_outcome(engine, run_id:str, out:Path, error:str|None, duration:float)
     if error: raise PipelineFailed(f"run {run_id} failed: {error}\n  notebook: {out}\n  report:   {html}", run_id, out)
     return RunOutcome(run_id, status, out, html, duration, store.get_run(engine, run_id)["summary"])
 
-# %% ../nbs/08_pipeline.ipynb #0306c016
+# %% ../nbs/08_pipeline.ipynb #e926d76a
 def ensure_run(engine, run_id:str, pipeline:str, parameters:dict) -> str:
     "`run_id` if the runner recorded it, else a new run recorded now (an interactive run)."
     if run_id:
@@ -182,6 +183,15 @@ def resolve_as_of(
     if day not in closes.index: raise DataError(f"as_of {day.date()}: no bars in the data (it covers {closes.index[0].date()} to {closes.index[-1].date()})")
     return day
 
+def signal_session(
+    closes:pd.DataFrame,   # wide closes with aware UTC session index
+    day:pd.Timestamp,      # the session being traded
+) -> pd.Timestamp:         # the session whose close the strategy may use
+    "The session before `day`: a run for `day` trades at its close on what was known at the previous close."
+    earlier = closes.index[closes.index < day]
+    if not len(earlier): raise DataError(f"as_of {day.date()}: no earlier session in the data to compute signals from")
+    return earlier[-1]
+
 def check_mode(settings:Settings, mode:str) -> str:
     "The trading mode; only paper exists in this version, and 'live' is refused with what it would need."
     if mode not in ("paper", "live"): raise ConfigError(f"parameter mode: expected 'paper' or 'live', got {mode!r}")
@@ -190,17 +200,17 @@ def check_mode(settings:Settings, mode:str) -> str:
                           "live broker credentials and a live broker adapter (Alpaca or IB), which this version does not have yet")
     return mode
 
-# %% ../nbs/08_pipeline.ipynb #4b0dd297
+# %% ../nbs/08_pipeline.ipynb #4c622c1f
 def session_prices(closes:pd.DataFrame, day:pd.Timestamp) -> dict[str, Decimal]:
     "Each symbol's close on `day` as Decimal; symbols without a finite positive close are left out."
     row = closes.loc[day]
     return {s: to_decimal(float(v), f"close of {s} on {day.date()}") for s, v in row.items() if pd.notna(v) and v > 0}
 
 def momentum_rationale(closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series, settings:Settings) -> dict[str, str]:
-    "Why each symbol got its weight: its momentum rank, momentum and volatility at `day`."
+    "Why each symbol got its weight: its momentum rank, momentum and volatility at the signal session before `day`."
     from traderbot.strategy import momentum_signals
     p = settings.strategy
-    sig = momentum_signals(closes, day, lookback=p.lookback, skip=p.skip, vol_lookback=p.vol_lookback)
+    sig = momentum_signals(closes, signal_session(closes, day), lookback=p.lookback, skip=p.skip, vol_lookback=p.vol_lookback)
     rank = sig.momentum.rank(ascending=False, method="first")
     return {s: (f"momentum rank {int(rank[s])} of {len(sig)}: {p.lookback}-{p.skip} session return {sig.momentum[s]:+.1%}, "
                 f"{p.vol_lookback}-session volatility {sig.volatility[s]:.1%} (limit {p.max_volatility:.0%}); target weight {w:.1%}")
