@@ -179,3 +179,20 @@ def test_import_traderbot_is_light():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == ""
+
+
+def test_backfill_runs_once_per_session_and_skips_the_holiday(sandbox):
+    env, url, _ = sandbox
+    r = traderbot(env, "run", "daily", "--from", "2022-12-22", "--to", "2022-12-28")
+    assert r.returncode == 0, r.stderr
+    eng = store.connect(url)
+    runs = store.runs_frame(eng)
+    assert len(runs) == 4 and set(runs.status) == {"succeeded"}
+    curve = store.equity_curve(eng, "default")
+    assert [d.strftime("%Y-%m-%d") for d in curve.index] == ["2022-12-22", "2022-12-23", "2022-12-27", "2022-12-28"]
+    dates = {str(o["as_of"]) for o in table_rows(url, "orders")}
+    assert "2022-12-26" not in dates and "2022-12-22" in dates
+    # rerunning the whole range sends nothing new
+    n_orders = len(table_rows(url, "paper_orders"))
+    assert traderbot(env, "run", "daily", "--from", "2022-12-27", "--to", "2022-12-28").returncode == 0
+    assert len(table_rows(url, "paper_orders")) == n_orders

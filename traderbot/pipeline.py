@@ -20,8 +20,8 @@ from . import store
 __all__ = ['NAME_PATTERN', 'SECRET_WORDS', 'RESERVED', 'PipelineFailed', 'pipelines_dir', 'pipeline_notebook', 'convert',
            'check_parameters', 'parse_parameters', 'RunOutcome', 'new_run_id', 'git_commit', 'export_html',
            'run_pipeline', 'kernel_env', 'failure_message', 'record_outcome', 'ensure_run', 'resolve_as_of',
-           'signal_session', 'check_mode', 'session_prices', 'momentum_rationale', 'trade_daily', 'record_results',
-           'orders_table']
+           'signal_session', 'sessions_between', 'check_mode', 'session_prices', 'momentum_rationale', 'trade_daily',
+           'record_results', 'orders_table']
 
 # %% ../nbs/08_pipeline.ipynb #edbd2852
 class PipelineFailed(TraderbotError):
@@ -161,7 +161,7 @@ def record_outcome(engine, run_id:str, out:Path, error:str|None, duration:float)
     if error: raise PipelineFailed(f"run {run_id} failed: {error}\n  notebook: {out}\n  report:   {html}", run_id, out)
     return RunOutcome(run_id, status, out, html, duration, store.get_run(engine, run_id)["summary"])
 
-# %% ../nbs/08_pipeline.ipynb #e926d76a
+# %% ../nbs/08_pipeline.ipynb #f1a75348
 def ensure_run(engine, run_id:str, pipeline:str, parameters:dict) -> str:
     "`run_id` if the runner recorded it, else a new run recorded now (an interactive run)."
     if run_id:
@@ -191,6 +191,17 @@ def signal_session(
     earlier = closes.index[closes.index < day]
     if not len(earlier): raise DataError(f"as_of {day.date()}: no earlier session in the data to compute signals from")
     return earlier[-1]
+
+def sessions_between(
+    start:str,            # first date, YYYY-MM-DD
+    end:str,              # last date, YYYY-MM-DD (inclusive)
+    calendar:str="XNYS",  # exchange calendar
+) -> list[str]:           # trading sessions in the range, as YYYY-MM-DD
+    "The exchange's trading sessions from `start` to `end`; weekends and holidays are not in it."
+    from traderbot.data import to_session_date, trading_calendar
+    a, b = to_session_date(start).tz_localize(None), to_session_date(end).tz_localize(None)
+    if a > b: raise DataError(f"sessions from {a.date()} to {b.date()}: the start is after the end")
+    return [d.strftime("%Y-%m-%d") for d in trading_calendar(calendar).sessions_in_range(a, b)]
 
 def check_mode(settings:Settings, mode:str) -> str:
     "The trading mode; only paper exists in this version, and 'live' is refused with what it would need."
