@@ -153,7 +153,7 @@ def sync_from_broker(engine:Engine, broker, account_id:int, order:Order, remote:
         if current.status is not remote.status: store.save_order(engine, current.with_status(remote.status))
     return store.get_order(engine, order.client_order_id)
 
-# %% ../nbs/07_execution.ipynb #05899b89
+# %% ../nbs/07_execution.ipynb #7a4c9248
 @dataclass
 class RebalanceResult:
     "What one rebalance did; every number is read back from the store."
@@ -169,12 +169,13 @@ class RebalanceResult:
     equity: float = 0.0
     resumed: bool = False    # the intents already existed: a rerun
     orders: list = field(default_factory=list)
+    rationale: dict = field(default_factory=dict)   # why, per symbol (also stored with the signals)
 
     def summary(self) -> dict:
-        "The result without the order list, for the run record."
-        return {k: v for k, v in asdict(self).items() if k != "orders"}
+        "The counts and money, for the run record."
+        return {k: v for k, v in asdict(self).items() if k not in ("orders", "rationale")}
 
-# %% ../nbs/07_execution.ipynb #2d822a68
+# %% ../nbs/07_execution.ipynb #22c7cc9d
 def rebalance(
     engine:Engine,
     broker,                       # a `Broker`
@@ -199,7 +200,8 @@ def rebalance(
         ids = {s: client_order_id(account, strategy, as_of, s) for s in set(weights.index) | set(store.get_positions(engine, acct))}
         intents = plan_orders(weights, store.get_positions(engine, acct), prices, equity, ids, min_trade_notional=min_trade_notional, cost=cost)
         existing = store.store_intents(engine, acct, strategy, as_of, weights.to_dict(), rationale or {}, intents, prices, broker.name, run_id)
-    res = RebalanceResult(as_of=str(pd.Timestamp(as_of).date()), run_id=run_id, planned=len(existing), resumed=bool(existing) and existing[0].status is not OrderStatus.NEW)
+    res = RebalanceResult(as_of=str(pd.Timestamp(as_of).date()), run_id=run_id, planned=len(existing), rationale=rationale or {},
+                          resumed=bool(existing) and existing[0].status is not OrderStatus.NEW)
     for o in existing: res.orders.append(execute_one(engine, broker, acct, o, prices, limits, market_open, res))
     return finish_rebalance(engine, acct, prices, as_of, run_id, res)
 

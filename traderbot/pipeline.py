@@ -240,7 +240,7 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
                      rationale=momentum_rationale(closes, day, weights, settings), run_id=run_id,
                      min_trade_notional=b.min_trade_notional, cost=settings.cost_model())
 
-# %% ../nbs/08_pipeline.ipynb #3922de40
+# %% ../nbs/08_pipeline.ipynb #bee1d12a
 def record_results(engine, run_id:str, result, data_hash:str) -> pd.DataFrame:
     "Store the run's summary and data hash; an interactive run is marked succeeded. Returns the summary as a table."
     store.record_run_fields(engine, run_id, summary=result.summary(), data_hash=data_hash)
@@ -248,7 +248,8 @@ def record_results(engine, run_id:str, result, data_hash:str) -> pd.DataFrame:
     return orders_table(result)
 
 def orders_table(result) -> pd.DataFrame:
-    "One row per order of the rebalance: what was asked and what happened."
-    return pd.DataFrame([dict(symbol=o.symbol, side=o.side.value, quantity=o.quantity, status=o.status.value,
-                              filled=o.filled_quantity, average_price=o.average_price, reason=o.reason or "")
-                         for o in result.orders], columns=["symbol", "side", "quantity", "status", "filled", "average_price", "reason"])
+    "One row per order of the rebalance: what was asked, what happened, and why the strategy wanted it."
+    cols = ["symbol", "side", "quantity", "status", "filled", "average_price", "reason", "why"]
+    why = lambda s: result.rationale.get(s, "not in the target weights: sold")
+    return pd.DataFrame([dict(symbol=o.symbol, side=o.side.value, quantity=o.quantity, status=o.status.value, filled=o.filled_quantity,
+                              average_price=o.average_price, reason=o.reason or "", why=why(o.symbol)) for o in result.orders], columns=cols)
