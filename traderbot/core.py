@@ -14,11 +14,11 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['SYMBOL_PATTERN', 'TRANSITIONS', 'TERMINAL', 'TraderbotError', 'ConfigError', 'DataError', 'BrokerError',
-           'OrderRejected', 'RiskLimitBreached', 'StorageError', 'InvalidTransition', 'check_symbol', 'to_decimal',
-           'floor_to_lot', 'Side', 'CostModel', 'OrderStatus', 'check_transition', 'Fill', 'Order', 'Position',
-           'client_order_id', 'DataSource', 'Account', 'Broker']
+           'DuplicateOrder', 'OrderRejected', 'RiskLimitBreached', 'StorageError', 'InvalidTransition', 'check_symbol',
+           'to_decimal', 'floor_to_lot', 'Side', 'CostModel', 'OrderStatus', 'check_transition', 'Fill', 'Order',
+           'Position', 'client_order_id', 'DataSource', 'Account', 'Broker']
 
-# %% ../nbs/00_core.ipynb #49e24132
+# %% ../nbs/00_core.ipynb #7402d776
 class TraderbotError(Exception):
     "Base of every error traderbot raises on purpose."
 
@@ -33,6 +33,11 @@ class BrokerError(TraderbotError):
     def __init__(self, message:str, retryable:bool=False):
         super().__init__(message)
         self.retryable = retryable
+
+class DuplicateOrder(BrokerError):
+    "The broker already holds an order with this client order id: settle it by lookup, never resend or reject."
+    def __init__(self, message:str):
+        super().__init__(message, retryable=False)
 
 class OrderRejected(TraderbotError):
     "An order was refused for good, by the risk gate or the broker; `code` says why."
@@ -241,7 +246,7 @@ def client_order_id(
     digest = hashlib.sha256(f"{account}|{strategy}|{day}|{check_symbol(symbol)}".encode()).hexdigest()[:10]
     return f"tb-{day}-{symbol}-{digest}"
 
-# %% ../nbs/00_core.ipynb #6c05e9df
+# %% ../nbs/00_core.ipynb #167e18f1
 @runtime_checkable
 class DataSource(Protocol):
     "Where bars come from."
@@ -257,7 +262,7 @@ class Account:
 
 @runtime_checkable
 class Broker(Protocol):
-    "Where orders go. Every method may raise `BrokerError`; `submit` may raise `OrderRejected`."
+    "Where orders go. Every method may raise `BrokerError`; `submit` may raise `OrderRejected` or `DuplicateOrder`."
     name: str
     def submit(self, order:Order) -> Order:
         "Send `order`; return the broker's view of it (status, broker id, filled quantity)."
@@ -270,6 +275,9 @@ class Broker(Protocol):
         ...
     def fills(self, client_order_id:str|None=None) -> list[Fill]:
         "Executions, for one order or all."
+        ...
+    def open_orders(self) -> list[Order]:
+        "Orders the broker still works (accepted or partially filled)."
         ...
     def positions(self) -> list[Position]:
         "Positions the broker holds."
