@@ -19,13 +19,14 @@ from .core import (TraderbotError, Fill, Order, OrderStatus, Position, Side, Sto
 
 # %% auto #0
 __all__ = ['metadata', 'accounts', 'pipeline_runs', 'signals', 'orders', 'fills', 'positions', 'equity_snapshots', 'risk_denials',
-           'paper_orders', 'paper_fills', 'paper_accounts', 'MIGRATIONS_DIR', 'Money', 'Str', 'UTCDateTime', 'now_utc',
-           'safe_url', 'connect', 'sqlite_pragmas', 'reading', 'transaction', 'alembic_config', 'migrate',
-           'current_revision', 'schema_differences', 'open_store', 'ensure_account', 'account_cash', 'start_run',
-           'finish_run', 'record_run_fields', 'get_run', 'order_row', 'row_order', 'store_intents', 'get_order',
-           'orders_for', 'save_order', 'apply_to_position', 'record_fill', 'upsert_position', 'get_positions',
-           'record_snapshot', 'account_id', 'read_frame', 'equity_curve', 'positions_frame', 'orders_frame',
-           'fills_frame', 'runs_frame']
+           'paper_orders', 'paper_fills', 'paper_accounts', 'trading_state_changes', 'reconciliations',
+           'MIGRATIONS_DIR', 'TRADING_STATES', 'Money', 'Str', 'UTCDateTime', 'now_utc', 'safe_url', 'connect',
+           'sqlite_pragmas', 'reading', 'read_frame', 'transaction', 'alembic_config', 'migrate', 'current_revision',
+           'schema_differences', 'open_store', 'ensure_account', 'account_cash', 'trading_state', 'set_trading_state',
+           'trading_state_history', 'start_run', 'finish_run', 'record_run_fields', 'get_run', 'order_row', 'row_order',
+           'store_intents', 'get_order', 'orders_for', 'save_order', 'apply_to_position', 'record_fill',
+           'upsert_position', 'record_reconciliation', 'set_position', 'get_positions', 'record_snapshot', 'account_id',
+           'equity_curve', 'positions_frame', 'orders_frame', 'fills_frame', 'runs_frame']
 
 # %% ../nbs/03_store.ipynb #dd27edef
 class Money(sa.types.TypeDecorator):
@@ -64,7 +65,7 @@ class UTCDateTime(sa.types.TypeDecorator):
         ts = pd.Timestamp(value)
         return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
-# %% ../nbs/03_store.ipynb #010266c0
+# %% ../nbs/03_store.ipynb #542a81bf
 metadata = sa.MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s", "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
@@ -177,7 +178,9 @@ paper_orders = sa.Table("paper_orders", metadata,
     sa.Column("status", Str(20), nullable=False),
     sa.Column("filled_quantity", Money, nullable=False),
     sa.Column("average_price", Money),
-    sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc))
+    sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc),
+    sa.Column("limit_price", Money),                                  # None for a market order (revision 0002)
+    sa.Column("session", sa.Date))                                    # the day a DAY order lives for (revision 0002)
 
 paper_fills = sa.Table("paper_fills", metadata,
     sa.Column("execution_id", Str(64), primary_key=True),
@@ -194,6 +197,24 @@ paper_fills = sa.Table("paper_fills", metadata,
 paper_accounts = sa.Table("paper_accounts", metadata,
     sa.Column("account", Str(40), primary_key=True),
     sa.Column("initial_cash", Money, nullable=False))
+
+trading_state_changes = sa.Table("trading_state_changes", metadata,   # the kill switch's history (revision 0002)
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("state", Str(10), nullable=False),                      # active, reducing, halted
+    sa.Column("actor", Str(80), nullable=False),                      # who: an operator, a circuit breaker, reconciliation
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("changed_at", UTCDateTime, nullable=False, default=now_utc))
+
+reconciliations = sa.Table("reconciliations", metadata,               # every comparison with a broker (revision 0002)
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("broker", Str(20), nullable=False),
+    sa.Column("status", Str(12), nullable=False),                     # clean, adjusted, failed
+    sa.Column("differences", sa.JSON, nullable=False),
+    sa.Column("actions", sa.JSON, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("at", UTCDateTime, nullable=False, default=now_utc))
 
 # %% ../nbs/03_store.ipynb #ffc91d85
 def safe_url(url:str|sa.URL) -> str:
@@ -220,7 +241,7 @@ def sqlite_pragmas(con, busy_timeout_s:float):
     cur.execute("PRAGMA journal_mode=WAL"); cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
     cur.execute("PRAGMA foreign_keys=ON"); cur.execute("PRAGMA synchronous=NORMAL"); cur.close()
 
-# %% ../nbs/03_store.ipynb #b8fcd0a1
+# %% ../nbs/03_store.ipynb #ec1c3e24
 @contextmanager
 def reading(engine:Engine):
     "A connection for reads; a database failure (no schema yet, server down) becomes a `StorageError`."
@@ -228,6 +249,12 @@ def reading(engine:Engine):
         with engine.connect() as con: yield con
     except sa.exc.DBAPIError as e:
         raise StorageError(f"store {safe_url(engine.url)}: {type(e.orig).__name__}: {e.orig}") from e
+
+def read_frame(engine:Engine, query) -> pd.DataFrame:
+    "Run a select and return a DataFrame (Decimals kept as Decimal)."
+    with reading(engine) as con:
+        res = con.execute(query)
+        return pd.DataFrame(res.fetchall(), columns=list(res.keys()))
 
 @contextmanager
 def transaction(engine:Engine):
@@ -301,6 +328,29 @@ def ensure_account(
 def account_cash(engine:Engine, account_id:int) -> Decimal:
     "Cash the ledger holds for the account."
     with reading(engine) as con: return con.execute(select(accounts.c.cash).where(accounts.c.id == account_id)).scalar_one()
+
+# %% ../nbs/03_store.ipynb #ce20ef85
+TRADING_STATES = ("active", "reducing", "halted")
+
+def trading_state(engine:Engine, account_id:int) -> str:
+    "The account's current trading state."
+    t = trading_state_changes
+    with reading(engine) as con:
+        st = con.execute(select(t.c.state).where(t.c.account_id == account_id).order_by(t.c.id.desc()).limit(1)).scalar()
+    return st or "active"
+
+def set_trading_state(engine:Engine, account_id:int, state:str, actor:str, reason:str) -> str:
+    "Move the account to `state`, recording who and why; returns the state."
+    if state not in TRADING_STATES: raise StorageError(f"trading state {state!r}: expected one of {TRADING_STATES}")
+    if not actor.strip() or not reason.strip(): raise StorageError("a trading state change needs an actor and a reason")
+    with transaction(engine) as con:
+        con.execute(trading_state_changes.insert().values(account_id=account_id, state=state, actor=actor, reason=reason, changed_at=now_utc()))
+    return state
+
+def trading_state_history(engine:Engine, account_id:int) -> pd.DataFrame:
+    "Every change of the account's trading state, oldest first."
+    t = trading_state_changes
+    return read_frame(engine, select(t.c.changed_at, t.c.state, t.c.actor, t.c.reason).where(t.c.account_id == account_id).order_by(t.c.id))
 
 # %% ../nbs/03_store.ipynb #afe55ba2
 def start_run(engine:Engine, run_id:str, pipeline:str, parameters:dict, git_commit:str|None=None) -> str:
@@ -399,7 +449,7 @@ def save_order(engine:Engine, order:Order, denial:tuple[str,str]|None=None) -> O
                                code=denial[0], message=denial[1], created_at=now_utc()))
     return order
 
-# %% ../nbs/03_store.ipynb #1797142d
+# %% ../nbs/03_store.ipynb #52fddf02
 def apply_to_position(pos:Position|None, fill:Fill) -> Position:
     "The position after `fill`; average cost follows the shares still held in the fill's direction."
     qty0, cost0 = (pos.quantity, pos.average_cost) if pos else (Decimal(0), Decimal(0))
@@ -435,6 +485,19 @@ def upsert_position(con, account_id:int, fill:Fill) -> None:
     if r: con.execute(positions.update().where(key).values(**vals))
     else: con.execute(positions.insert().values(account_id=account_id, symbol=fill.symbol, **vals))
 
+def record_reconciliation(engine:Engine, account_id:int, broker:str, status:str, differences:dict, actions:list, error:str|None=None) -> int:
+    "Store the outcome of one reconciliation with a broker; returns its id."
+    with transaction(engine) as con:
+        return con.execute(reconciliations.insert().values(account_id=account_id, broker=broker, status=status, differences=differences,
+                                                           actions=actions, error=error, at=now_utc())).inserted_primary_key[0]
+
+def set_position(con, account_id:int, symbol:str, quantity:Decimal, average_cost:Decimal) -> None:
+    "Overwrite a position inside a transaction (reconciliation adopting the broker's quantity)."
+    key = (positions.c.account_id == account_id) & (positions.c.symbol == check_symbol(symbol))
+    vals = dict(quantity=quantity, average_cost=average_cost, updated_at=now_utc())
+    if con.execute(select(positions.c.symbol).where(key)).first(): con.execute(positions.update().where(key).values(**vals))
+    else: con.execute(positions.insert().values(account_id=account_id, symbol=symbol, **vals))
+
 def get_positions(engine:Engine, account_id:int) -> dict[str, Position]:
     "Non-zero positions of the account, by symbol."
     with reading(engine) as con:
@@ -458,13 +521,7 @@ def account_id(engine:Engine, name:str) -> int:
     if aid is None: raise StorageError(f"no account {name!r} in the store; run the daily pipeline first")
     return aid
 
-# %% ../nbs/03_store.ipynb #b2810ba4
-def read_frame(engine:Engine, query) -> pd.DataFrame:
-    "Run a select and return a DataFrame (Decimals kept as Decimal)."
-    with reading(engine) as con:
-        res = con.execute(query)
-        return pd.DataFrame(res.fetchall(), columns=list(res.keys()))
-
+# %% ../nbs/03_store.ipynb #f2fe9f86
 def equity_curve(engine:Engine, account:str) -> pd.Series:
     "Equity at each snapshot, as floats indexed by aware UTC session date."
     t = equity_snapshots
