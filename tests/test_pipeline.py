@@ -86,11 +86,16 @@ def test_rerun_same_as_of_sends_nothing_twice(sandbox):
 
 def test_ledger_matches_the_paper_broker_after_a_run(traded):
     env, url, _ = traded
-    from traderbot.execution import PaperBroker, ledger_differences
+    from traderbot.brokers.paper import PaperBroker, market_at
+    from traderbot.execution import ledger_differences, reconcile
     eng = store.connect(url)
     acct = store.account_id(eng, "default")
-    broker = PaperBroker(eng, "default", {}, pd.Timestamp("2022-12-28 21:00", tz="UTC"))
+    broker = PaperBroker(eng, "default", market_at({}, pd.Timestamp("2022-12-28 21:00", tz="UTC")))
     assert ledger_differences(eng, acct, broker) == {}
+    paper_cash = table_rows(url, "paper_accounts")[0]["initial_cash"] + sum(f.cash_flow for f in broker.fills())
+    assert paper_cash == store.account_cash(eng, acct)                      # cash agrees with the paper book too
+    recs = table_rows(url, "reconciliations")
+    assert [r["status"] for r in recs] == ["clean"]                         # the run reconciled before trading
     fills = table_rows(url, "fills")
     initial = table_rows(url, "accounts")[0]["initial_cash"]
     cash_flow = sum((-q if s == "buy" else q) * p - c for q, p, c, s in

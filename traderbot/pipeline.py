@@ -21,7 +21,7 @@ __all__ = ['NAME_PATTERN', 'SECRET_WORDS', 'RESERVED', 'PipelineFailed', 'pipeli
            'check_parameters', 'parse_parameters', 'RunOutcome', 'new_run_id', 'git_commit', 'export_html',
            'run_pipeline', 'kernel_env', 'failure_message', 'record_outcome', 'ensure_run', 'resolve_as_of',
            'signal_session', 'sessions_between', 'check_mode', 'session_prices', 'momentum_rationale', 'trade_daily',
-           'record_results', 'orders_table']
+           'make_broker', 'record_results', 'orders_table']
 
 # %% ../nbs/08_pipeline.ipynb #edbd2852
 class PipelineFailed(TraderbotError):
@@ -211,7 +211,7 @@ def check_mode(settings:Settings, mode:str) -> str:
                           "live broker credentials and a live broker adapter (Alpaca or IB), which this version does not have yet")
     return mode
 
-# %% ../nbs/08_pipeline.ipynb #4c622c1f
+# %% ../nbs/08_pipeline.ipynb #1ad4fb4f
 def session_prices(closes:pd.DataFrame, day:pd.Timestamp) -> dict[str, Decimal]:
     "Each symbol's close on `day` as Decimal; symbols without a finite positive close are left out."
     row = closes.loc[day]
@@ -228,17 +228,25 @@ def momentum_rationale(closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series,
             for s, w in weights.items()}
 
 def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series, run_id:str):
-    "Rebalance the paper account to `weights` at the close of `day`."
+    "Reconcile with the broker, then rebalance the account to `weights` at the close of `day`."
     from traderbot.data import is_session, session_close
-    from traderbot.execution import PaperBroker, rebalance
+    from traderbot.execution import rebalance, reconcile
     from traderbot.risk import RiskLimits
-    prices, b = session_prices(closes, day), settings.broker
-    broker = PaperBroker(engine, settings.traderbot.account, prices, session_close(day, settings.data.calendar),
-                         settings.cost_model(), b.initial_cash)
-    return rebalance(engine, broker, settings.traderbot.account, settings.strategy.name, day, weights, prices,
+    prices, b, account = session_prices(closes, day), settings.broker, settings.traderbot.account
+    broker = make_broker(engine, settings, prices, session_close(day, settings.data.calendar))
+    reconcile(engine, broker, store.ensure_account(engine, account, "paper", b.initial_cash))   # start-up check: raises if the broker is unreachable
+    return rebalance(engine, broker, account, settings.strategy.name, day, weights, prices,
                      RiskLimits.from_settings(settings.risk), is_session(day, settings.data.calendar), b.initial_cash,
                      rationale=momentum_rationale(closes, day, weights, settings), run_id=run_id,
                      min_trade_notional=b.min_trade_notional, cost=settings.cost_model())
+
+def make_broker(engine, settings:Settings, prices:dict[str, Decimal], fill_time:pd.Timestamp):
+    "The paper broker, moved to this session (day orders of earlier sessions expire)."
+    from traderbot.brokers.paper import PaperBroker, market_at
+    market = market_at(prices, fill_time)
+    broker = PaperBroker(engine, settings.traderbot.account, market, settings.cost_model(), settings.broker.initial_cash)
+    broker.set_market(market)
+    return broker
 
 # %% ../nbs/08_pipeline.ipynb #bee1d12a
 def record_results(engine, run_id:str, result, data_hash:str) -> pd.DataFrame:

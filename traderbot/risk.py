@@ -11,9 +11,9 @@ from typing import NamedTuple
 from .core import Order, Side, to_decimal, DataError
 
 # %% auto #0
-__all__ = ['RiskLimits', 'OrderContext', 'Denial', 'finite_decimal', 'check_order', 'position_check']
+__all__ = ['RiskLimits', 'OrderContext', 'Denial', 'finite_decimal', 'check_order', 'reduces', 'position_check']
 
-# %% ../nbs/06_risk.ipynb #76de4d58
+# %% ../nbs/06_risk.ipynb #8004666c
 @dataclass(frozen=True)
 class RiskLimits:
     "Pre-trade limits, from settings.ini's [risk] section."
@@ -34,13 +34,14 @@ class OrderContext:
     market_open: bool           # the exchange calendar says the market trades now
     tradable: bool = True       # the symbol is in the tradable universe
     cash: Decimal|None = None   # cash available for a buy; None skips the check
+    trading_state: str = "active"   # the kill switch: active, reducing (only orders that shrink exposure) or halted
 
 class Denial(NamedTuple):
     "Why the gate refused an order."
     code: str      # e.g. POSITION_LIMIT
     message: str   # names the order, symbol and limit
 
-# %% ../nbs/06_risk.ipynb #c73183ed
+# %% ../nbs/06_risk.ipynb #6976daab
 def finite_decimal(x) -> Decimal|None:
     "`x` as a finite Decimal, or None if it is missing, NaN, infinite or not a number."
     try: return to_decimal(x, "value")
@@ -53,6 +54,7 @@ def check_order(
 ) -> Denial|None:       # None when the order may be sent
     "First failed pre-trade check for `order`, or None."
     who = f"order {order.client_order_id} {order.side.value} {order.quantity} {order.symbol}"
+    if ctx.trading_state not in ("active", "reducing"): return Denial("TRADING_HALTED", f"{who}: trading is {ctx.trading_state}")
     price, equity, qty = finite_decimal(ctx.price), finite_decimal(ctx.equity), finite_decimal(order.quantity)
     if price is None or equity is None or qty is None:
         return Denial("NON_FINITE", f"{who}: price {ctx.price!r}, equity {ctx.equity!r} and quantity must be finite numbers")
@@ -60,12 +62,19 @@ def check_order(
     if qty <= 0: return Denial("QUANTITY_NOT_POSITIVE", f"{who}: quantity must be positive")
     if not ctx.tradable: return Denial("INSTRUMENT_NOT_TRADABLE", f"{who}: {order.symbol} is not in the tradable universe")
     if not ctx.market_open: return Denial("MARKET_CLOSED", f"{who}: the market is closed")
+    if ctx.trading_state == "reducing" and not reduces(order, ctx.position, qty):
+        return Denial("REDUCE_ONLY", f"{who}: trading is reducing; only orders that shrink the position {ctx.position} are allowed")
     notional = qty * price
     if notional > limits.max_order_notional:
         return Denial("ORDER_NOTIONAL_LIMIT", f"{who}: notional {notional:.2f} exceeds max_order_notional {limits.max_order_notional}")
     if order.side is Side.BUY and ctx.cash is not None and notional > ctx.cash:
         return Denial("INSUFFICIENT_CASH", f"{who}: notional {notional:.2f} exceeds available cash {ctx.cash:.2f}")
     return position_check(order, ctx, limits, who, qty, price, equity)
+
+def reduces(order:Order, position:Decimal, qty:Decimal) -> bool:
+    "True if the order moves the position towards zero without crossing it."
+    after = position + (qty if order.side is Side.BUY else -qty)
+    return abs(after) < abs(position) and (after == 0 or (after > 0) == (position > 0))
 
 def position_check(order, ctx, limits, who, qty, price, equity) -> Denial|None:
     "POSITION_LIMIT when an order that grows the position leaves it above the weight limit."
