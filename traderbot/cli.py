@@ -10,7 +10,8 @@ from pathlib import Path
 from .core import ConfigError, TraderbotError
 
 # %% auto #0
-__all__ = ['settings_from', 'cmd_run', 'describe_summary', 'cmd_status', 'cmd_db', 'cmd_dashboard', 'parser', 'main']
+__all__ = ['settings_from', 'cmd_run', 'describe_summary', 'cmd_status', 'cmd_db', 'cmd_reconcile', 'cmd_trading_state',
+           'cmd_dashboard', 'parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #3b078087
 def settings_from(args):
@@ -39,7 +40,7 @@ def describe_summary(s:dict) -> str:
             f"{s['denied']} denied, {s['rejected']} rejected" + (" (rerun: resumed the stored orders)" if s.get("resumed") else "")
             + f"; equity {s['equity']:,.2f}, cash {s['cash']:,.2f}")
 
-# %% ../nbs/10_cli.ipynb #a0a692ec
+# %% ../nbs/10_cli.ipynb #8ab273d5
 def cmd_status(args) -> int:
     "traderbot status: latest runs, positions and equity."
     from traderbot import store
@@ -63,13 +64,46 @@ def cmd_db(args) -> int:
     print(f"{store.safe_url(cfg.store.url)}: revision {store.current_revision(eng)}")
     return 0
 
+def cmd_reconcile(args) -> int:
+    "traderbot reconcile [--policy adopt|halt]: compare the ledger with the broker now."
+    from traderbot import store
+    from traderbot.config import trading_mode
+    from traderbot.data import closes, load_bars, session_close
+    from traderbot.execution import reconcile
+    from traderbot.pipeline import make_broker, session_prices
+    cfg = settings_from(args); tm = trading_mode(cfg)
+    eng = store.open_store(tm.store_url, cfg.store.busy_timeout_s)
+    px = closes(load_bars(list(cfg.data.universe) or None, path=cfg.path(cfg.data.path)))
+    day = px.index[-1]
+    broker = make_broker(eng, cfg, session_prices(px, day), session_close(day, cfg.data.calendar), tm.mode)
+    rec = reconcile(eng, broker, store.account_id(eng, cfg.traderbot.account), args.policy)
+    print(f"{tm.banner()}\nreconciliation with {broker.name}: {rec.status}")
+    for a in rec.actions: print(f"  {a}")
+    return 0
+
+def cmd_trading_state(args) -> int:
+    "traderbot trading-state [STATE --reason WHY]: show or move the kill switch."
+    import getpass
+    from traderbot import store
+    from traderbot.config import trading_mode
+    cfg = settings_from(args)
+    eng = store.open_store(trading_mode(cfg).store_url, cfg.store.busy_timeout_s)
+    acct = store.account_id(eng, cfg.traderbot.account)
+    if args.state:
+        if not args.reason: raise ConfigError("trading-state: give --reason (it is recorded with the change)")
+        store.set_trading_state(eng, acct, args.state, args.actor or f"operator:{getpass.getuser()}", args.reason)
+    print(f"account {cfg.traderbot.account}: trading is {store.trading_state(eng, acct)}")
+    hist = store.trading_state_history(eng, acct)
+    if len(hist): print(hist.tail(5).to_string(index=False))
+    return 0
+
 def cmd_dashboard(args) -> int:
     "traderbot dashboard: serve nbs/dashboards with Voila on 127.0.0.1 with a random token."
     from traderbot.dashboard import serve_dashboards
     serve_dashboards(settings_from(args), port=args.port)
     return 0
 
-# %% ../nbs/10_cli.ipynb #d6926965
+# %% ../nbs/10_cli.ipynb #7c07b46f
 def parser() -> argparse.ArgumentParser:
     "The argument parser of the `traderbot` command."
     p = argparse.ArgumentParser(prog="traderbot", description="Notebook-first trading: pipelines, dashboards, store.")
@@ -85,6 +119,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="latest runs, positions and equity").set_defaults(func=cmd_status)
     d = sub.add_parser("db", help="migrate the store or show its revision")
     d.add_argument("action", choices=["upgrade", "current"]); d.set_defaults(func=cmd_db)
+    rc = sub.add_parser("reconcile", help="compare the ledger with the broker; the broker's truth wins")
+    rc.add_argument("--policy", choices=["adopt", "halt"], default="adopt", help="adopt the broker's positions and cash, or halt trading")
+    rc.set_defaults(func=cmd_reconcile)
+    ts = sub.add_parser("trading-state", help="show or set the kill switch: active, reducing or halted")
+    ts.add_argument("state", nargs="?", choices=["active", "reducing", "halted"])
+    ts.add_argument("--reason", help="why (recorded)"); ts.add_argument("--actor", help="who (default operator:$USER)")
+    ts.set_defaults(func=cmd_trading_state)
     dash = sub.add_parser("dashboard", help="serve the Voila dashboards on 127.0.0.1 with a token")
     dash.add_argument("--port", type=int, default=None); dash.set_defaults(func=cmd_dashboard)
     return p

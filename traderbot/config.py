@@ -14,12 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from .core import ConfigError, CostModel, check_symbol, DataError
 
 # %% auto #0
-__all__ = ['SECRET_VARIABLES', 'SECTIONS', 'Section', 'TraderbotSettings', 'DataSettings', 'StoreSettings', 'BrokerSettings',
-           'CostSettings', 'RiskSettings', 'StrategySettings', 'PipelineSettings', 'DashboardSettings', 'Secrets',
-           'load_secrets', 'Settings', 'find_settings', 'read_ini', 'env_overrides', 'describe_error',
-           'sqlite_path_resolved', 'load_settings', 'dotenv_file']
+__all__ = ['LIVE_FLAG', 'SECRET_VARIABLES', 'SECTIONS', 'IB_LIVE_PORTS', 'Section', 'TraderbotSettings', 'DataSettings',
+           'StoreSettings', 'BrokerSettings', 'CostSettings', 'RiskSettings', 'StrategySettings', 'PipelineSettings',
+           'DashboardSettings', 'Secrets', 'load_secrets', 'Settings', 'find_settings', 'read_ini', 'env_overrides',
+           'describe_error', 'sqlite_path_resolved', 'load_settings', 'dotenv_file', 'TradingMode',
+           'live_credentials_missing', 'trading_mode']
 
-# %% ../nbs/01_config.ipynb #8f2538ca
+# %% ../nbs/01_config.ipynb #c0b6537c
 class Section(BaseModel):
     "Base of every settings section: frozen, and unknown keys are errors."
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -45,10 +46,15 @@ class DataSettings(Section):
 
 class StoreSettings(Section):
     url: str = "sqlite:///data/traderbot.db"     # SQLAlchemy URL; relative SQLite paths are relative to settings.ini
+    live_url: str = "sqlite:///data/traderbot-live.db"  # live trading's own store: paper and live never share a ledger
     busy_timeout_s: float = Field(30.0, gt=0)    # how long SQLite waits on a lock before a StorageError
 
 class BrokerSettings(Section):
-    name: Literal["paper"] = "paper"             # the broker adapter
+    name: Literal["paper", "alpaca", "ib"] = "paper"   # the broker adapter
+    timeout_s: float = Field(10.0, gt=0)         # HTTP / socket timeout for every broker call
+    ib_host: Literal["127.0.0.1", "localhost"] = "127.0.0.1"  # TWS / IB Gateway runs on this machine
+    ib_port: int = Field(7497, gt=0, lt=65536)   # 7497 TWS paper, 7496 TWS live, 4002/4001 Gateway paper/live
+    ib_client_id: int = Field(1, ge=0)
     initial_cash: Decimal = Field(Decimal("1000000"), gt=0)  # paper account's starting cash
     min_trade_notional: Decimal = Field(Decimal("100"), ge=0)  # smaller rebalancing trades are skipped
 
@@ -78,7 +84,8 @@ class DashboardSettings(Section):
     host: Literal["127.0.0.1", "localhost"] = "127.0.0.1"  # dashboards never listen beyond loopback
     port: int = Field(8866, gt=0, lt=65536)
 
-# %% ../nbs/01_config.ipynb #4fd84a85
+# %% ../nbs/01_config.ipynb #239d75f8
+LIVE_FLAG = "TRADERBOT_LIVE_TRADING"   # must be exactly 'yes' for live trading
 SECRET_VARIABLES = {"alpaca_api_key": "ALPACA_API_KEY", "alpaca_secret_key": "ALPACA_SECRET_KEY"}
 
 class Secrets(Section):
@@ -92,7 +99,7 @@ def load_secrets(
     "Collect the known secret variables from `env`."
     return Secrets(**{k: env[v] for k, v in SECRET_VARIABLES.items() if env.get(v)})
 
-# %% ../nbs/01_config.ipynb #0ee57a20
+# %% ../nbs/01_config.ipynb #00713620
 SECTIONS = {"traderbot": TraderbotSettings, "data": DataSettings, "store": StoreSettings,
             "broker": BrokerSettings, "costs": CostSettings, "risk": RiskSettings,
             "strategy": StrategySettings, "pipeline": PipelineSettings, "dashboard": DashboardSettings}
@@ -110,6 +117,7 @@ class Settings(Section):
     pipeline: PipelineSettings = PipelineSettings()
     dashboard: DashboardSettings = DashboardSettings()
     secrets: Secrets = Secrets()
+    live_trading_flag: bool = False               # TRADERBOT_LIVE_TRADING=yes was in the environment
 
     def path(self, p:Path) -> Path:
         "`p` resolved against the settings folder."
@@ -159,7 +167,7 @@ def describe_error(e:ValidationError, source:str) -> str:
         lines.append(f"{source} {key}: {err['msg']} (got {err.get('input')!r})")
     return "\n".join(lines)
 
-# %% ../nbs/01_config.ipynb #cfaca096
+# %% ../nbs/01_config.ipynb #7e36841f
 def sqlite_path_resolved(url:str, root:Path) -> str:
     "`url` with a relative SQLite file path made absolute against `root`."
     prefix = "sqlite:///"
@@ -179,9 +187,9 @@ def load_settings(
     env = {**dotenv_file(root / ".env"), **env}
     raw = read_ini(path)
     for section, keys in env_overrides(env).items(): raw.setdefault(section, {}).update(keys)
-    try: s = Settings(root=root, secrets=load_secrets(env), **raw)
+    try: s = Settings(root=root, secrets=load_secrets(env), live_trading_flag=env.get(LIVE_FLAG) == "yes", **raw)
     except ValidationError as e: raise ConfigError(describe_error(e, str(path))) from None
-    store = s.store.model_copy(update={"url": sqlite_path_resolved(s.store.url, root)})
+    store = s.store.model_copy(update={"url": sqlite_path_resolved(s.store.url, root), "live_url": sqlite_path_resolved(s.store.live_url, root)})
     return s.model_copy(update={"store": store})
 
 def dotenv_file(path:Path) -> dict[str, str]:
@@ -189,3 +197,39 @@ def dotenv_file(path:Path) -> dict[str, str]:
     if not path.is_file(): return {}
     from dotenv import dotenv_values
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+# %% ../nbs/01_config.ipynb #cb587552
+from dataclasses import dataclass
+
+@dataclass(frozen=True)
+class TradingMode:
+    "The mode a run trades in, and why it is not live when it is not."
+    mode: str                  # paper or live
+    store_url: str             # the ledger for that mode
+    missing: tuple[str, ...]   # live opt-ins that were missing (empty when live)
+
+    def banner(self) -> str:
+        "One line that says, loudly when live, what this run trades with."
+        if self.mode == "live": return "*** LIVE TRADING: real orders, real money ***"
+        return "paper trading" + (f" (live requested but not enabled: {'; '.join(self.missing)})" if self.missing and self.missing[0] != "mode is paper" else "")
+
+IB_LIVE_PORTS = (7496, 4001)
+
+def live_credentials_missing(settings:Settings) -> list[str]:
+    "What live credentials the configured broker lacks; refuses paper keys in live mode."
+    b, sec = settings.broker, settings.secrets
+    if b.name == "alpaca":
+        if not (sec.alpaca_api_key and sec.alpaca_secret_key): return ["ALPACA_API_KEY and ALPACA_SECRET_KEY are not set"]
+        if sec.alpaca_api_key.get_secret_value().startswith("PK"):
+            raise ConfigError("[traderbot] mode = live with Alpaca paper keys (key id starts with PK): refusing to start")
+        return []
+    if b.name == "ib": return [] if b.ib_port in IB_LIVE_PORTS else [f"[broker] ib_port {b.ib_port} is a paper port (live: {IB_LIVE_PORTS})"]
+    return ["[broker] name is paper"]
+
+def trading_mode(settings:Settings) -> TradingMode:
+    "Paper, unless every live opt-in is present at once."
+    paper = lambda *why: TradingMode("paper", settings.store.url, why)
+    if settings.traderbot.mode != "live": return paper("mode is paper")
+    missing = live_credentials_missing(settings)
+    if not settings.live_trading_flag: missing.insert(0, f"{LIVE_FLAG}=yes is not in the environment")
+    return paper(*missing) if missing else TradingMode("live", settings.store.live_url, ())

@@ -20,8 +20,8 @@ from . import store
 __all__ = ['NAME_PATTERN', 'SECRET_WORDS', 'RESERVED', 'PipelineFailed', 'pipelines_dir', 'pipeline_notebook', 'convert',
            'check_parameters', 'parse_parameters', 'RunOutcome', 'new_run_id', 'git_commit', 'export_html',
            'run_pipeline', 'kernel_env', 'failure_message', 'record_outcome', 'ensure_run', 'resolve_as_of',
-           'signal_session', 'sessions_between', 'check_mode', 'session_prices', 'momentum_rationale', 'trade_daily',
-           'make_broker', 'record_results', 'orders_table']
+           'signal_session', 'sessions_between', 'resolve_mode', 'session_prices', 'momentum_rationale', 'trade_daily',
+           'make_broker', 'alpaca_broker', 'ib_broker', 'record_results', 'orders_table']
 
 # %% ../nbs/08_pipeline.ipynb #edbd2852
 class PipelineFailed(TraderbotError):
@@ -111,7 +111,7 @@ def export_html(notebook:Path) -> Path:
     html = notebook.with_suffix(".html"); html.write_text(body, encoding="utf-8")
     return html
 
-# %% ../nbs/08_pipeline.ipynb #6385031e
+# %% ../nbs/08_pipeline.ipynb #6b5178e5
 def run_pipeline(
     settings:Settings,
     name:str,                       # pipeline notebook in nbs/pipelines/
@@ -122,14 +122,15 @@ def run_pipeline(
     import papermill as pm
     nb = pipeline_notebook(settings, name)
     params = check_parameters(nb, parameters or {})
-    engine = store.open_store(settings.store.url, settings.store.busy_timeout_s)
+    url = resolve_mode(settings, params["mode"]).store_url if "mode" in params else settings.store.url   # live runs: the live ledger
+    engine = store.open_store(url, settings.store.busy_timeout_s)
     run_id = store.start_run(engine, new_run_id(name), name, params, git_commit(settings.root))
     out = settings.path(settings.pipeline.reports_dir) / name / f"{run_id}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     injected = {**params, "run_id": run_id, "settings_path": str(settings_path or settings.root / "settings.ini")}
     error, t0 = None, time.monotonic()
     try:
-        with kernel_env(TRADERBOT__STORE__URL=settings.store.url):
+        with kernel_env(TRADERBOT__STORE__URL=settings.store.url, TRADERBOT__STORE__LIVE_URL=settings.store.live_url):
           pm.execute_notebook(str(nb), str(out), parameters=injected, kernel_name=settings.pipeline.kernel, cwd=str(settings.root),
                             execution_timeout=settings.pipeline.cell_timeout_s, progress_bar=False, log_output=False)
     except Exception as e: error = failure_message(e)
@@ -161,7 +162,7 @@ def record_outcome(engine, run_id:str, out:Path, error:str|None, duration:float)
     if error: raise PipelineFailed(f"run {run_id} failed: {error}\n  notebook: {out}\n  report:   {html}", run_id, out)
     return RunOutcome(run_id, status, out, html, duration, store.get_run(engine, run_id)["summary"])
 
-# %% ../nbs/08_pipeline.ipynb #f1a75348
+# %% ../nbs/08_pipeline.ipynb #64d86171
 def ensure_run(engine, run_id:str, pipeline:str, parameters:dict) -> str:
     "`run_id` if the runner recorded it, else a new run recorded now (an interactive run)."
     if run_id:
@@ -203,15 +204,14 @@ def sessions_between(
     if a > b: raise DataError(f"sessions from {a.date()} to {b.date()}: the start is after the end")
     return [d.strftime("%Y-%m-%d") for d in trading_calendar(calendar).sessions_in_range(a, b)]
 
-def check_mode(settings:Settings, mode:str) -> str:
-    "The trading mode; only paper exists in this version, and 'live' is refused with what it would need."
+def resolve_mode(settings:Settings, mode:str):
+    "The run's `TradingMode`: the `mode` parameter can only ask for live; settings and environment must agree."
+    from traderbot.config import TradingMode, trading_mode
     if mode not in ("paper", "live"): raise ConfigError(f"parameter mode: expected 'paper' or 'live', got {mode!r}")
-    if "live" in (mode, settings.traderbot.mode):
-        raise ConfigError("live trading is not available: it needs [traderbot] mode = live, TRADERBOT_LIVE_TRADING=yes, "
-                          "live broker credentials and a live broker adapter (Alpaca or IB), which this version does not have yet")
-    return mode
+    if mode == "paper": return TradingMode("paper", settings.store.url, ("mode is paper",))
+    return trading_mode(settings)
 
-# %% ../nbs/08_pipeline.ipynb #1ad4fb4f
+# %% ../nbs/08_pipeline.ipynb #76e08e9f
 def session_prices(closes:pd.DataFrame, day:pd.Timestamp) -> dict[str, Decimal]:
     "Each symbol's close on `day` as Decimal; symbols without a finite positive close are left out."
     row = closes.loc[day]
@@ -227,26 +227,43 @@ def momentum_rationale(closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series,
                 f"{p.vol_lookback}-session volatility {sig.volatility[s]:.1%} (limit {p.max_volatility:.0%}); target weight {w:.1%}")
             for s, w in weights.items()}
 
-def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series, run_id:str):
+def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series, run_id:str, mode:str="paper"):
     "Reconcile with the broker, then rebalance the account to `weights` at the close of `day`."
     from traderbot.data import is_session, session_close
     from traderbot.execution import rebalance, reconcile
     from traderbot.risk import RiskLimits
     prices, b, account = session_prices(closes, day), settings.broker, settings.traderbot.account
-    broker = make_broker(engine, settings, prices, session_close(day, settings.data.calendar))
-    reconcile(engine, broker, store.ensure_account(engine, account, "paper", b.initial_cash))   # start-up check: raises if the broker is unreachable
+    broker = make_broker(engine, settings, prices, session_close(day, settings.data.calendar), mode)
+    reconcile(engine, broker, store.ensure_account(engine, account, mode, b.initial_cash))   # start-up check: raises if the broker is unreachable
     return rebalance(engine, broker, account, settings.strategy.name, day, weights, prices,
                      RiskLimits.from_settings(settings.risk), is_session(day, settings.data.calendar), b.initial_cash,
                      rationale=momentum_rationale(closes, day, weights, settings), run_id=run_id,
-                     min_trade_notional=b.min_trade_notional, cost=settings.cost_model())
+                     min_trade_notional=b.min_trade_notional, cost=settings.cost_model(), mode=mode)
 
-def make_broker(engine, settings:Settings, prices:dict[str, Decimal], fill_time:pd.Timestamp):
-    "The paper broker, moved to this session (day orders of earlier sessions expire)."
+def make_broker(engine, settings:Settings, prices:dict[str, Decimal], fill_time:pd.Timestamp, mode:str="paper"):
+    "The broker `[broker] name` selects; the paper broker is moved to this session (earlier day orders expire)."
     from traderbot.brokers.paper import PaperBroker, market_at
+    if settings.broker.name == "alpaca": return alpaca_broker(settings, live=mode == "live")
+    if settings.broker.name == "ib": return ib_broker(engine, settings)
     market = market_at(prices, fill_time)
     broker = PaperBroker(engine, settings.traderbot.account, market, settings.cost_model(), settings.broker.initial_cash)
     broker.set_market(market)
     return broker
+
+def alpaca_broker(settings:Settings, live:bool):
+    "The Alpaca adapter with the keys from the environment; the live endpoint only when `live`."
+    from traderbot.brokers.alpaca import AlpacaBroker
+    sec = settings.secrets
+    if not (sec.alpaca_api_key and sec.alpaca_secret_key): raise ConfigError("[broker] name = alpaca needs ALPACA_API_KEY and ALPACA_SECRET_KEY in the environment or .env")
+    return AlpacaBroker(sec.alpaca_api_key.get_secret_value(), sec.alpaca_secret_key.get_secret_value(), paper=not live,
+                        timeout_s=settings.broker.timeout_s, account_name=settings.traderbot.account)
+
+def ib_broker(engine, settings:Settings):
+    "The IB adapter connected to TWS / IB Gateway on this machine; order ids continue after the highest stored."
+    from traderbot.brokers.ib import IBBroker, connect_ib
+    b = settings.broker
+    ib = connect_ib(b.ib_host, b.ib_port, b.ib_client_id, timeout_s=b.timeout_s)
+    return IBBroker(ib, stored_max_order_id=lambda: store.max_broker_order_id(engine, "ib"), timeout_s=b.timeout_s)
 
 # %% ../nbs/08_pipeline.ipynb #bee1d12a
 def record_results(engine, run_id:str, result, data_hash:str) -> pd.DataFrame:

@@ -24,9 +24,10 @@ __all__ = ['metadata', 'accounts', 'pipeline_runs', 'signals', 'orders', 'fills'
            'sqlite_pragmas', 'reading', 'read_frame', 'transaction', 'alembic_config', 'migrate', 'current_revision',
            'schema_differences', 'open_store', 'ensure_account', 'account_cash', 'trading_state', 'set_trading_state',
            'trading_state_history', 'start_run', 'finish_run', 'record_run_fields', 'get_run', 'order_row', 'row_order',
-           'store_intents', 'get_order', 'orders_for', 'save_order', 'apply_to_position', 'record_fill',
-           'upsert_position', 'record_reconciliation', 'set_position', 'get_positions', 'record_snapshot', 'account_id',
-           'equity_curve', 'positions_frame', 'orders_frame', 'fills_frame', 'runs_frame']
+           'store_intents', 'get_order', 'orders_for', 'max_broker_order_id', 'save_order', 'apply_to_position',
+           'record_fill', 'upsert_position', 'record_reconciliation', 'set_position', 'get_positions',
+           'record_snapshot', 'account_id', 'equity_curve', 'positions_frame', 'orders_frame', 'fills_frame',
+           'runs_frame']
 
 # %% ../nbs/03_store.ipynb #dd27edef
 class Money(sa.types.TypeDecorator):
@@ -421,7 +422,7 @@ def store_intents(
                 created_at=now_utc(), updated_at=now_utc()))
     return intents
 
-# %% ../nbs/03_store.ipynb #75e9c8f7
+# %% ../nbs/03_store.ipynb #6f524089
 def get_order(engine:Engine, client_order_id:str) -> Order|None:
     "The stored order with this client order id, or None."
     with reading(engine) as con:
@@ -434,6 +435,12 @@ def orders_for(engine:Engine, account_id:int, as_of=None, strategy:str|None=None
     if as_of is not None: q = q.where(orders.c.as_of == pd.Timestamp(as_of).date())
     if strategy is not None: q = q.where(orders.c.strategy == strategy)
     with reading(engine) as con: return [row_order(r) for r in con.execute(q)]
+
+def max_broker_order_id(engine:Engine, broker:str) -> int:
+    "The highest numeric broker order id stored for `broker` (IB order ids must only increase); 0 if none."
+    with reading(engine) as con:
+        ids = con.execute(select(orders.c.broker_order_id).where((orders.c.broker == broker) & orders.c.broker_order_id.is_not(None))).scalars()
+        return max((int(i) for i in ids if i.isdigit()), default=0)
 
 def save_order(engine:Engine, order:Order, denial:tuple[str,str]|None=None) -> Order:
     "Persist a new state of a stored order (through the state machine); record a risk denial if given."
