@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run backfill test check-sync test-notebooks test-slow pytest dashboard lab status export clean-reports
+.PHONY: install run backfill bench test check-sync test-notebooks test-slow pytest dashboard lab status export clean-reports
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ lab: install
 
 status: install
 	$(BIN)/traderbot status
+
+## signal-to-order latency (p50/p99) through the order manager vs the bare broker call, paper and Alpaca (fake server)
+bench: install
+	$(BIN)/python bench/orders.py
 
 ## export notebooks to traderbot/ and strip notebook metadata (do this before committing)
 export: install

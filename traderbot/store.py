@@ -19,15 +19,15 @@ from .core import (TraderbotError, Fill, Order, OrderStatus, Position, Side, Sto
 
 # %% auto #0
 __all__ = ['metadata', 'accounts', 'pipeline_runs', 'signals', 'orders', 'fills', 'positions', 'equity_snapshots', 'risk_denials',
-           'paper_orders', 'paper_fills', 'paper_accounts', 'trading_state_changes', 'reconciliations',
-           'MIGRATIONS_DIR', 'TRADING_STATES', 'Money', 'Str', 'UTCDateTime', 'now_utc', 'safe_url', 'connect',
-           'sqlite_pragmas', 'reading', 'read_frame', 'transaction', 'alembic_config', 'migrate', 'current_revision',
-           'schema_differences', 'open_store', 'ensure_account', 'account_cash', 'trading_state', 'set_trading_state',
-           'trading_state_history', 'start_run', 'finish_run', 'record_run_fields', 'get_run', 'order_row', 'row_order',
-           'store_intents', 'get_order', 'orders_for', 'max_broker_order_id', 'save_order', 'apply_to_position',
-           'record_fill', 'upsert_position', 'record_reconciliation', 'set_position', 'get_positions',
-           'record_snapshot', 'account_id', 'equity_curve', 'positions_frame', 'orders_frame', 'fills_frame',
-           'runs_frame']
+           'paper_orders', 'paper_fills', 'paper_accounts', 'trading_state_changes', 'routing_decisions',
+           'reconciliations', 'MIGRATIONS_DIR', 'TRADING_STATES', 'Money', 'Str', 'UTCDateTime', 'now_utc', 'safe_url',
+           'connect', 'sqlite_pragmas', 'reading', 'read_frame', 'transaction', 'alembic_config', 'migrate',
+           'current_revision', 'schema_differences', 'open_store', 'ensure_account', 'account_cash', 'trading_state',
+           'set_trading_state', 'trading_state_history', 'start_run', 'finish_run', 'record_run_fields', 'get_run',
+           'order_row', 'row_order', 'store_intents', 'get_order', 'orders_for', 'record_routing', 'routed_venue',
+           'max_broker_order_id', 'save_order', 'apply_to_position', 'record_fill', 'upsert_position',
+           'record_reconciliation', 'set_position', 'get_positions', 'record_snapshot', 'account_id', 'equity_curve',
+           'positions_frame', 'orders_frame', 'fills_frame', 'runs_frame']
 
 # %% ../nbs/03_store.ipynb #dd27edef
 class Money(sa.types.TypeDecorator):
@@ -66,7 +66,7 @@ class UTCDateTime(sa.types.TypeDecorator):
         ts = pd.Timestamp(value)
         return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
-# %% ../nbs/03_store.ipynb #542a81bf
+# %% ../nbs/03_store.ipynb #c2d67fd8
 metadata = sa.MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s", "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
@@ -206,6 +206,13 @@ trading_state_changes = sa.Table("trading_state_changes", metadata,   # the kill
     sa.Column("actor", Str(80), nullable=False),                      # who: an operator, a circuit breaker, reconciliation
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("changed_at", UTCDateTime, nullable=False, default=now_utc))
+
+routing_decisions = sa.Table("routing_decisions", metadata,          # which venue got an order, and why (revision 0002)
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("client_order_id", Str(64), nullable=False),
+    sa.Column("venue", Str(20), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False, default=now_utc))
 
 reconciliations = sa.Table("reconciliations", metadata,               # every comparison with a broker (revision 0002)
     sa.Column("id", sa.Integer, primary_key=True),
@@ -422,7 +429,7 @@ def store_intents(
                 created_at=now_utc(), updated_at=now_utc()))
     return intents
 
-# %% ../nbs/03_store.ipynb #6f524089
+# %% ../nbs/03_store.ipynb #b8b4ca4f
 def get_order(engine:Engine, client_order_id:str) -> Order|None:
     "The stored order with this client order id, or None."
     with reading(engine) as con:
@@ -435,6 +442,17 @@ def orders_for(engine:Engine, account_id:int, as_of=None, strategy:str|None=None
     if as_of is not None: q = q.where(orders.c.as_of == pd.Timestamp(as_of).date())
     if strategy is not None: q = q.where(orders.c.strategy == strategy)
     with reading(engine) as con: return [row_order(r) for r in con.execute(q)]
+
+def record_routing(engine:Engine, client_order_id:str, venue:str, reason:str) -> None:
+    "Record which venue an order was routed to, and why."
+    with transaction(engine) as con:
+        con.execute(routing_decisions.insert().values(client_order_id=client_order_id, venue=venue, reason=reason, at=now_utc()))
+
+def routed_venue(engine:Engine, client_order_id:str) -> str|None:
+    "The venue an order was last routed to, or None."
+    t = routing_decisions
+    with reading(engine) as con:
+        return con.execute(select(t.c.venue).where(t.c.client_order_id == client_order_id).order_by(t.c.id.desc()).limit(1)).scalar()
 
 def max_broker_order_id(engine:Engine, broker:str) -> int:
     "The highest numeric broker order id stored for `broker` (IB order ids must only increase); 0 if none."

@@ -90,7 +90,7 @@ def _submit(self:PaperBroker, order:Order) -> Order:
 
 PaperBroker.submit = _submit
 
-# %% ../../nbs/07a_brokers.paper.ipynb #824516b2
+# %% ../../nbs/07a_brokers.paper.ipynb #b8b1912a
 def _work(self:PaperBroker, client_order_id:str) -> None:
     "Fill what the market allows of one open order now."
     o = self.get_order(client_order_id)
@@ -98,7 +98,9 @@ def _work(self:PaperBroker, client_order_id:str) -> None:
     ref, m = self.market.prices.get(o.symbol), self.market
     px = None if ref is None else fill_price(self.cost, ref, o.side, o.limit_price)
     volume = (m.volumes or {}).get(o.symbol)
-    qty = Decimal(0) if px is None else fillable(o.remaining, volume, self.max_volume_share, self.filled_today(o.symbol))
+    capped = volume is not None and self.max_volume_share is not None      # only a volume cap needs today's fills
+    done = self.filled_today(o.symbol) if capped and px is not None else Decimal(0)
+    qty = Decimal(0) if px is None else fillable(o.remaining, volume, self.max_volume_share, done)
     if qty > 0: self.book_fill(o, qty, px)
 
 def _book_fill(self:PaperBroker, o:Order, qty:Decimal, px:Decimal) -> None:
@@ -117,10 +119,10 @@ def _book_fill(self:PaperBroker, o:Order, qty:Decimal, px:Decimal) -> None:
 def _filled_today(self:PaperBroker, symbol:str) -> Decimal:
     "Shares of `symbol` the paper book filled in the current session."
     f = store.paper_fills
-    day = self.market.fill_time
-    with store.reading(self.engine) as con:
-        rows = con.execute(select(f.c.quantity, f.c.timestamp).where((f.c.account == self.account_name) & (f.c.symbol == symbol))).all()
-    return sum((q for q, ts in rows if ts == day), Decimal(0))
+    start = pd.Timestamp(self.market.session).tz_localize("America/New_York").tz_convert("UTC")
+    q = select(f.c.quantity).where((f.c.account == self.account_name) & (f.c.symbol == symbol) & (f.c.timestamp >= start)
+                                   & (f.c.timestamp < start + pd.Timedelta(days=1)))
+    with store.reading(self.engine) as con: return sum(con.execute(q).scalars(), Decimal(0))
 
 PaperBroker.work, PaperBroker.book_fill, PaperBroker.filled_today = _work, _book_fill, _filled_today
 

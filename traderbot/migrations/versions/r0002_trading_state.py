@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['Money', 'UTCDateTime', 'Str', 'revision', 'down_revision', 'branch_labels', 'depends_on', 'upgrade', 'downgrade']
 
-# %% ../../../nbs/03c_migrations.r0002_trading_state.ipynb #2826172a
+# %% ../../../nbs/03c_migrations.r0002_trading_state.ipynb #3d58d4e6
 import sqlalchemy as sa
 from alembic import op
 import importlib
@@ -28,6 +28,12 @@ def upgrade():
         sa.Column("actor", Str(80), nullable=False),
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("changed_at", UTCDateTime, nullable=False))
+    op.create_table("routing_decisions",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("client_order_id", Str(64), nullable=False),
+        sa.Column("venue", Str(20), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("at", UTCDateTime, nullable=False))
     op.create_table("reconciliations",
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", name="fk_reconciliations_account_id_accounts"), nullable=False),
@@ -40,6 +46,7 @@ def upgrade():
 
 def downgrade():
     op.drop_table("reconciliations")
+    op.drop_table("routing_decisions")
     op.drop_table("trading_state_changes")
     with op.batch_alter_table("paper_orders") as b:
         b.drop_column("session")
