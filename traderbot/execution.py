@@ -46,7 +46,7 @@ def plan_orders(
         out.append(Order(ids[sym], sym, Side.BUY if diff > 0 else Side.SELL, abs(diff)))
     return sorted(out, key=lambda o: o.side is Side.BUY)
 
-# %% ../nbs/07_execution.ipynb #b48c7896
+# %% ../nbs/07_execution.ipynb #ae5f0ab7
 OPEN = (OrderStatus.SUBMITTED, OrderStatus.UNKNOWN, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
 
 def execute_order(
@@ -86,7 +86,8 @@ def sync_from_broker(engine:Engine, broker, account_id:int, order:Order, remote:
     "Adopt the broker's acknowledgement, fills (de-duplicated by execution id) and final status."
     if order.status in (OrderStatus.SUBMITTED, OrderStatus.UNKNOWN):
         order = store.save_order(engine, order.with_status(OrderStatus.ACCEPTED, broker_order_id=remote.broker_order_id))
-    for f in broker.fills(order.client_order_id): store.record_fill(engine, account_id, f)
+    if remote.filled_quantity > order.filled_quantity:     # ask for executions only when the broker reports new ones
+        for f in broker.fills(order.client_order_id): store.record_fill(engine, account_id, f)
     current = store.get_order(engine, order.client_order_id)
     if remote.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED) and current.status is not remote.status \
        and current.status is not OrderStatus.FILLED:
@@ -139,7 +140,7 @@ def broker_snapshot(broker) -> tuple[dict, Decimal, list[str]]:
     except BrokerError: raise
     except Exception as e: raise BrokerError(f"{type(e).__name__}: {e}", retryable=True) from e
 
-# %% ../nbs/07_execution.ipynb #88aba9ad
+# %% ../nbs/07_execution.ipynb #badc0dfe
 def reconcile(
     engine:Engine,
     broker,              # a `Broker`
@@ -151,6 +152,8 @@ def reconcile(
     try:
         om = OrderManager(engine, broker, account_id, None)
         om.sync_open()
+        for f in broker.fills():   # executions the ledger missed, and commissions reported after the fill
+            if store.get_order(engine, f.client_order_id) is not None: store.record_fill(engine, account_id, f)
         theirs, cash, their_open = broker_snapshot(broker)
     except BrokerError as e:
         store.record_reconciliation(engine, account_id, broker.name, "failed", {}, [], error=str(e))

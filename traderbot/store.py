@@ -474,7 +474,7 @@ def save_order(engine:Engine, order:Order, denial:tuple[str,str]|None=None) -> O
                                code=denial[0], message=denial[1], created_at=now_utc()))
     return order
 
-# %% ../nbs/03_store.ipynb #52fddf02
+# %% ../nbs/03_store.ipynb #1d7ecf81
 def apply_to_position(pos:Position|None, fill:Fill) -> Position:
     "The position after `fill`; average cost follows the shares still held in the fill's direction."
     qty0, cost0 = (pos.quantity, pos.average_cost) if pos else (Decimal(0), Decimal(0))
@@ -490,7 +490,12 @@ def record_fill(engine:Engine, account_id:int, fill:Fill) -> bool:
         # lock the account row first (PostgreSQL; SQLite holds the write lock already): fills of one account apply one at a time
         cash = con.execute(select(accounts.c.cash).where(accounts.c.id == account_id).with_for_update()).scalar_one_or_none()
         if cash is None: raise StorageError(f"fill {fill.execution_id}: no account {account_id} in the store")
-        if con.execute(select(fills.c.id).where(fills.c.execution_id == fill.execution_id)).first(): return False
+        seen = con.execute(select(fills.c.id, fills.c.commission).where(fills.c.execution_id == fill.execution_id)).first()
+        if seen:   # a replay; only a late commission (IB reports it after the execution) may change the ledger
+            if seen.commission != fill.commission:
+                con.execute(fills.update().where(fills.c.id == seen.id).values(commission=fill.commission))
+                con.execute(accounts.update().where(accounts.c.id == account_id).values(cash=cash + seen.commission - fill.commission))
+            return False
         r = con.execute(select(orders).where(orders.c.client_order_id == fill.client_order_id)).first()
         if r is None: raise StorageError(f"fill {fill.execution_id}: no order {fill.client_order_id} in the store")
         order = row_order(r).with_fill(fill)
