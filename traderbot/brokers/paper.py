@@ -149,11 +149,12 @@ def _cancel(self:PaperBroker, client_order_id:str) -> Order:
 
 PaperBroker.set_market, PaperBroker.cancel = _set_market, _cancel
 
-# %% ../../nbs/07a_brokers.paper.ipynb #514ba7a3
+# %% ../../nbs/07a_brokers.paper.ipynb #b7970c70
 def _get_order(self:PaperBroker, client_order_id:str) -> Order|None:
     "The paper book's view of an order, or None if it was never submitted."
     t = store.paper_orders
-    with store.reading(self.engine) as con: r = con.execute(select(t).where(t.c.client_order_id == client_order_id)).first()
+    q = select(t).where((t.c.client_order_id == client_order_id) & (t.c.account == self.account_name))
+    with store.reading(self.engine) as con: r = con.execute(q).first()
     return paper_order(r) if r else None
 
 def _open_orders(self:PaperBroker) -> list[Order]:
