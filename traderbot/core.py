@@ -14,11 +14,11 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['SYMBOL_PATTERN', 'TRANSITIONS', 'TERMINAL', 'TraderbotError', 'ConfigError', 'DataError', 'BrokerError',
-           'DuplicateOrder', 'OrderRejected', 'RiskLimitBreached', 'StorageError', 'InvalidTransition', 'check_symbol',
-           'to_decimal', 'floor_to_lot', 'Side', 'CostModel', 'OrderStatus', 'check_transition', 'Fill', 'Order',
-           'Position', 'client_order_id', 'DataSource', 'Account', 'Broker']
+           'RateLimited', 'DuplicateOrder', 'OrderRejected', 'RiskLimitBreached', 'StorageError', 'InvalidTransition',
+           'check_symbol', 'to_decimal', 'floor_to_lot', 'Side', 'CostModel', 'OrderStatus', 'check_transition', 'Fill',
+           'Order', 'Position', 'client_order_id', 'DataSource', 'Account', 'Broker']
 
-# %% ../nbs/00_core.ipynb #7402d776
+# %% ../nbs/00_core.ipynb #6244675a
 class TraderbotError(Exception):
     "Base of every error traderbot raises on purpose."
 
@@ -33,6 +33,12 @@ class BrokerError(TraderbotError):
     def __init__(self, message:str, retryable:bool=False):
         super().__init__(message)
         self.retryable = retryable
+
+class RateLimited(BrokerError):
+    "The broker is throttling requests (HTTP 429): back off; an order sent in that call may or may not exist."
+    def __init__(self, message:str, retry_after_s:float|None=None):
+        super().__init__(message, retryable=True)
+        self.retry_after_s = retry_after_s
 
 class DuplicateOrder(BrokerError):
     "The broker already holds an order with this client order id: settle it by lookup, never resend or reject."
