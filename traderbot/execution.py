@@ -20,8 +20,9 @@ from . import store
 
 # %% auto #0
 __all__ = ['OPEN', 'plan_orders', 'execute_order', 'send', 'sync_from_broker', 'OrderManager', 'Reconciliation',
-           'broker_snapshot', 'reconcile', 'differences', 'resolve', 'store_cost', 'jsonable', 'RebalanceResult',
-           'rebalance', 'execute_one', 'ledger_equity', 'finish_rebalance', 'ledger_differences']
+           'broker_snapshot', 'reconcile', 'differences', 'ledger_differences', 'resolve', 'store_cost', 'jsonable',
+           'ledger_problems', 'cash_and_position_problems', 'RebalanceResult', 'rebalance', 'execute_one',
+           'ledger_equity', 'finish_rebalance']
 
 # %% ../nbs/07_execution.ipynb #323c95a9
 def plan_orders(
@@ -173,7 +174,7 @@ def reconcile(
     store.record_reconciliation(engine, account_id, broker.name, rec.status, jsonable(diff), rec.actions)
     return rec
 
-# %% ../nbs/07_execution.ipynb #4b3054b9
+# %% ../nbs/07_execution.ipynb #2812ddfc
 def differences(engine:Engine, account_id:int, theirs:dict, cash:Decimal, their_open:list[str]) -> dict:
     "Position, cash and open-order differences between the ledger and the broker."
     ours = {s: p.quantity for s, p in store.get_positions(engine, account_id).items()}
@@ -182,6 +183,11 @@ def differences(engine:Engine, account_id:int, theirs:dict, cash:Decimal, their_
     local_cash = store.account_cash(engine, account_id)
     unknown = [c for c in their_open if store.get_order(engine, c) is None]
     return {"positions": pos, "cash": (local_cash, cash) if local_cash != cash else None, "unknown_open_orders": unknown}
+
+def ledger_differences(engine:Engine, account_id:int, broker) -> dict[str, tuple[Decimal, Decimal]]:
+    "Symbols whose quantity in traderbot's ledger differs from the broker's: {symbol: (ours, broker's)}."
+    theirs = {p.symbol: p.quantity for p in broker.positions()}
+    return differences(engine, account_id, theirs, store.account_cash(engine, account_id), [])["positions"]
 
 def resolve(engine:Engine, account_id:int, diff:dict, policy:str) -> Reconciliation:
     "Apply `policy` to the differences found."
@@ -209,6 +215,32 @@ def jsonable(x):
     if isinstance(x, dict): return {k: jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)): return [jsonable(v) for v in x]
     return str(x) if isinstance(x, Decimal) else x
+
+# %% ../nbs/07_execution.ipynb #b72301d0
+def ledger_problems(engine:Engine, account_id:int, broker=None) -> list[str]:
+    "Everything wrong with the account's ledger (and, given a broker, its agreement with the broker)."
+    t, f = store.orders, store.fills
+    orders_ = store.read_frame(engine, sa.select(t.c.client_order_id, t.c.status, t.c.filled_quantity).where(t.c.account_id == account_id))
+    fills_ = store.read_frame(engine, sa.select(f.c.client_order_id, f.c.symbol, f.c.side, f.c.quantity, f.c.price, f.c.commission).where(f.c.account_id == account_id))
+    out = [f"order without a client order id" for c in orders_.client_order_id if not c]
+    by_order = fills_.groupby("client_order_id")["quantity"].sum().to_dict() if len(fills_) else {}
+    out += [f"{r.client_order_id}: filled {r.filled_quantity} but fills sum to {by_order.get(r.client_order_id, 0)}"
+            for r in orders_.itertuples() if r.filled_quantity != by_order.get(r.client_order_id, Decimal(0))]
+    out += [f"{r.client_order_id}: left {r.status}" for r in orders_.itertuples() if r.status in ("submitted", "unknown")]
+    return out + cash_and_position_problems(engine, account_id, fills_, broker)
+
+def cash_and_position_problems(engine:Engine, account_id:int, fills_:pd.DataFrame, broker) -> list[str]:
+    "Positions against the fills (and the broker), cash against the fills' cash flows."
+    signed = {}
+    for r in fills_.itertuples(): signed[r.symbol] = signed.get(r.symbol, Decimal(0)) + (r.quantity if r.side == "buy" else -r.quantity)
+    held = {s: p.quantity for s, p in store.get_positions(engine, account_id).items()}
+    out = [f"{s}: position {held.get(s, 0)} but fills sum to {q}" for s, q in signed.items() if held.get(s, Decimal(0)) != q]
+    flows = sum(((-r.quantity if r.side == "buy" else r.quantity) * r.price - r.commission for r in fills_.itertuples()), Decimal(0))
+    with store.reading(engine) as con:
+        initial, cash = con.execute(sa.select(store.accounts.c.initial_cash, store.accounts.c.cash).where(store.accounts.c.id == account_id)).one()
+    if cash != initial + flows: out.append(f"cash {cash} but initial cash plus fills is {initial + flows}")
+    if broker is not None: out += [f"{s}: ours {a}, broker's {b}" for s, (a, b) in ledger_differences(engine, account_id, broker).items()]
+    return out
 
 # %% ../nbs/07_execution.ipynb #7a4c9248
 @dataclass
@@ -290,9 +322,3 @@ def finish_rebalance(engine, acct, prices, as_of, run_id, res:RebalanceResult) -
     store.record_snapshot(engine, acct, as_of, cash, equity - cash, run_id)
     res.cash, res.equity = float(cash), float(equity)
     return res
-
-# %% ../nbs/07_execution.ipynb #f05d8ac3
-def ledger_differences(engine:Engine, account_id:int, broker) -> dict[str, tuple[Decimal, Decimal]]:
-    "Symbols whose quantity in traderbot's ledger differs from the broker's: {symbol: (ours, broker's)}."
-    theirs = {p.symbol: p.quantity for p in broker.positions()}
-    return differences(engine, account_id, theirs, store.account_cash(engine, account_id), [])["positions"]
