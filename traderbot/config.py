@@ -20,7 +20,7 @@ __all__ = ['LIVE_FLAG', 'SECRET_VARIABLES', 'SECTIONS', 'IB_LIVE_PORTS', 'Sectio
            'describe_error', 'sqlite_path_resolved', 'load_settings', 'dotenv_file', 'TradingMode',
            'live_credentials_missing', 'trading_mode']
 
-# %% ../nbs/01_config.ipynb #c0b6537c
+# %% ../nbs/01_config.ipynb #a4d526b9
 class Section(BaseModel):
     "Base of every settings section: frozen, and unknown keys are errors."
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -57,6 +57,7 @@ class BrokerSettings(Section):
     ib_client_id: int = Field(1, ge=0)
     initial_cash: Decimal = Field(Decimal("1000000"), gt=0)  # paper account's starting cash
     min_trade_notional: Decimal = Field(Decimal("100"), ge=0)  # smaller rebalancing trades are skipped
+    max_volume_share: float = Field(0.10, gt=0, le=1)  # paper broker: most of a session's volume one symbol may fill (when volume is known)
 
 class CostSettings(Section):
     fees: float = Field(0.0005, ge=0, lt=0.1)    # commission, fraction of notional (same meaning as vectorbt's)

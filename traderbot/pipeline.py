@@ -211,7 +211,7 @@ def resolve_mode(settings:Settings, mode:str):
     if mode == "paper": return TradingMode("paper", settings.store.url, ("mode is paper",))
     return trading_mode(settings)
 
-# %% ../nbs/08_pipeline.ipynb #76e08e9f
+# %% ../nbs/08_pipeline.ipynb #1ee4d1ce
 def session_prices(closes:pd.DataFrame, day:pd.Timestamp) -> dict[str, Decimal]:
     "Each symbol's close on `day` as Decimal; symbols without a finite positive close are left out."
     row = closes.loc[day]
@@ -246,7 +246,8 @@ def make_broker(engine, settings:Settings, prices:dict[str, Decimal], fill_time:
     if settings.broker.name == "alpaca": return alpaca_broker(settings, live=mode == "live")
     if settings.broker.name == "ib": return ib_broker(engine, settings)
     market = market_at(prices, fill_time)
-    broker = PaperBroker(engine, settings.traderbot.account, market, settings.cost_model(), settings.broker.initial_cash)
+    broker = PaperBroker(engine, settings.traderbot.account, market, settings.cost_model(), settings.broker.initial_cash,
+                         max_volume_share=settings.broker.max_volume_share)
     broker.set_market(market)
     return broker
 
