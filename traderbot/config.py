@@ -20,7 +20,7 @@ __all__ = ['LIVE_FLAG', 'SECRET_VARIABLES', 'SECTIONS', 'IB_LIVE_PORTS', 'Sectio
            'describe_error', 'sqlite_path_resolved', 'load_settings', 'dotenv_file', 'TradingMode',
            'live_credentials_missing', 'trading_mode']
 
-# %% ../nbs/01_config.ipynb #a4d526b9
+# %% ../nbs/01_config.ipynb #056e9e22
 class Section(BaseModel):
     "Base of every settings section: frozen, and unknown keys are errors."
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -48,6 +48,12 @@ class StoreSettings(Section):
     url: str = "sqlite:///data/traderbot.db"     # SQLAlchemy URL; relative SQLite paths are relative to settings.ini
     live_url: str = "sqlite:///data/traderbot-live.db"  # live trading's own store: paper and live never share a ledger
     busy_timeout_s: float = Field(30.0, gt=0)    # how long SQLite waits on a lock before a StorageError
+
+    def __repr_args__(self):
+        "The URLs with any password masked: settings are shown in notebooks and logs."
+        from sqlalchemy import make_url
+        for k, v in super().__repr_args__():
+            yield k, (make_url(v).render_as_string(hide_password=True) if k in ("url", "live_url") else v)
 
 class BrokerSettings(Section):
     name: Literal["paper", "alpaca", "ib"] = "paper"   # the broker adapter
@@ -147,7 +153,7 @@ def read_ini(path:Path) -> dict[str, dict[str, str]]:
     if unknown: raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(SECTIONS)}")
     return {s: dict(cp[s]) for s in cp.sections()}
 
-# %% ../nbs/01_config.ipynb #91d87a67
+# %% ../nbs/01_config.ipynb #f723213d
 def env_overrides(env:dict[str,str]) -> dict[str, dict[str, str]]:
     "Settings given as `TRADERBOT__SECTION__KEY=value` in `env`."
     out: dict[str, dict[str, str]] = {}
@@ -165,7 +171,8 @@ def describe_error(e:ValidationError, source:str) -> str:
     for err in e.errors():
         loc = [str(p) for p in err["loc"]]
         key = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else loc[0]
-        lines.append(f"{source} {key}: {err['msg']} (got {err.get('input')!r})")
+        secret = any(w in p.lower() for p in loc for w in ("key", "secret", "token", "password", "passwd", "credential"))
+        lines.append(f"{source} {key}: {err['msg']} (got {'***' if secret else repr(err.get('input'))})")
     return "\n".join(lines)
 
 # %% ../nbs/01_config.ipynb #7e36841f

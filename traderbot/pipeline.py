@@ -211,7 +211,7 @@ def resolve_mode(settings:Settings, mode:str):
     if mode == "paper": return TradingMode("paper", settings.store.url, ("mode is paper",))
     return trading_mode(settings)
 
-# %% ../nbs/08_pipeline.ipynb #1ee4d1ce
+# %% ../nbs/08_pipeline.ipynb #edeadf93
 def session_prices(closes:pd.DataFrame, day:pd.Timestamp) -> dict[str, Decimal]:
     "Each symbol's close on `day` as Decimal; symbols without a finite positive close are left out."
     row = closes.loc[day]
@@ -234,7 +234,7 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     from traderbot.risk import RiskLimits
     prices, b, account = session_prices(closes, day), settings.broker, settings.traderbot.account
     broker = make_broker(engine, settings, prices, session_close(day, settings.data.calendar), mode)
-    reconcile(engine, broker, store.ensure_account(engine, account, mode, b.initial_cash))   # start-up check: raises if the broker is unreachable
+    reconcile(engine, broker, store.ensure_account(engine, account, mode, b.initial_cash), session=day.date())   # start-up check: raises if the broker is unreachable
     return rebalance(engine, broker, account, settings.strategy.name, day, weights, prices,
                      RiskLimits.from_settings(settings.risk), is_session(day, settings.data.calendar), b.initial_cash,
                      rationale=momentum_rationale(closes, day, weights, settings), run_id=run_id,
