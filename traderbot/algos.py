@@ -18,7 +18,7 @@ from .core import ConfigError, DataError, Order, OrderStatus, floor_to_lot, to_d
 __all__ = ['EXCHANGE_TZ', 'SESSION', 'MAX_CLIENT_ORDER_ID', 'HALTING', 'aware_utc', 'Clock', 'SystemClock', 'SimulatedClock',
            'Slice', 'check_quantity', 'allocate', 'check_window', 'twap_slices', 'session_buckets', 'profile_from_bars',
            'default_volume_profile', 'profile_weights', 'bucket_overlaps', 'vwap_slices', 'ChildOrders', 'child_order',
-           'check_children', 'run_algo']
+           'check_children', 'run_algo', 'manager_submit']
 
 # %% ../nbs/07d_algos.ipynb #2775bbbb
 def aware_utc(
@@ -262,3 +262,18 @@ def run_algo(
         done.append(result := submit(child))
         if result.status in HALTING: return ChildOrders(done, halted_by=result, unsent=slices[i + 1:])
     return ChildOrders(done)
+
+# %% ../nbs/07d_algos.ipynb #5e047d90
+def manager_submit(
+    om,                                       # a `traderbot.execution.OrderManager`
+    strategy:str,                             # recorded with each child intent
+    as_of,                                    # trading date the children belong to
+    context:Callable[[Order], object],        # the risk gate's `OrderContext` for a child, at the time it is sent
+) -> Callable[[Order], Order]:                # a `submit` for `run_algo`
+    "Store each child as an intent (once) and place it through the order manager."
+    from traderbot import store
+    def submit(child:Order) -> Order:
+        if store.get_order(om.engine, child.client_order_id) is None:
+            store.store_intents(om.engine, om.account_id, strategy, as_of, {}, {}, [child], {}, om.broker.name)
+        return om.place(child.client_order_id, context(child))[0]
+    return submit
