@@ -15,12 +15,12 @@ from .core import ConfigError, CostModel, check_symbol, DataError
 
 # %% auto #0
 __all__ = ['LIVE_FLAG', 'SECRET_VARIABLES', 'SECTIONS', 'IB_LIVE_PORTS', 'Section', 'TraderbotSettings', 'DataSettings',
-           'StoreSettings', 'BrokerSettings', 'CostSettings', 'RiskSettings', 'StrategySettings', 'PipelineSettings',
-           'DashboardSettings', 'Secrets', 'load_secrets', 'Settings', 'find_settings', 'read_ini', 'env_overrides',
-           'describe_error', 'sqlite_path_resolved', 'load_settings', 'dotenv_file', 'TradingMode',
+           'StoreSettings', 'BrokerSettings', 'RoutingSettings', 'CostSettings', 'RiskSettings', 'StrategySettings',
+           'PipelineSettings', 'DashboardSettings', 'Secrets', 'load_secrets', 'Settings', 'find_settings', 'read_ini',
+           'env_overrides', 'describe_error', 'sqlite_path_resolved', 'load_settings', 'dotenv_file', 'TradingMode',
            'live_credentials_missing', 'trading_mode']
 
-# %% ../nbs/01_config.ipynb #056e9e22
+# %% ../nbs/01_config.ipynb #28e5711f
 class Section(BaseModel):
     "Base of every settings section: frozen, and unknown keys are errors."
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -56,7 +56,7 @@ class StoreSettings(Section):
             yield k, (make_url(v).render_as_string(hide_password=True) if k in ("url", "live_url") else v)
 
 class BrokerSettings(Section):
-    name: Literal["paper", "alpaca", "ib"] = "paper"   # the broker adapter
+    name: Literal["paper", "alpaca", "ib", "router"] = "paper"   # the broker adapter; router: several, see [routing]
     timeout_s: float = Field(10.0, gt=0)         # HTTP / socket timeout for every broker call
     ib_host: Literal["127.0.0.1", "localhost"] = "127.0.0.1"  # TWS / IB Gateway runs on this machine
     ib_port: int = Field(7497, gt=0, lt=65536)   # 7497 TWS paper, 7496 TWS live, 4002/4001 Gateway paper/live
@@ -64,6 +64,23 @@ class BrokerSettings(Section):
     initial_cash: Decimal = Field(Decimal("1000000"), gt=0)  # paper account's starting cash
     min_trade_notional: Decimal = Field(Decimal("100"), ge=0)  # smaller rebalancing trades are skipped
     max_volume_share: float = Field(0.10, gt=0, le=1)  # paper broker: most of a session's volume one symbol may fill (when volume is known)
+
+class RoutingSettings(Section):
+    venues: tuple[Literal["paper", "alpaca", "ib"], ...] = ()   # brokers the router chooses from, in order of preference
+    commission_bps: dict[str, float] = {}        # expected commission per venue, e.g. 'alpaca:0 ib:0.35'
+    down_for_s: float = Field(300.0, gt=0)       # how long a venue that failed is tried last
+
+    @field_validator("venues", mode="before")
+    @classmethod
+    def split_venues(cls, v): return tuple(v.replace(",", " ").split()) if isinstance(v, str) else v
+
+    @field_validator("commission_bps", mode="before")
+    @classmethod
+    def parse_commissions(cls, v):
+        "Accept 'alpaca:0 ib:0.35'."
+        if not isinstance(v, str): return v
+        try: return {k: float(x) for k, x in (item.split(":") for item in v.replace(",", " ").split())}
+        except ValueError: raise ValueError(f"expected 'venue:bps venue:bps', got {v!r}") from None
 
 class CostSettings(Section):
     fees: float = Field(0.0005, ge=0, lt=0.1)    # commission, fraction of notional (same meaning as vectorbt's)
@@ -106,9 +123,9 @@ def load_secrets(
     "Collect the known secret variables from `env`."
     return Secrets(**{k: env[v] for k, v in SECRET_VARIABLES.items() if env.get(v)})
 
-# %% ../nbs/01_config.ipynb #00713620
+# %% ../nbs/01_config.ipynb #6cec67f2
 SECTIONS = {"traderbot": TraderbotSettings, "data": DataSettings, "store": StoreSettings,
-            "broker": BrokerSettings, "costs": CostSettings, "risk": RiskSettings,
+            "broker": BrokerSettings, "routing": RoutingSettings, "costs": CostSettings, "risk": RiskSettings,
             "strategy": StrategySettings, "pipeline": PipelineSettings, "dashboard": DashboardSettings}
 
 class Settings(Section):
@@ -118,6 +135,7 @@ class Settings(Section):
     data: DataSettings = DataSettings()
     store: StoreSettings = StoreSettings()
     broker: BrokerSettings = BrokerSettings()
+    routing: RoutingSettings = RoutingSettings()
     costs: CostSettings = CostSettings()
     risk: RiskSettings = RiskSettings()
     strategy: StrategySettings = StrategySettings()

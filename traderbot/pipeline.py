@@ -21,7 +21,7 @@ __all__ = ['NAME_PATTERN', 'SECRET_WORDS', 'RESERVED', 'PipelineFailed', 'pipeli
            'check_parameters', 'parse_parameters', 'RunOutcome', 'new_run_id', 'git_commit', 'export_html',
            'run_pipeline', 'kernel_env', 'failure_message', 'record_outcome', 'ensure_run', 'resolve_as_of',
            'signal_session', 'sessions_between', 'resolve_mode', 'session_prices', 'momentum_rationale', 'trade_daily',
-           'make_broker', 'alpaca_broker', 'ib_broker', 'record_results', 'orders_table']
+           'make_broker', 'router', 'alpaca_broker', 'ib_broker', 'record_results', 'orders_table']
 
 # %% ../nbs/08_pipeline.ipynb #edbd2852
 class PipelineFailed(TraderbotError):
@@ -211,7 +211,7 @@ def resolve_mode(settings:Settings, mode:str):
     if mode == "paper": return TradingMode("paper", settings.store.url, ("mode is paper",))
     return trading_mode(settings)
 
-# %% ../nbs/08_pipeline.ipynb #edeadf93
+# %% ../nbs/08_pipeline.ipynb #476baa4c
 def session_prices(closes:pd.DataFrame, day:pd.Timestamp) -> dict[str, Decimal]:
     "Each symbol's close on `day` as Decimal; symbols without a finite positive close are left out."
     row = closes.loc[day]
@@ -243,13 +243,23 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
 def make_broker(engine, settings:Settings, prices:dict[str, Decimal], fill_time:pd.Timestamp, mode:str="paper"):
     "The broker `[broker] name` selects; the paper broker is moved to this session (earlier day orders expire)."
     from traderbot.brokers.paper import PaperBroker, market_at
-    if settings.broker.name == "alpaca": return alpaca_broker(settings, live=mode == "live")
-    if settings.broker.name == "ib": return ib_broker(engine, settings)
+    name = settings.broker.name
+    if name == "router": return router(engine, settings, prices, fill_time, mode)
+    if name == "alpaca": return alpaca_broker(settings, live=mode == "live")
+    if name == "ib": return ib_broker(engine, settings)
     market = market_at(prices, fill_time)
     broker = PaperBroker(engine, settings.traderbot.account, market, settings.cost_model(), settings.broker.initial_cash,
                          max_volume_share=settings.broker.max_volume_share)
     broker.set_market(market)
     return broker
+
+def router(engine, settings:Settings, prices:dict[str, Decimal], fill_time:pd.Timestamp, mode:str="paper"):
+    "A `Router` over the `[routing] venues`, each built as if it were the only broker."
+    from traderbot.routing import Router, Venue
+    r = settings.routing
+    if len(r.venues) < 2 or len(set(r.venues)) != len(r.venues): raise ConfigError("[routing] venues: name two or more different brokers for [broker] name = router")
+    one = lambda v: make_broker(engine, settings.model_copy(update={"broker": settings.broker.model_copy(update={"name": v})}), prices, fill_time, mode)
+    return Router(engine, [Venue(v, one(v), commission_bps=r.commission_bps.get(v, 0.0)) for v in r.venues], down_for_s=r.down_for_s)
 
 def alpaca_broker(settings:Settings, live:bool):
     "The Alpaca adapter with the keys from the environment; the live endpoint only when `live`."
