@@ -31,7 +31,7 @@ S = OrderStatus
 TS = pd.Timestamp("2022-12-28 21:00", tz="UTC")
 DAY = "2022-12-28"
 CASH = Decimal("100000")
-HEAD = "0002"
+HEAD = "0003"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -184,6 +184,21 @@ def test_downgrade_to_base_then_upgrade_again(engine):
     aid = new_account(engine)
     o = put_intent(engine, aid)
     assert get_order(engine, o.client_order_id) == o
+
+
+def test_upgrade_from_0002_keeps_accounts_and_adds_an_empty_profile(engine):
+    from alembic import command
+    aid = new_account(engine)
+    with engine.begin() as con:
+        command.downgrade(store.alembic_config(engine, con), "0002")
+    assert current_revision(engine) == "0002"
+    assert "alerts" not in sa.inspect(engine).get_table_names()
+    migrate(engine)
+    assert (current_revision(engine), schema_differences(engine)) == (HEAD, [])
+    assert account_cash(engine, aid) == CASH                  # the account's money survived the round trip
+    assert store.get_profile(engine, aid).model_dump() == {"risk_tolerance": None, "optimizer": None, "limits": {}, "sector_preferences": {}}
+    store.record_alert(engine, "warning", "limit:VAR_BUDGET", "VaR 5.2% > budget 5.0%", {"var": 0.052, "budget": 0.05}, aid)
+    assert store.alerts_frame(engine)["numbers"].tolist() == [{"var": 0.052, "budget": 0.05}]
 
 
 def test_foreign_keys_are_enforced(engine):

@@ -14,13 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from .core import ConfigError, CostModel, check_symbol, DataError
 
 # %% auto #0
-__all__ = ['LIVE_FLAG', 'SECRET_VARIABLES', 'SECTIONS', 'IB_LIVE_PORTS', 'Section', 'TraderbotSettings', 'DataSettings',
-           'StoreSettings', 'BrokerSettings', 'RoutingSettings', 'CostSettings', 'RiskSettings', 'StrategySettings',
-           'PipelineSettings', 'DashboardSettings', 'Secrets', 'load_secrets', 'Settings', 'find_settings', 'read_ini',
-           'env_overrides', 'describe_error', 'sqlite_path_resolved', 'load_settings', 'dotenv_file', 'TradingMode',
-           'live_credentials_missing', 'trading_mode']
+__all__ = ['LIVE_FLAG', 'SECRET_VARIABLES', 'SECTIONS', 'IB_LIVE_PORTS', 'RISK_TOLERANCE', 'Section', 'TraderbotSettings',
+           'DataSettings', 'StoreSettings', 'BrokerSettings', 'RoutingSettings', 'CostSettings', 'RiskSettings',
+           'BreakerSettings', 'PortfolioSettings', 'StrategySettings', 'PipelineSettings', 'DashboardSettings',
+           'Secrets', 'load_secrets', 'Settings', 'find_settings', 'read_ini', 'env_overrides', 'describe_error',
+           'sqlite_path_resolved', 'load_settings', 'dotenv_file', 'TradingMode', 'live_credentials_missing',
+           'trading_mode', 'SectorPreference', 'AccountProfile', 'parse_profile']
 
-# %% ../nbs/01_config.ipynb #28e5711f
+# %% ../nbs/01_config.ipynb #9c9d0e06
 class Section(BaseModel):
     "Base of every settings section: frozen, and unknown keys are errors."
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -87,8 +88,39 @@ class CostSettings(Section):
     slippage: float = Field(0.0005, ge=0, lt=0.1)  # adverse price move, fraction of price
 
 class RiskSettings(Section):
+    "Pre-trade limits. An account's profile in the store may tighten or loosen any of them (`traderbot profile`)."
     max_position_weight: float = Field(0.25, gt=0, le=1)  # largest weight one symbol may reach after an order
     max_order_notional: Decimal = Field(Decimal("300000"), gt=0)  # largest value of a single order
+    max_sector_weight: float = Field(0.40, gt=0, le=1)    # largest weight one GICS sector may reach after an order
+    max_gross_exposure: float = Field(1.0, gt=0, le=10)   # sum of |position values| / equity after an order
+    max_net_exposure: float = Field(1.0, gt=0, le=10)     # |sum of position values| / equity after an order
+    max_daily_loss: float = Field(0.05, gt=0, lt=1)       # loss since the last session's close, / that equity: above it only reducing orders pass
+    max_drawdown: float = Field(0.25, gt=0, lt=1)         # fall from the equity peak: above it only reducing orders pass
+    var_budget: float = Field(0.05, gt=0, lt=1)           # one-day historical VaR of the portfolio after an order, / equity
+    var_level: float = Field(0.99, gt=0.5, lt=1)          # confidence level of that VaR
+    var_lookback: int = Field(500, ge=20)                 # sessions of history the VaR replays
+
+class BreakerSettings(Section):
+    "Circuit breakers, checked at the start of every trading run: each moves the kill switch and records an alert."
+    enabled: bool = True
+    index_drop: float = Field(0.10, gt=0, lt=1)           # the benchmark fell more than this ...
+    index_drop_window: int = Field(5, ge=1)               # ... over this many sessions
+    index_drop_action: Literal["reducing", "halted"] = "reducing"
+    vol_spike_ratio: float = Field(3.0, gt=1)             # benchmark volatility over vol_short sessions / over vol_long sessions
+    vol_short: int = Field(10, ge=2)
+    vol_long: int = Field(252, ge=20)
+    vol_spike_action: Literal["reducing", "halted"] = "reducing"
+    daily_loss: float = Field(0.07, gt=0, lt=1)           # the account lost more than this since the last session's close
+    daily_loss_action: Literal["reducing", "halted"] = "halted"
+    drawdown: float = Field(0.30, gt=0, lt=1)             # the account is more than this below its equity peak
+    drawdown_action: Literal["reducing", "halted"] = "halted"
+
+class PortfolioSettings(Section):
+    "How the daily run turns the strategy's picks into target weights (see `traderbot.portfolio`)."
+    optimizer: Literal["equal", "min_variance", "max_sharpe", "mean_variance", "hrp", "risk_parity"] = "risk_parity"
+    lookback: int = Field(252, ge=20)                     # sessions of returns the optimizer estimates from
+    covariance: Literal["ledoit_wolf", "sample"] = "ledoit_wolf"
+    risk_tolerance: Literal["conservative", "moderate", "aggressive"] = "moderate"  # default for accounts without a profile
 
 class StrategySettings(Section):
     name: Literal["momentum"] = "momentum"
@@ -123,9 +155,10 @@ def load_secrets(
     "Collect the known secret variables from `env`."
     return Secrets(**{k: env[v] for k, v in SECRET_VARIABLES.items() if env.get(v)})
 
-# %% ../nbs/01_config.ipynb #6cec67f2
+# %% ../nbs/01_config.ipynb #9f0b3035
 SECTIONS = {"traderbot": TraderbotSettings, "data": DataSettings, "store": StoreSettings,
             "broker": BrokerSettings, "routing": RoutingSettings, "costs": CostSettings, "risk": RiskSettings,
+            "breakers": BreakerSettings, "portfolio": PortfolioSettings,
             "strategy": StrategySettings, "pipeline": PipelineSettings, "dashboard": DashboardSettings}
 
 class Settings(Section):
@@ -138,6 +171,8 @@ class Settings(Section):
     routing: RoutingSettings = RoutingSettings()
     costs: CostSettings = CostSettings()
     risk: RiskSettings = RiskSettings()
+    breakers: BreakerSettings = BreakerSettings()
+    portfolio: PortfolioSettings = PortfolioSettings()
     strategy: StrategySettings = StrategySettings()
     pipeline: PipelineSettings = PipelineSettings()
     dashboard: DashboardSettings = DashboardSettings()
@@ -259,3 +294,49 @@ def trading_mode(settings:Settings) -> TradingMode:
     missing = live_credentials_missing(settings)
     if not settings.live_trading_flag: missing.insert(0, f"{LIVE_FLAG}=yes is not in the environment")
     return paper(*missing) if missing else TradingMode("live", settings.store.live_url, ())
+
+# %% ../nbs/01_config.ipynb #3d619fc0
+RISK_TOLERANCE = {"conservative": dict(target_vol=0.08, risk_aversion=6.0),
+                  "moderate": dict(target_vol=0.12, risk_aversion=3.0),
+                  "aggressive": dict(target_vol=0.20, risk_aversion=1.5)}
+
+class SectorPreference(Section):
+    "What an account wants of one sector."
+    exclude: bool = False                        # never buy it (the optimizer gives it 0; the gate denies buys)
+    cap: float|None = Field(None, ge=0, le=1)    # the sector's largest weight (tighter of this and [risk] max_sector_weight)
+    tilt: float = Field(0.0, gt=-1, le=1)        # the optimizer's weights in the sector are scaled by (1 + tilt), then renormalised
+
+class AccountProfile(Section):
+    "An account's own risk tolerance, optimizer, limits and sector preferences; unset fields fall back to settings.ini."
+    risk_tolerance: Literal["conservative", "moderate", "aggressive"]|None = None
+    optimizer: Literal["equal", "min_variance", "max_sharpe", "mean_variance", "hrp", "risk_parity"]|None = None
+    limits: dict[str, float] = {}                # overrides of [risk] keys, e.g. {"max_sector_weight": 0.3}
+    sector_preferences: dict[str, SectorPreference] = {}
+
+    @field_validator("limits")
+    @classmethod
+    def known_limits(cls, v):
+        unknown = sorted(set(v) - set(RiskSettings.model_fields))
+        if unknown: raise ValueError(f"unknown [risk] limit(s) {unknown}; known: {sorted(RiskSettings.model_fields)}")
+        RiskSettings(**v)    # each value must be one settings.ini would accept
+        return v
+
+    def risk(self, base:RiskSettings) -> RiskSettings:
+        "The account's `[risk]` section: `base` with this profile's overrides."
+        return RiskSettings(**{**base.model_dump(), **self.limits})
+
+    def tolerance(self, default:str) -> dict:
+        "Target volatility and risk aversion for this account's tolerance (or `default`'s)."
+        return RISK_TOLERANCE[self.risk_tolerance or default]
+
+    def sector_caps(self, max_sector_weight:float) -> dict[str, float]:
+        "Each sector's weight cap: 0 for an excluded sector, else the tighter of its cap and `max_sector_weight`."
+        return {s: 0.0 if p.exclude else min(p.cap, max_sector_weight) for s, p in self.sector_preferences.items() if p.exclude or p.cap is not None}
+
+def parse_profile(
+    data:dict,          # a profile as stored (JSON) or given on the command line
+    source:str="profile",  # named in errors, e.g. "account default's profile"
+) -> AccountProfile:
+    "A validated `AccountProfile`; a bad key or value is a `ConfigError` naming it."
+    try: return AccountProfile(**data)
+    except ValidationError as e: raise ConfigError(describe_error(e, source)) from None

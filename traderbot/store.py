@@ -20,10 +20,11 @@ from .core import (TraderbotError, Fill, Order, OrderStatus, Position, Side, Sto
 # %% auto #0
 __all__ = ['metadata', 'accounts', 'pipeline_runs', 'signals', 'orders', 'fills', 'positions', 'equity_snapshots', 'risk_denials',
            'paper_orders', 'paper_fills', 'paper_accounts', 'trading_state_changes', 'routing_decisions',
-           'reconciliations', 'MIGRATIONS_DIR', 'TRADING_STATES', 'Money', 'Str', 'UTCDateTime', 'now_utc', 'safe_url',
-           'connect', 'sqlite_pragmas', 'reading', 'read_frame', 'transaction', 'alembic_config', 'migrate',
-           'current_revision', 'schema_differences', 'open_store', 'ensure_account', 'account_cash', 'trading_state',
-           'set_trading_state', 'trading_state_history', 'start_run', 'finish_run', 'record_run_fields', 'get_run',
+           'reconciliations', 'alerts', 'MIGRATIONS_DIR', 'TRADING_STATES', 'ALERT_LEVELS', 'Money', 'Str',
+           'UTCDateTime', 'now_utc', 'safe_url', 'connect', 'sqlite_pragmas', 'reading', 'read_frame', 'transaction',
+           'alembic_config', 'migrate', 'current_revision', 'schema_differences', 'open_store', 'ensure_account',
+           'account_cash', 'trading_state', 'set_trading_state', 'trading_state_history', 'get_profile', 'set_profile',
+           'insert_alert', 'record_alert', 'alerts_frame', 'start_run', 'finish_run', 'record_run_fields', 'get_run',
            'order_row', 'row_order', 'store_intents', 'get_order', 'orders_for', 'record_routing', 'routed_venue',
            'max_broker_order_id', 'save_order', 'apply_to_position', 'record_fill', 'upsert_position',
            'record_reconciliation', 'set_position', 'get_positions', 'record_snapshot', 'account_id', 'equity_curve',
@@ -66,7 +67,7 @@ class UTCDateTime(sa.types.TypeDecorator):
         ts = pd.Timestamp(value)
         return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
-# %% ../nbs/03_store.ipynb #c2d67fd8
+# %% ../nbs/03_store.ipynb #475f5934
 metadata = sa.MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s", "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
@@ -84,7 +85,9 @@ accounts = sa.Table("accounts", metadata,
     sa.Column("cash", Money, nullable=False),
     sa.Column("risk_settings", sa.JSON, nullable=False, default=dict),
     sa.Column("sector_preferences", sa.JSON, nullable=False, default=dict),
-    sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc))
+    sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc),
+    sa.Column("risk_tolerance", Str(20)),                      # the account profile (revision 0003): None means settings.ini's
+    sa.Column("optimizer", Str(20)))
 
 pipeline_runs = sa.Table("pipeline_runs", metadata,
     sa.Column("run_id", Str(64), primary_key=True),
@@ -224,6 +227,16 @@ reconciliations = sa.Table("reconciliations", metadata,               # every co
     sa.Column("error", sa.Text),
     sa.Column("at", UTCDateTime, nullable=False, default=now_utc))
 
+alerts = sa.Table("alerts", metadata,                                 # circuit breakers, limit breaches, profile changes (revision 0003)
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("account_id", sa.ForeignKey("accounts.id")),            # None: not about one account
+    sa.Column("level", Str(10), nullable=False),                      # info, warning, critical
+    sa.Column("source", Str(60), nullable=False),                     # e.g. breaker:drawdown, limit:VAR_BUDGET, profile
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("numbers", sa.JSON, nullable=False),                    # the values that tripped it, and the thresholds
+    sa.Column("run_id", Str(64)),
+    sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc))
+
 # %% ../nbs/03_store.ipynb #ffc91d85
 def safe_url(url:str|sa.URL) -> str:
     "`url` with any password masked, for messages and logs."
@@ -359,6 +372,53 @@ def trading_state_history(engine:Engine, account_id:int) -> pd.DataFrame:
     "Every change of the account's trading state, oldest first."
     t = trading_state_changes
     return read_frame(engine, select(t.c.changed_at, t.c.state, t.c.actor, t.c.reason).where(t.c.account_id == account_id).order_by(t.c.id))
+
+# %% ../nbs/03_store.ipynb #d5194ac7
+ALERT_LEVELS = ("info", "warning", "critical")
+
+def get_profile(engine:Engine, account_id:int):
+    "The account's `AccountProfile` (empty fields fall back to settings.ini)."
+    from traderbot.config import parse_profile
+    a = accounts
+    with reading(engine) as con:
+        row = con.execute(select(a.c.name, a.c.risk_tolerance, a.c.optimizer, a.c.risk_settings, a.c.sector_preferences).where(a.c.id == account_id)).first()
+    if row is None: raise StorageError(f"no account with id {account_id}")
+    data = dict(risk_tolerance=row.risk_tolerance, optimizer=row.optimizer, limits=row.risk_settings or {}, sector_preferences=row.sector_preferences or {})
+    return parse_profile(data, f"account {row.name!r}'s profile")
+
+def set_profile(engine:Engine, account_id:int, profile, actor:str) -> None:
+    "Replace the account's profile with `profile` (an `AccountProfile`), recording the change as an alert."
+    old = get_profile(engine, account_id)
+    new = profile.model_dump(exclude_defaults=False)
+    with transaction(engine) as con:
+        con.execute(accounts.update().where(accounts.c.id == account_id).values(
+            risk_tolerance=profile.risk_tolerance, optimizer=profile.optimizer, risk_settings=dict(profile.limits),
+            sector_preferences={k: v.model_dump() for k, v in profile.sector_preferences.items()}))
+        insert_alert(con, "info", "profile", f"profile changed by {actor}", {"old": old.model_dump(), "new": new}, account_id)
+
+def insert_alert(con, level:str, source:str, message:str, numbers:dict, account_id:int|None=None, run_id:str|None=None) -> int:
+    "Insert one alert inside an open transaction."
+    if level not in ALERT_LEVELS: raise StorageError(f"alert level {level!r}: expected one of {ALERT_LEVELS}")
+    return con.execute(alerts.insert().values(account_id=account_id, level=level, source=source, message=message,
+                                              numbers=numbers, run_id=run_id, created_at=now_utc())).inserted_primary_key[0]
+
+def record_alert(engine:Engine, level:str, source:str, message:str, numbers:dict, account_id:int|None=None, run_id:str|None=None) -> int:
+    "Store an alert; returns its id."
+    with transaction(engine) as con: return insert_alert(con, level, source, message, numbers, account_id, run_id)
+
+def alerts_frame(engine:Engine, account:str|None=None, limit:int=50, level:str|None=None) -> pd.DataFrame:
+    "The latest alerts, newest first, optionally for one account and one level."
+    t = alerts
+    q = select(t.c.id, t.c.created_at, t.c.level, t.c.source, t.c.message, t.c.numbers, t.c.run_id, accounts.c.name.label("account")
+              ).select_from(t.outerjoin(accounts, accounts.c.id == t.c.account_id))
+    if account is not None:
+        with reading(engine) as con: aid = con.execute(select(accounts.c.id).where(accounts.c.name == account)).scalar()
+        if aid is None: raise StorageError(f"no account {account!r} in the store")
+        q = q.where(t.c.account_id == aid)
+    if level is not None:
+        if level not in ALERT_LEVELS: raise StorageError(f"alert level {level!r}: expected one of {ALERT_LEVELS}")
+        q = q.where(t.c.level == level)
+    return read_frame(engine, q.order_by(t.c.id.desc()).limit(limit))
 
 # %% ../nbs/03_store.ipynb #afe55ba2
 def start_run(engine:Engine, run_id:str, pipeline:str, parameters:dict, git_commit:str|None=None) -> str:
