@@ -11,7 +11,7 @@ from .core import ConfigError, TraderbotError
 
 # %% auto #0
 __all__ = ['settings_from', 'cmd_run', 'describe_summary', 'cmd_status', 'cmd_db', 'cmd_reconcile', 'cmd_trading_state',
-           'cmd_dashboard', 'parser', 'main']
+           'cmd_alerts', 'parse_assignments', 'merge', 'cmd_profile', 'cmd_dashboard', 'parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #3b078087
 def settings_from(args):
@@ -40,7 +40,7 @@ def describe_summary(s:dict) -> str:
             f"{s['denied']} denied, {s['rejected']} rejected" + (" (rerun: resumed the stored orders)" if s.get("resumed") else "")
             + f"; equity {s['equity']:,.2f}, cash {s['cash']:,.2f}")
 
-# %% ../nbs/10_cli.ipynb #8ab273d5
+# %% ../nbs/10_cli.ipynb #6e0f7217
 def cmd_status(args) -> int:
     "traderbot status: latest runs, positions and equity."
     from traderbot import store
@@ -97,13 +97,76 @@ def cmd_trading_state(args) -> int:
     if len(hist): print(hist.tail(5).to_string(index=False))
     return 0
 
+def cmd_alerts(args) -> int:
+    "traderbot alerts [--level L] [--limit N] [--all-accounts]: the latest alerts, newest first."
+    import pandas as pd
+    from traderbot import store
+    from traderbot.config import trading_mode
+    cfg = settings_from(args)
+    eng = store.open_store(trading_mode(cfg).store_url, cfg.store.busy_timeout_s)
+    al = store.alerts_frame(eng, None if args.all_accounts else cfg.traderbot.account, limit=args.limit, level=args.level)
+    if not len(al): print("no alerts"); return 0
+    with pd.option_context("display.max_colwidth", 120, "display.width", 200):
+        print(al[["created_at", "account", "level", "source", "message"]].to_string(index=False))
+    return 0
+
+def parse_assignments(items:list[str]) -> dict:
+    "`key=value` pairs of `traderbot profile --set` into a nested profile update (values parsed as JSON when they can be)."
+    import json
+    out: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip(): raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. limits.max_sector_weight=0.3")
+        try: v = json.loads(value)
+        except ValueError: v = value
+        parts, node = key.strip().split("."), out
+        for p in parts[:-1]: node = node.setdefault(p, {})
+        node[parts[-1]] = v
+    return out
+
+def merge(base:dict, update:dict) -> dict:
+    "`base` with `update` merged in, nested dicts merged key by key; a None value removes the key."
+    out = dict(base)
+    for k, v in update.items():
+        if v is None: out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict): out[k] = merge(out[k], v)
+        else: out[k] = v
+    return out
+
+def cmd_profile(args) -> int:
+    "traderbot profile [--set KEY=VALUE ...] [--reset]: show or change the account's profile."
+    import getpass, json
+    from traderbot import store
+    from traderbot.config import parse_profile, trading_mode
+    from traderbot.daily import sector_map
+    cfg = settings_from(args)
+    tm = trading_mode(cfg)
+    eng = store.open_store(tm.store_url, cfg.store.busy_timeout_s)
+    acct = store.ensure_account(eng, cfg.traderbot.account, tm.mode, cfg.broker.initial_cash)
+    if args.set or args.reset:
+        current = {} if args.reset else store.get_profile(eng, acct).model_dump(exclude_defaults=True)
+        new = parse_profile(merge(current, parse_assignments(args.set or [])), f"account {cfg.traderbot.account!r}'s profile")
+        known = set(sector_map(cfg).values())
+        unknown = sorted(set(new.sector_preferences) - known) if known else []
+        if unknown: raise ConfigError(f"profile: unknown sector(s) {unknown}; the data's sectors are {sorted(known)}")
+        store.set_profile(eng, acct, new, args.actor or f"operator:{getpass.getuser()}")
+    prof = store.get_profile(eng, acct)
+    print(f"account {cfg.traderbot.account}: profile (empty fields follow settings.ini)")
+    print(json.dumps(prof.model_dump(exclude_defaults=True), indent=2, sort_keys=True))
+    tol = prof.risk_tolerance or cfg.portfolio.risk_tolerance
+    lim = prof.risk(cfg.risk)
+    print(f"in effect: optimizer {prof.optimizer or cfg.portfolio.optimizer}, risk tolerance {tol} "
+          f"(volatility target {prof.tolerance(cfg.portfolio.risk_tolerance)['target_vol']:.0%}), "
+          + ", ".join(f"{k} {v}" for k, v in lim.model_dump().items()))
+    return 0
+
 def cmd_dashboard(args) -> int:
     "traderbot dashboard: serve nbs/dashboards with Voila on 127.0.0.1 with a random token."
     from traderbot.dashboard import serve_dashboards
     serve_dashboards(settings_from(args), port=args.port)
     return 0
 
-# %% ../nbs/10_cli.ipynb #7c07b46f
+# %% ../nbs/10_cli.ipynb #251f69a1
 def parser() -> argparse.ArgumentParser:
     "The argument parser of the `traderbot` command."
     p = argparse.ArgumentParser(prog="traderbot", description="Notebook-first trading: pipelines, dashboards, store.")
@@ -126,6 +189,18 @@ def parser() -> argparse.ArgumentParser:
     ts.add_argument("state", nargs="?", choices=["active", "reducing", "halted"])
     ts.add_argument("--reason", help="why (recorded)"); ts.add_argument("--actor", help="who (default operator:$USER)")
     ts.set_defaults(func=cmd_trading_state)
+    al = sub.add_parser("alerts", help="the latest alerts: circuit breakers, limit breaches, profile changes")
+    al.add_argument("--level", choices=["info", "warning", "critical"]); al.add_argument("--limit", type=int, default=20)
+    al.add_argument("--all-accounts", action="store_true", help="alerts of every account, not just settings.ini's")
+    al.set_defaults(func=cmd_alerts)
+    pr = sub.add_parser("profile", help="show or change the account's profile (risk tolerance, optimizer, limits, sectors)",
+                        epilog="examples: --set risk_tolerance=conservative  --set optimizer=hrp  --set limits.max_sector_weight=0.3  "
+                               "--set sector_preferences.Energy.exclude=true  --set sector_preferences.Financials.cap=0.2  "
+                               "--set limits.max_drawdown=null (back to settings.ini)")
+    pr.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one field (repeatable); null removes it")
+    pr.add_argument("--reset", action="store_true", help="start from an empty profile (settings.ini's values)")
+    pr.add_argument("--actor", help="who (default operator:$USER); recorded in the alerts table")
+    pr.set_defaults(func=cmd_profile)
     dash = sub.add_parser("dashboard", help="serve the Voila dashboards on 127.0.0.1 with a token")
     dash.add_argument("--port", type=int, default=None); dash.set_defaults(func=cmd_dashboard)
     return p

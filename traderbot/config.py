@@ -21,7 +21,7 @@ __all__ = ['LIVE_FLAG', 'SECRET_VARIABLES', 'SECTIONS', 'IB_LIVE_PORTS', 'RISK_T
            'sqlite_path_resolved', 'load_settings', 'dotenv_file', 'TradingMode', 'live_credentials_missing',
            'trading_mode', 'SectorPreference', 'AccountProfile', 'parse_profile']
 
-# %% ../nbs/01_config.ipynb #9c9d0e06
+# %% ../nbs/01_config.ipynb #49ceca46
 class Section(BaseModel):
     "Base of every settings section: frozen, and unknown keys are errors."
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -126,10 +126,10 @@ class StrategySettings(Section):
     name: Literal["momentum"] = "momentum"
     lookback: int = Field(252, gt=0)             # sessions of momentum look-back
     skip: int = Field(21, ge=0)                  # most recent sessions left out (short-term reversal)
-    top_n: int = Field(5, gt=0)                  # names held
+    top_n: int = Field(8, gt=0)                  # most names picked (the optimizer then weighs them)
     vol_lookback: int = Field(63, gt=1)          # sessions for realised volatility
     max_volatility: float = Field(0.60, gt=0)    # annualised volatility above which a name is skipped
-    max_weight: float = Field(0.20, gt=0, le=1)  # cap on one name's target weight
+    max_weight: float = Field(0.25, gt=0, le=1)  # cap on one name's target weight
 
 class PipelineSettings(Section):
     reports_dir: Path = Path("reports")          # executed notebooks and HTML, relative to settings.ini

@@ -211,34 +211,40 @@ def resolve_mode(settings:Settings, mode:str):
     if mode == "paper": return TradingMode("paper", settings.store.url, ("mode is paper",))
     return trading_mode(settings)
 
-# %% ../nbs/08_pipeline.ipynb #476baa4c
+# %% ../nbs/08_pipeline.ipynb #2e5c3f63
 def session_prices(closes:pd.DataFrame, day:pd.Timestamp) -> dict[str, Decimal]:
     "Each symbol's close on `day` as Decimal; symbols without a finite positive close are left out."
     row = closes.loc[day]
     return {s: to_decimal(float(v), f"close of {s} on {day.date()}") for s, v in row.items() if pd.notna(v) and v > 0}
 
-def momentum_rationale(closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series, settings:Settings) -> dict[str, str]:
-    "Why each symbol got its weight: its momentum rank, momentum and volatility at the signal session before `day`."
+def momentum_rationale(closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series, settings:Settings, optimizer_note:str="") -> dict[str, str]:
+    "Why each symbol got its weight: its momentum rank, momentum and volatility at the signal session before `day`, and how the optimizer weighed it."
     from traderbot.strategy import momentum_signals
     p = settings.strategy
     sig = momentum_signals(closes, signal_session(closes, day), lookback=p.lookback, skip=p.skip, vol_lookback=p.vol_lookback)
     rank = sig.momentum.rank(ascending=False, method="first")
     return {s: (f"momentum rank {int(rank[s])} of {len(sig)}: {p.lookback}-{p.skip} session return {sig.momentum[s]:+.1%}, "
-                f"{p.vol_lookback}-session volatility {sig.volatility[s]:.1%} (limit {p.max_volatility:.0%}); target weight {w:.1%}")
-            for s, w in weights.items()}
+                f"{p.vol_lookback}-session volatility {sig.volatility[s]:.1%} (limit {p.max_volatility:.0%}); target weight {w:.1%}"
+                f"{optimizer_note}") for s, w in weights.items()}
 
 def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series, run_id:str, mode:str="paper"):
-    "Reconcile with the broker, then rebalance the account to `weights` at the close of `day`."
+    "Reconcile with the broker, check the circuit breakers, then rebalance the account to `weights` at the close of `day` through the gate with the account's limits."
+    from traderbot.daily import account_limits, apply_breakers, check_breakers, portfolio_view, record_limit_alerts, weights_note
     from traderbot.data import is_session, session_close
     from traderbot.execution import rebalance, reconcile
-    from traderbot.risk import RiskLimits
     prices, b, account = session_prices(closes, day), settings.broker, settings.traderbot.account
     broker = make_broker(engine, settings, prices, session_close(day, settings.data.calendar), mode)
-    reconcile(engine, broker, store.ensure_account(engine, account, mode, b.initial_cash), session=day.date())   # start-up check: raises if the broker is unreachable
-    return rebalance(engine, broker, account, settings.strategy.name, day, weights, prices,
-                     RiskLimits.from_settings(settings.risk), is_session(day, settings.data.calendar), b.initial_cash,
-                     rationale=momentum_rationale(closes, day, weights, settings), run_id=run_id,
-                     min_trade_notional=b.min_trade_notional, cost=settings.cost_model(), mode=mode)
+    acct = store.ensure_account(engine, account, mode, b.initial_cash)
+    reconcile(engine, broker, acct, session=day.date())   # start-up check: raises if the broker is unreachable
+    view, _, marks = portfolio_view(engine, settings, closes, day, acct, prices)
+    if settings.breakers.enabled: apply_breakers(engine, acct, check_breakers(settings, closes, day, marks), day, run_id)
+    profile = store.get_profile(engine, acct)
+    res = rebalance(engine, broker, account, settings.strategy.name, day, weights, prices,
+                    account_limits(settings, profile), is_session(day, settings.data.calendar), b.initial_cash,
+                    rationale=momentum_rationale(closes, day, weights, settings, weights_note(settings, profile)), run_id=run_id,
+                    min_trade_notional=b.min_trade_notional, cost=settings.cost_model(), mode=mode, portfolio=view)
+    record_limit_alerts(engine, acct, res.orders, day, run_id)
+    return res
 
 def make_broker(engine, settings:Settings, prices:dict[str, Decimal], fill_time:pd.Timestamp, mode:str="paper"):
     "The broker `[broker] name` selects; the paper broker is moved to this session (earlier day orders expire)."

@@ -16,7 +16,7 @@ from .core import Order, Side, to_decimal, DataError
 # %% auto #0
 __all__ = ['STATE_RANK', 'RiskLimits', 'PortfolioView', 'OrderContext', 'Denial', 'finite_decimal', 'check_order', 'reduces',
            'position_check', 'portfolio_check', 'sector_check', 'exposure_check', 'loss_check', 'post_trade_var',
-           'var_check', 'BreakerCheck', 'evaluate_breakers', 'breaker_state']
+           'var_check', 'BreakerCheck', 'evaluate_breakers', 'breaker_state', 'limit_usage']
 
 # %% ../nbs/06_risk.ipynb #66ca9907
 @dataclass(frozen=True)
@@ -239,3 +239,33 @@ STATE_RANK = {"active": 0, "reducing": 1, "halted": 2}
 def breaker_state(current:str, checks:list[BreakerCheck]) -> str:
     "The trading state after the tripped breakers: the strictest of `current` and their actions (never looser)."
     return max([current] + [c.action for c in checks if c.tripped], key=STATE_RANK.__getitem__)
+
+# %% ../nbs/06_risk.ipynb #9770f6ca
+def limit_usage(
+    view:PortfolioView,   # holdings (market values), sectors, equity marks and returns
+    equity:Decimal,       # current equity
+    limits:RiskLimits,
+) -> pd.DataFrame:        # limit, value, limit_value, use, detail
+    "Each limit's current value beside its threshold."
+    eq = float(equity)
+    h = {s: float(x) for s, x in view.holdings.items() if x}
+    rows = []
+    def add(name, value, lim, detail):
+        if lim is not None: rows.append(dict(limit=name, value=value, limit_value=float(lim), use=value / float(lim) if lim else float("inf"), detail=detail))
+    big = max(h, key=lambda s: abs(h[s]), default=None)
+    add("max_position_weight", abs(h[big]) / eq if big else 0.0, limits.max_position_weight, f"largest: {big}" if big else "no positions")
+    if limits.max_sector_weight is not None:
+        sec = pd.Series({s: abs(x) for s, x in h.items()}, dtype=float).groupby(lambda s: (view.sectors or {}).get(s, "unknown")).sum() / eq
+        top = sec.idxmax() if len(sec) else None
+        add("max_sector_weight", float(sec.max()) if len(sec) else 0.0, limits.max_sector_weight, f"largest: {top}" if top else "no positions")
+    add("max_gross_exposure", sum(abs(x) for x in h.values()) / eq, limits.max_gross_exposure, "sum |value| / equity")
+    add("max_net_exposure", abs(sum(h.values())) / eq, limits.max_net_exposure, "|sum value| / equity")
+    if view.start_equity is not None:
+        add("max_daily_loss", max(0.0, 1 - eq / float(view.start_equity)), limits.max_daily_loss, f"previous close {float(view.start_equity):,.2f}")
+    if view.peak_equity is not None:
+        peak = max(float(view.peak_equity), eq)
+        add("max_drawdown", max(0.0, 1 - eq / peak), limits.max_drawdown, f"peak {peak:,.2f}")
+    if view.returns is not None and h and limits.var_budget is not None:
+        v = post_trade_var({s: Decimal(str(x)) for s, x in h.items()}, Decimal(str(eq)), view.returns, limits.var_level)
+        add("var_budget", v, limits.var_budget, f"one-day {limits.var_level:.0%} historical VaR, {v * eq:,.0f}")
+    return pd.DataFrame(rows, columns=["limit", "value", "limit_value", "use", "detail"])

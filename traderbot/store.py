@@ -24,11 +24,11 @@ __all__ = ['metadata', 'accounts', 'pipeline_runs', 'signals', 'orders', 'fills'
            'UTCDateTime', 'now_utc', 'safe_url', 'connect', 'sqlite_pragmas', 'reading', 'read_frame', 'transaction',
            'alembic_config', 'migrate', 'current_revision', 'schema_differences', 'open_store', 'ensure_account',
            'account_cash', 'trading_state', 'set_trading_state', 'trading_state_history', 'get_profile', 'set_profile',
-           'insert_alert', 'record_alert', 'alerts_frame', 'start_run', 'finish_run', 'record_run_fields', 'get_run',
-           'order_row', 'row_order', 'store_intents', 'get_order', 'orders_for', 'record_routing', 'routed_venue',
-           'max_broker_order_id', 'save_order', 'apply_to_position', 'record_fill', 'upsert_position',
-           'record_reconciliation', 'set_position', 'get_positions', 'record_snapshot', 'account_id', 'equity_curve',
-           'positions_frame', 'orders_frame', 'fills_frame', 'runs_frame']
+           'insert_alert', 'record_alert', 'alerts_frame', 'alerts_frame_keys', 'start_run', 'finish_run',
+           'record_run_fields', 'get_run', 'order_row', 'row_order', 'store_intents', 'get_order', 'orders_for',
+           'record_routing', 'routed_venue', 'max_broker_order_id', 'save_order', 'apply_to_position', 'record_fill',
+           'upsert_position', 'record_reconciliation', 'set_position', 'get_positions', 'record_snapshot', 'account_id',
+           'equity_curve', 'positions_frame', 'orders_frame', 'fills_frame', 'runs_frame']
 
 # %% ../nbs/03_store.ipynb #dd27edef
 class Money(sa.types.TypeDecorator):
@@ -373,7 +373,7 @@ def trading_state_history(engine:Engine, account_id:int) -> pd.DataFrame:
     t = trading_state_changes
     return read_frame(engine, select(t.c.changed_at, t.c.state, t.c.actor, t.c.reason).where(t.c.account_id == account_id).order_by(t.c.id))
 
-# %% ../nbs/03_store.ipynb #d5194ac7
+# %% ../nbs/03_store.ipynb #03ea23c8
 ALERT_LEVELS = ("info", "warning", "critical")
 
 def get_profile(engine:Engine, account_id:int):
@@ -419,6 +419,12 @@ def alerts_frame(engine:Engine, account:str|None=None, limit:int=50, level:str|N
         if level not in ALERT_LEVELS: raise StorageError(f"alert level {level!r}: expected one of {ALERT_LEVELS}")
         q = q.where(t.c.level == level)
     return read_frame(engine, q.order_by(t.c.id.desc()).limit(limit))
+
+def alerts_frame_keys(engine:Engine, account_id:int) -> list[str]:
+    "The `key` of every alert of the account that has one (callers use it to record an alert once)."
+    with reading(engine) as con:
+        rows = con.execute(select(alerts.c.numbers).where(alerts.c.account_id == account_id)).scalars().all()
+    return [n["key"] for n in rows if isinstance(n, dict) and "key" in n]
 
 # %% ../nbs/03_store.ipynb #afe55ba2
 def start_run(engine:Engine, run_id:str, pipeline:str, parameters:dict, git_commit:str|None=None) -> str:
