@@ -17,10 +17,10 @@ from .risk import (BreakerCheck, PortfolioView, RiskLimits, breaker_state, evalu
 from . import store
 
 # %% auto #0
-__all__ = ['account_profile', 'sector_map', 'target_weights', 'weights_note', 'optimized', 'cap_sectors', 'apply_tilts',
-           'vol_target', 'target_schedule', 'equity_marks', 'portfolio_view', 'account_limits', 'check_breakers',
-           'apply_breakers', 'record_limit_alerts', 'RiskReport', 'default_shocks', 'risk_measures_table',
-           'risk_report']
+__all__ = ['LOSS_CODES', 'account_profile', 'sector_map', 'target_weights', 'weights_note', 'optimized', 'cap_sectors',
+           'apply_tilts', 'vol_target', 'target_schedule', 'equity_marks', 'portfolio_view', 'account_limits',
+           'check_breakers', 'apply_breakers', 'record_limit_alerts', 'RiskReport', 'default_shocks',
+           'risk_measures_table', 'risk_report']
 
 # %% ../nbs/08a_daily.ipynb #e6071166
 def account_profile(engine, settings:Settings, mode:str="paper") -> AccountProfile:
@@ -143,7 +143,7 @@ def account_limits(settings:Settings, profile:AccountProfile) -> RiskLimits:
     "The account's limits: settings.ini's `[risk]` with the profile's overrides and sector caps."
     return RiskLimits.from_settings(settings.risk, profile)
 
-# %% ../nbs/08a_daily.ipynb #df08b57a
+# %% ../nbs/08a_daily.ipynb #c7e03862
 def check_breakers(settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, marks:pd.Series) -> list[BreakerCheck]:
     "Every circuit breaker on the benchmark up to `day` and the equity marks."
     from traderbot.data import load_benchmark
@@ -167,8 +167,10 @@ def apply_breakers(engine, account_id:int, checks:list[BreakerCheck], day:pd.Tim
         store.set_trading_state(engine, account_id, new, "circuit breaker", "; ".join(c.message for c in tripped))
     return new
 
+LOSS_CODES = ("DAILY_LOSS_LIMIT", "DRAWDOWN_LIMIT")   # breaches that also move the kill switch to reducing
+
 def record_limit_alerts(engine, account_id:int, orders:list, day:pd.Timestamp, run_id:str|None=None) -> int:
-    "A warning alert for each order a portfolio limit denied (once per order); returns how many were new."
+    "A warning alert for each order a portfolio limit denied (once per order); a loss-limit breach also moves an active account to reducing. Returns how many alerts were new."
     codes = ("SECTOR_EXCLUDED", "SECTOR_LIMIT", "GROSS_EXPOSURE_LIMIT", "NET_EXPOSURE_LIMIT", "DAILY_LOSS_LIMIT", "DRAWDOWN_LIMIT", "VAR_BUDGET", "RISK_DATA_MISSING")
     seen, n = set(store.alerts_frame_keys(engine, account_id)), 0
     for o in orders:
@@ -177,6 +179,9 @@ def record_limit_alerts(engine, account_id:int, orders:list, day:pd.Timestamp, r
             store.record_alert(engine, "warning", f"limit:{code}", o.reason, {"key": f"limit:{o.client_order_id}", "as_of": str(day.date()),
                                "symbol": o.symbol, "side": o.side.value, "quantity": str(o.quantity)}, account_id, run_id)
             n += 1
+    loss = [o for o in orders if o.status.value == "denied" and (o.reason or "").split(":")[0] in LOSS_CODES]
+    if loss and store.trading_state(engine, account_id) == "active":
+        store.set_trading_state(engine, account_id, "reducing", "risk limit", loss[0].reason)
     return n
 
 # %% ../nbs/08a_daily.ipynb #74b0f46a
