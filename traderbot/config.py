@@ -16,12 +16,12 @@ from .core import ConfigError, CostModel, check_symbol, DataError
 # %% auto #0
 __all__ = ['LIVE_FLAG', 'SECRET_VARIABLES', 'SECTIONS', 'IB_LIVE_PORTS', 'RISK_TOLERANCE', 'Section', 'TraderbotSettings',
            'DataSettings', 'StoreSettings', 'BrokerSettings', 'RoutingSettings', 'CostSettings', 'RiskSettings',
-           'BreakerSettings', 'PortfolioSettings', 'StrategySettings', 'PipelineSettings', 'DashboardSettings',
-           'Secrets', 'load_secrets', 'Settings', 'find_settings', 'read_ini', 'env_overrides', 'describe_error',
-           'sqlite_path_resolved', 'load_settings', 'dotenv_file', 'TradingMode', 'live_credentials_missing',
-           'trading_mode', 'SectorPreference', 'AccountProfile', 'parse_profile']
+           'BreakerSettings', 'ModelSettings', 'PortfolioSettings', 'StrategySettings', 'PipelineSettings',
+           'DashboardSettings', 'Secrets', 'load_secrets', 'Settings', 'find_settings', 'read_ini', 'env_overrides',
+           'describe_error', 'sqlite_path_resolved', 'load_settings', 'dotenv_file', 'TradingMode',
+           'live_credentials_missing', 'trading_mode', 'SectorPreference', 'AccountProfile', 'parse_profile']
 
-# %% ../nbs/01_config.ipynb #49ceca46
+# %% ../nbs/01_config.ipynb #c92f114f
 class Section(BaseModel):
     "Base of every settings section: frozen, and unknown keys are errors."
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -115,6 +115,18 @@ class BreakerSettings(Section):
     drawdown: float = Field(0.30, gt=0, lt=1)             # the account is more than this below its equity peak
     drawdown_action: Literal["reducing", "halted"] = "halted"
 
+class ModelSettings(Section):
+    "Forecasting models: the study trials are counted in, the registry, and the bar a model must clear to trade."
+    use: bool = True                              # the daily run uses the production model when one is promoted; momentum otherwise
+    name: str = Field("direction", pattern=r"^[a-z][a-z0-9_\-]{0,39}$")   # the model the daily run loads
+    study: str = Field("daily-direction", pattern=r"^[a-z][a-z0-9_\-]{0,59}$")  # trials of this study count towards the deflated Sharpe
+    horizon: int = Field(5, ge=1, le=63)          # sessions ahead the label looks
+    artefact_dir: Path = Path("data/models")      # saved models, relative to settings.ini
+    min_deflated_sharpe: float = Field(0.95, ge=0, le=1)   # promotion needs DSR above this
+    max_accuracy_pvalue: float = Field(0.05, gt=0, le=1)   # ... directional accuracy above the majority class at this significance
+    max_pbo: float = Field(0.5, ge=0, le=1)                # ... and a probability of backtest overfitting at most this
+    min_probability: float = Field(0.5, ge=0, le=1)        # a name is picked only when the model's P(up) is above this
+
 class PortfolioSettings(Section):
     "How the daily run turns the strategy's picks into target weights (see `traderbot.portfolio`)."
     optimizer: Literal["equal", "min_variance", "max_sharpe", "mean_variance", "hrp", "risk_parity"] = "risk_parity"
@@ -155,10 +167,10 @@ def load_secrets(
     "Collect the known secret variables from `env`."
     return Secrets(**{k: env[v] for k, v in SECRET_VARIABLES.items() if env.get(v)})
 
-# %% ../nbs/01_config.ipynb #9f0b3035
+# %% ../nbs/01_config.ipynb #a25dde89
 SECTIONS = {"traderbot": TraderbotSettings, "data": DataSettings, "store": StoreSettings,
             "broker": BrokerSettings, "routing": RoutingSettings, "costs": CostSettings, "risk": RiskSettings,
-            "breakers": BreakerSettings, "portfolio": PortfolioSettings,
+            "breakers": BreakerSettings, "portfolio": PortfolioSettings, "models": ModelSettings,
             "strategy": StrategySettings, "pipeline": PipelineSettings, "dashboard": DashboardSettings}
 
 class Settings(Section):
@@ -173,6 +185,7 @@ class Settings(Section):
     risk: RiskSettings = RiskSettings()
     breakers: BreakerSettings = BreakerSettings()
     portfolio: PortfolioSettings = PortfolioSettings()
+    models: ModelSettings = ModelSettings()
     strategy: StrategySettings = StrategySettings()
     pipeline: PipelineSettings = PipelineSettings()
     dashboard: DashboardSettings = DashboardSettings()

@@ -20,15 +20,16 @@ from .core import (TraderbotError, Fill, Order, OrderStatus, Position, Side, Sto
 # %% auto #0
 __all__ = ['metadata', 'accounts', 'pipeline_runs', 'signals', 'orders', 'fills', 'positions', 'equity_snapshots', 'risk_denials',
            'paper_orders', 'paper_fills', 'paper_accounts', 'trading_state_changes', 'routing_decisions',
-           'reconciliations', 'alerts', 'MIGRATIONS_DIR', 'TRADING_STATES', 'ALERT_LEVELS', 'Money', 'Str',
-           'UTCDateTime', 'now_utc', 'safe_url', 'connect', 'sqlite_pragmas', 'reading', 'read_frame', 'transaction',
-           'alembic_config', 'migrate', 'current_revision', 'schema_differences', 'open_store', 'ensure_account',
-           'account_cash', 'trading_state', 'set_trading_state', 'trading_state_history', 'get_profile', 'set_profile',
-           'insert_alert', 'record_alert', 'alerts_frame', 'alerts_frame_keys', 'start_run', 'finish_run',
-           'record_run_fields', 'get_run', 'order_row', 'row_order', 'store_intents', 'get_order', 'orders_for',
-           'record_routing', 'routed_venue', 'max_broker_order_id', 'save_order', 'apply_to_position', 'record_fill',
-           'upsert_position', 'record_reconciliation', 'set_position', 'get_positions', 'record_snapshot', 'account_id',
-           'equity_curve', 'positions_frame', 'orders_frame', 'fills_frame', 'runs_frame']
+           'reconciliations', 'trials', 'model_versions', 'alerts', 'MIGRATIONS_DIR', 'TRADING_STATES', 'ALERT_LEVELS',
+           'Money', 'Str', 'UTCDateTime', 'now_utc', 'safe_url', 'connect', 'sqlite_pragmas', 'reading', 'read_frame',
+           'transaction', 'alembic_config', 'migrate', 'current_revision', 'schema_differences', 'open_store',
+           'ensure_account', 'account_cash', 'trading_state', 'set_trading_state', 'trading_state_history',
+           'get_profile', 'set_profile', 'insert_alert', 'record_alert', 'alerts_frame', 'alerts_frame_keys',
+           'start_run', 'finish_run', 'record_run_fields', 'get_run', 'order_row', 'row_order', 'store_intents',
+           'get_order', 'orders_for', 'record_routing', 'routed_venue', 'max_broker_order_id', 'save_order',
+           'apply_to_position', 'record_fill', 'upsert_position', 'record_reconciliation', 'set_position',
+           'get_positions', 'record_snapshot', 'account_id', 'equity_curve', 'positions_frame', 'orders_frame',
+           'fills_frame', 'runs_frame']
 
 # %% ../nbs/03_store.ipynb #dd27edef
 class Money(sa.types.TypeDecorator):
@@ -67,7 +68,7 @@ class UTCDateTime(sa.types.TypeDecorator):
         ts = pd.Timestamp(value)
         return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
-# %% ../nbs/03_store.ipynb #475f5934
+# %% ../nbs/03_store.ipynb #754fa812
 metadata = sa.MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s", "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
@@ -226,6 +227,39 @@ reconciliations = sa.Table("reconciliations", metadata,               # every co
     sa.Column("actions", sa.JSON, nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("at", UTCDateTime, nullable=False, default=now_utc))
+
+trials = sa.Table("trials", metadata,                                 # every backtest or evaluation inside a named study (revision 0004)
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("study", Str(60), nullable=False),
+    sa.Column("name", Str(120), nullable=False),                       # e.g. lstm fold 3, momentum top_n=5
+    sa.Column("kind", Str(20), nullable=False),                        # backtest, evaluation
+    sa.Column("parameters", sa.JSON, nullable=False),
+    sa.Column("n_obs", sa.Integer, nullable=False),                    # periods of returns the Sharpe ratio is measured on
+    sa.Column("sharpe", sa.Float, nullable=False),                     # per period, not annualised
+    sa.Column("skew", sa.Float, nullable=False),
+    sa.Column("kurtosis", sa.Float, nullable=False),                   # full (not excess) kurtosis
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("run_id", Str(64)),
+    sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc))
+
+model_versions = sa.Table("model_versions", metadata,                 # the model registry (revision 0004)
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", Str(40), nullable=False),
+    sa.Column("version", Str(64), nullable=False),                     # hash of the saved artefact and its configuration
+    sa.Column("study", Str(60), nullable=False),
+    sa.Column("kind", Str(40), nullable=False),                        # baseline, lstm, transformer, ensemble
+    sa.Column("parameters", sa.JSON, nullable=False),
+    sa.Column("features", sa.JSON, nullable=False),
+    sa.Column("train_start", sa.Date, nullable=False),
+    sa.Column("train_end", sa.Date, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),                     # walk-forward, out of sample
+    sa.Column("artefact_path", Str(400), nullable=False),
+    sa.Column("status", Str(12), nullable=False),                      # candidate, production, retired
+    sa.Column("run_id", Str(64)),
+    sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc),
+    sa.Column("promoted_at", UTCDateTime),
+    sa.Column("promoted_by", Str(80)),
+    sa.UniqueConstraint("name", "version", name="uq_model_versions_name_version"))
 
 alerts = sa.Table("alerts", metadata,                                 # circuit breakers, limit breaches, profile changes (revision 0003)
     sa.Column("id", sa.Integer, primary_key=True),
