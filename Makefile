@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run backfill bench test check-sync test-notebooks test-slow pytest dashboard lab status export clean-reports
+.PHONY: install run train backfill bench test check-sync test-notebooks test-slow pytest dashboard lab status export clean-reports
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ install: $(STAMP)
 ## run the daily pipeline on the embedded data with the paper broker (AS_OF=YYYY-MM-DD to pick a session)
 run: install
 	$(BIN)/traderbot run daily $(if $(AS_OF),-p as_of=$(AS_OF))
+
+## walk-forward study of the forecasting models (out-of-sample report in reports/train/), registers a candidate; e.g. make train ARGS="-p models=baseline"
+train: install
+	$(BIN)/traderbot run train $(ARGS)
 
 ## paper-trade every session from FROM to TO through the daily pipeline (rerun-safe), e.g. make backfill FROM=2022-10-03 TO=2022-12-28
 backfill: install

@@ -11,7 +11,7 @@ from .core import ConfigError, TraderbotError
 
 # %% auto #0
 __all__ = ['settings_from', 'cmd_run', 'describe_summary', 'cmd_status', 'cmd_db', 'cmd_reconcile', 'cmd_trading_state',
-           'cmd_alerts', 'parse_assignments', 'merge', 'cmd_profile', 'cmd_dashboard', 'parser', 'main']
+           'cmd_alerts', 'parse_assignments', 'merge', 'cmd_profile', 'cmd_models', 'cmd_dashboard', 'parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #3b078087
 def settings_from(args):
@@ -40,7 +40,7 @@ def describe_summary(s:dict) -> str:
             f"{s['denied']} denied, {s['rejected']} rejected" + (" (rerun: resumed the stored orders)" if s.get("resumed") else "")
             + f"; equity {s['equity']:,.2f}, cash {s['cash']:,.2f}")
 
-# %% ../nbs/10_cli.ipynb #6e0f7217
+# %% ../nbs/10_cli.ipynb #8e47d58f
 def cmd_status(args) -> int:
     "traderbot status: latest runs, positions and equity."
     from traderbot import store
@@ -160,13 +160,35 @@ def cmd_profile(args) -> int:
           + ", ".join(f"{k} {v}" for k, v in lim.model_dump().items()))
     return 0
 
+def cmd_models(args) -> int:
+    "traderbot models list|promote NAME VERSION: the model registry."
+    import getpass
+    import pandas as pd
+    from traderbot import store
+    from traderbot.registry import model_versions, promote, promotion_problems
+    cfg = settings_from(args)
+    eng = store.open_store(cfg.store.url, cfg.store.busy_timeout_s)
+    if args.action == "promote":
+        if not (args.name and args.version): raise ConfigError("models promote: give NAME and VERSION (a prefix of the hash is enough)")
+        v = promote(eng, cfg, args.name, args.version, args.actor or f"operator:{getpass.getuser()}")
+        print(f"model {v.name} version {v.version[:12]} ({v.kind}) is now production; the daily run trades on its forecasts")
+        return 0
+    mv = model_versions(eng, args.name)
+    if not len(mv): print("no model versions: run `traderbot run train` first"); return 0
+    rows = [dict(name=r.name, version=r.version[:12], kind=r.kind, status=r.status, trained=f"{r.train_start} to {r.train_end}",
+                 accuracy=r.metrics.get("accuracy"), p_value=r.metrics.get("accuracy_pvalue"), dsr=r.metrics.get("deflated_sharpe"),
+                 pbo=r.metrics.get("pbo"), promotable="yes" if not promotion_problems(r.metrics, cfg.models) else "no")
+            for r in mv.itertuples()]
+    with pd.option_context("display.width", 200, "display.float_format", "{:.4f}".format): print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
 def cmd_dashboard(args) -> int:
     "traderbot dashboard: serve nbs/dashboards with Voila on 127.0.0.1 with a random token."
     from traderbot.dashboard import serve_dashboards
     serve_dashboards(settings_from(args), port=args.port)
     return 0
 
-# %% ../nbs/10_cli.ipynb #251f69a1
+# %% ../nbs/10_cli.ipynb #2b20f3fb
 def parser() -> argparse.ArgumentParser:
     "The argument parser of the `traderbot` command."
     p = argparse.ArgumentParser(prog="traderbot", description="Notebook-first trading: pipelines, dashboards, store.")
@@ -201,6 +223,10 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--reset", action="store_true", help="start from an empty profile (settings.ini's values)")
     pr.add_argument("--actor", help="who (default operator:$USER); recorded in the alerts table")
     pr.set_defaults(func=cmd_profile)
+    mo = sub.add_parser("models", help="the model registry: list versions, promote one to production")
+    mo.add_argument("action", choices=["list", "promote"]); mo.add_argument("name", nargs="?"); mo.add_argument("version", nargs="?")
+    mo.add_argument("--actor", help="who (default operator:$USER); recorded with the promotion")
+    mo.set_defaults(func=cmd_models)
     dash = sub.add_parser("dashboard", help="serve the Voila dashboards on 127.0.0.1 with a token")
     dash.add_argument("--port", type=int, default=None); dash.set_defaults(func=cmd_dashboard)
     return p

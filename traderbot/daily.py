@@ -17,12 +17,12 @@ from .risk import (BreakerCheck, PortfolioView, RiskLimits, breaker_state, evalu
 from . import store
 
 # %% auto #0
-__all__ = ['LOSS_CODES', 'account_profile', 'sector_map', 'target_weights', 'weights_note', 'optimized', 'cap_sectors',
-           'apply_tilts', 'vol_target', 'target_schedule', 'equity_marks', 'portfolio_view', 'account_limits',
-           'check_breakers', 'apply_breakers', 'record_limit_alerts', 'RiskReport', 'default_shocks',
-           'risk_measures_table', 'risk_report']
+__all__ = ['LOSS_CODES', 'account_profile', 'sector_map', 'target_weights', 'model_picks', 'weights_note', 'optimized',
+           'cap_sectors', 'apply_tilts', 'vol_target', 'target_schedule', 'equity_marks', 'portfolio_view',
+           'account_limits', 'check_breakers', 'apply_breakers', 'record_limit_alerts', 'RiskReport', 'default_shocks',
+           'risk_measures_table', 'risk_report', 'Forecast', 'model_forecast', 'forecast_rationale']
 
-# %% ../nbs/08a_daily.ipynb #e6071166
+# %% ../nbs/08a_daily.ipynb #79a96904
 def account_profile(engine, settings:Settings, mode:str="paper") -> AccountProfile:
     "The profile of the account the settings name (empty, i.e. settings.ini's values, for an account not yet created)."
     from sqlalchemy import select
@@ -42,14 +42,16 @@ def target_weights(
     settings:Settings,
     profile:AccountProfile|None=None,   # the account's profile; None: settings.ini's defaults
     sectors:dict[str, str]|None=None,   # sector per symbol; None: the data's sectors file
+    scores:pd.Series|None=None,         # a model's P(up) per symbol at the signal session; None: momentum picks
 ) -> pd.Series:                   # weight per symbol, summing to <= 1 (the rest is cash)
-    "The daily run's target weights: strategy picks, optimizer weights, profile tilts, volatility target."
+    "The daily run's target weights: strategy (or model) picks, optimizer weights, profile tilts, volatility target."
     from traderbot.pipeline import signal_session
     from traderbot.strategy import momentum_weights
     profile = profile or AccountProfile()
     sectors = sector_map(settings) if sectors is None else sectors
     signal = signal_session(closes, day)
-    picks = momentum_weights(closes, signal, **settings.strategy.model_dump(exclude={"name"}))
+    picks = (model_picks(scores, settings) if scores is not None
+             else momentum_weights(closes, signal, **settings.strategy.model_dump(exclude={"name"})))
     risk = profile.risk(settings.risk)
     caps = profile.sector_caps(risk.max_sector_weight)
     names = [s for s in picks.index if caps.get(sectors.get(s), 1.0) > 0]     # excluded sectors dropped
@@ -63,6 +65,11 @@ def target_weights(
     else: w = optimized(rets, method, cap, sec, bounds, settings, profile)
     w = cap_sectors(apply_tilts(w, sectors, profile, cap), sec, bounds)
     return vol_target(w, rets, profile.tolerance(settings.portfolio.risk_tolerance)["target_vol"]).rename("weight").sort_index()
+
+def model_picks(scores:pd.Series, settings:Settings) -> pd.Series:
+    "The `[strategy] top_n` names with the highest P(up) above `[models] min_probability`, in equal weights (before the optimizer)."
+    ok = scores[scores > settings.models.min_probability].sort_values(ascending=False, kind="stable").index[:settings.strategy.top_n]
+    return pd.Series(1 / len(ok) if len(ok) else 0.0, index=ok, dtype=float).sort_index()
 
 def weights_note(settings:Settings, profile:AccountProfile) -> str:
     "How `target_weights` weighed the picks, for each order's rationale."
@@ -247,3 +254,49 @@ def risk_report(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     corr, dr = (correlation(rets), diversification_ratio(hold / hold.sum(), shrunk_covariance(rets)[0])) if len(hold) > 1 else (empty, None)
     return RiskReport(str(day.date()), account, eq, store.trading_state(engine, acct), measures, stress,
                       limit_usage(view, equity, limits), breakers, alerts, corr, dr)
+
+# %% ../nbs/08a_daily.ipynb #ed9e8bc6
+@dataclass
+class Forecast:
+    "The production model's view at one signal session."
+    name: str
+    version: str
+    scores: pd.Series                     # P(up) per symbol
+    rationale: dict[str, str]             # why, per symbol
+    explanations: pd.DataFrame            # models.explain's rows
+
+def model_forecast(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, top:int=3) -> Forecast|None:
+    "P(up) of each symbol from the production model at the session before `day`, with its reasons; None without one."
+    if not settings.models.use: return None
+    from traderbot.registry import load_production
+    loaded = load_production(engine, settings.models.name)
+    if loaded is None: return None
+    from traderbot.data import load_benchmark
+    from traderbot.features import feature_panel
+    from traderbot.models import explain
+    from traderbot.pipeline import signal_session
+    model, v = loaded
+    signal = signal_session(closes, day)
+    past = closes.loc[:signal]
+    panel = feature_panel(past, load_benchmark(end=signal, path=settings.path(settings.data.path)), features=v.features)
+    rows = panel.index[panel.index.get_level_values(0) == signal]
+    if not len(rows): raise DataError(f"model {v.name}: no feature rows on {signal.date()} (too little history before it?)")
+    p = model.predict(panel, rows)
+    scores = pd.Series(p.to_numpy(), index=rows.get_level_values(1), name="p_up")
+    ex = explain(model, panel, rows, top=top)
+    return Forecast(v.name, v.version, scores, forecast_rationale(v, scores, ex), ex)
+
+def forecast_rationale(v, scores:pd.Series, ex:pd.DataFrame) -> dict[str, str]:
+    "One sentence per symbol: the model's P(up), members' votes and the top feature attributions."
+    out = {}
+    for s, p in scores.items():
+        e = ex.xs(s, level="symbol")
+        if "member" in e.index.names:
+            votes = e.groupby(level="member")[["probability", "weight"]].first()
+            vote = "; votes " + ", ".join(f"{m} {r.probability:.2f} (weight {r.weight:.2f})" for m, r in votes.iterrows())
+            feats = e.groupby("feature")["attribution"].apply(lambda a: a.abs().sum()).sort_values(ascending=False).index[:3]
+            top = ", ".join(feats)
+        else:
+            vote, top = "", ", ".join(f"{r.feature} {r.attribution:+.3f}" for r in e.itertuples())
+        out[s] = f"model {v.name} {v.version[:12]}: P(up) {p:.3f}{vote}; top features {top}"
+    return out

@@ -211,7 +211,7 @@ def resolve_mode(settings:Settings, mode:str):
     if mode == "paper": return TradingMode("paper", settings.store.url, ("mode is paper",))
     return trading_mode(settings)
 
-# %% ../nbs/08_pipeline.ipynb #2e5c3f63
+# %% ../nbs/08_pipeline.ipynb #6e3aaca2
 def session_prices(closes:pd.DataFrame, day:pd.Timestamp) -> dict[str, Decimal]:
     "Each symbol's close on `day` as Decimal; symbols without a finite positive close are left out."
     row = closes.loc[day]
@@ -227,7 +227,8 @@ def momentum_rationale(closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series,
                 f"{p.vol_lookback}-session volatility {sig.volatility[s]:.1%} (limit {p.max_volatility:.0%}); target weight {w:.1%}"
                 f"{optimizer_note}") for s, w in weights.items()}
 
-def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series, run_id:str, mode:str="paper"):
+def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series, run_id:str, mode:str="paper",
+                why:dict[str, str]|None=None):  # a model's reasons per symbol (`daily.Forecast.rationale`); None: momentum's
     "Reconcile with the broker, check the circuit breakers, then rebalance the account to `weights` at the close of `day` through the gate with the account's limits."
     from traderbot.daily import account_limits, apply_breakers, check_breakers, portfolio_view, record_limit_alerts, weights_note
     from traderbot.data import is_session, session_close
@@ -241,7 +242,9 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     profile = store.get_profile(engine, acct)
     res = rebalance(engine, broker, account, settings.strategy.name, day, weights, prices,
                     account_limits(settings, profile), is_session(day, settings.data.calendar), b.initial_cash,
-                    rationale=momentum_rationale(closes, day, weights, settings, weights_note(settings, profile)), run_id=run_id,
+                    rationale=(momentum_rationale(closes, day, weights, settings, weights_note(settings, profile)) if why is None else
+                               {s: f"{why.get(s, 'picked')}; target weight {w:.1%}{weights_note(settings, profile)}" for s, w in weights.items()}),
+                    run_id=run_id,
                     min_trade_notional=b.min_trade_notional, cost=settings.cost_model(), mode=mode, portfolio=view)
     record_limit_alerts(engine, acct, res.orders, day, run_id)
     return res
