@@ -62,11 +62,13 @@ status: install
 	$(BIN)/traderbot status
 
 ## benchmarks, each beside a plain peer in the same run: order latency (order manager vs bare broker call),
-## VaR/ES on 500 assets x 100,000 scenarios (vs plain loops), mean-variance and HRP solve times for 20 and 200 assets (vs plain cvxpy / scipy)
+## VaR/ES on 500 assets x 100,000 scenarios (vs plain loops), mean-variance and HRP solve times for 20 and 200 assets (vs plain cvxpy / scipy),
+## LSTM / Transformer epoch time and batch inference latency and walk-forward wall time (vs the logistic baseline)
 bench: install
 	$(BIN)/python bench/orders.py
 	$(BIN)/python bench/risk.py
 	$(BIN)/python bench/portfolio.py
+	$(BIN)/python bench/models.py
 
 ## export notebooks to traderbot/ and strip notebook metadata (do this before committing)
 export: install

@@ -178,7 +178,9 @@ def test_bad_bars_are_refused_naming_symbol_and_date(sandbox):
 
 def test_import_traderbot_is_light():
     code = ("import sys, traderbot, traderbot.core, traderbot.config, traderbot.data, traderbot.store, traderbot.risk, "
-            "traderbot.execution, traderbot.pipeline, traderbot.strategy, traderbot.backtest, traderbot.cli\n"
+            "traderbot.execution, traderbot.pipeline, traderbot.strategy, traderbot.backtest, traderbot.cli, traderbot.daily, "
+            "traderbot.features, traderbot.stats, traderbot.models, traderbot.registry, traderbot.study, traderbot.portfolio, "
+            "traderbot.tax, traderbot.risk_measures, traderbot.risk_scenarios, traderbot.sizing, traderbot.dashboard_risk\n"
             "heavy = [m for m in ('torch', 'transformers', 'vectorbt', 'stable_baselines3') if m in sys.modules]\n"
             "print(','.join(heavy))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -201,3 +203,30 @@ def test_backfill_runs_once_per_session_and_skips_the_holiday(sandbox):
     n_orders = len(table_rows(url, "paper_orders"))
     assert traderbot(env, "run", "daily", "--from", "2022-12-27", "--to", "2022-12-28").returncode == 0
     assert len(table_rows(url, "paper_orders")) == n_orders
+
+
+def test_train_pipeline_reports_out_of_sample_numbers_and_registers_a_candidate(sandbox):
+    """`traderbot run train` (a small line-up): report written, every variant counted as a trial, the candidate registered with its
+    out-of-sample metrics, and `traderbot models promote` refusing it by settings.ini's bars when they are not met."""
+    env, url, tmp = sandbox
+    env = {**env, "TRADERBOT__MODELS__ARTEFACT_DIR": str(tmp / "models")}
+    r = traderbot(env, "run", "train", "-p", "models=baseline", "-p", "start=2012-01-01", "-p", "min_train=1750", "-p", "candidate=baseline", timeout=600)
+    assert r.returncode == 0, r.stderr
+    html = next((tmp / "reports" / "train").glob("*.html")).read_text()
+    assert "accuracy_pvalue" in html and "deflated_sharpe" in html and "registered direction" in html
+    eng = store.connect(url)
+    trials = table_rows(url, "trials")
+    assert len(trials) == 6 and {t["study"] for t in trials} == {"daily-direction"}      # 1 model x 3 top_k x 2 thresholds
+    (v,) = table_rows(url, "model_versions")
+    assert v["status"] == "candidate" and v["kind"] == "baseline" and Path(v["artefact_path"]).is_dir()
+    assert 0.4 < v["metrics"]["accuracy"] < 0.7 and v["metrics"]["trials"] == 6
+    from traderbot.registry import promotion_problems
+    problems = promotion_problems(v["metrics"], load_settings(env=env).models)
+    r = traderbot(env, "models", "promote", "direction", v["version"][:10])
+    if problems:
+        assert r.returncode == 1 and problems[0] in r.stderr, r.stderr
+        assert table_rows(url, "model_versions")[0]["status"] == "candidate"
+    else:
+        assert r.returncode == 0, r.stderr
+    runs = store.runs_frame(eng)
+    assert runs.pipeline.tolist() == ["train"] and runs.status.tolist() == ["succeeded"]
