@@ -21,7 +21,7 @@ __all__ = ['LIVE_FLAG', 'SECRET_VARIABLES', 'SECTIONS', 'IB_LIVE_PORTS', 'RISK_T
            'describe_error', 'sqlite_path_resolved', 'load_settings', 'dotenv_file', 'TradingMode',
            'live_credentials_missing', 'trading_mode', 'SectorPreference', 'AccountProfile', 'parse_profile']
 
-# %% ../nbs/01_config.ipynb #c92f114f
+# %% ../nbs/01_config.ipynb #ea016c0c
 class Section(BaseModel):
     "Base of every settings section: frozen, and unknown keys are errors."
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -129,7 +129,7 @@ class ModelSettings(Section):
 
 class PortfolioSettings(Section):
     "How the daily run turns the strategy's picks into target weights (see `traderbot.portfolio`)."
-    optimizer: Literal["equal", "min_variance", "max_sharpe", "mean_variance", "hrp", "risk_parity"] = "risk_parity"
+    optimizer: Literal["equal", "min_variance", "max_sharpe", "mean_variance", "hrp", "risk_parity", "black_litterman"] = "risk_parity"
     lookback: int = Field(252, ge=20)                     # sessions of returns the optimizer estimates from
     covariance: Literal["ledoit_wolf", "sample"] = "ledoit_wolf"
     risk_tolerance: Literal["conservative", "moderate", "aggressive"] = "moderate"  # default for accounts without a profile
@@ -308,7 +308,7 @@ def trading_mode(settings:Settings) -> TradingMode:
     if not settings.live_trading_flag: missing.insert(0, f"{LIVE_FLAG}=yes is not in the environment")
     return paper(*missing) if missing else TradingMode("live", settings.store.live_url, ())
 
-# %% ../nbs/01_config.ipynb #3d619fc0
+# %% ../nbs/01_config.ipynb #f71b397e
 RISK_TOLERANCE = {"conservative": dict(target_vol=0.08, risk_aversion=6.0),
                   "moderate": dict(target_vol=0.12, risk_aversion=3.0),
                   "aggressive": dict(target_vol=0.20, risk_aversion=1.5)}
@@ -322,7 +322,7 @@ class SectorPreference(Section):
 class AccountProfile(Section):
     "An account's own risk tolerance, optimizer, limits and sector preferences; unset fields fall back to settings.ini."
     risk_tolerance: Literal["conservative", "moderate", "aggressive"]|None = None
-    optimizer: Literal["equal", "min_variance", "max_sharpe", "mean_variance", "hrp", "risk_parity"]|None = None
+    optimizer: Literal["equal", "min_variance", "max_sharpe", "mean_variance", "hrp", "risk_parity", "black_litterman"]|None = None
     limits: dict[str, float] = {}                # overrides of [risk] keys, e.g. {"max_sector_weight": 0.3}
     sector_preferences: dict[str, SectorPreference] = {}
 

@@ -18,11 +18,11 @@ from . import store
 
 # %% auto #0
 __all__ = ['LOSS_CODES', 'account_profile', 'sector_map', 'target_weights', 'model_picks', 'weights_note', 'optimized',
-           'cap_sectors', 'apply_tilts', 'vol_target', 'target_schedule', 'equity_marks', 'portfolio_view',
-           'account_limits', 'check_breakers', 'apply_breakers', 'record_limit_alerts', 'RiskReport', 'default_shocks',
-           'risk_measures_table', 'risk_report', 'Forecast', 'model_forecast', 'forecast_rationale']
+           'forecast_views', 'cap_sectors', 'apply_tilts', 'vol_target', 'target_schedule', 'equity_marks',
+           'portfolio_view', 'account_limits', 'check_breakers', 'apply_breakers', 'record_limit_alerts', 'RiskReport',
+           'default_shocks', 'risk_measures_table', 'risk_report', 'Forecast', 'model_forecast', 'forecast_rationale']
 
-# %% ../nbs/08a_daily.ipynb #79a96904
+# %% ../nbs/08a_daily.ipynb #47e54690
 def account_profile(engine, settings:Settings, mode:str="paper") -> AccountProfile:
     "The profile of the account the settings name (empty, i.e. settings.ini's values, for an account not yet created)."
     from sqlalchemy import select
@@ -62,7 +62,7 @@ def target_weights(
     sec = pd.Series({s: sectors.get(s, "unknown") for s in names})
     bounds = {g: (0.0, min(caps.get(g, 1.0), risk.max_sector_weight)) for g in sec.unique()}
     if method == "equal" or len(names) < 2: w = pd.Series(min(1 / len(names), cap), index=names)
-    else: w = optimized(rets, method, cap, sec, bounds, settings, profile)
+    else: w = optimized(rets, method, cap, sec, bounds, settings, profile, None if scores is None else scores.reindex(names))
     w = cap_sectors(apply_tilts(w, sectors, profile, cap), sec, bounds)
     return vol_target(w, rets, profile.tolerance(settings.portfolio.risk_tolerance)["target_vol"]).rename("weight").sort_index()
 
@@ -77,15 +77,31 @@ def weights_note(settings:Settings, profile:AccountProfile) -> str:
     tol = profile.risk_tolerance or settings.portfolio.risk_tolerance
     return f" ({method} weights over the picks, scaled down if needed to the {tol} profile's {profile.tolerance(settings.portfolio.risk_tolerance)['target_vol']:.0%} volatility target)"
 
-def optimized(rets:pd.DataFrame, method:str, cap:float, sec:pd.Series, bounds:dict, settings:Settings, profile:AccountProfile) -> pd.Series:
-    "Weights of `rets`' columns from `traderbot.portfolio.optimize` under the name and sector caps, fully invested when the caps allow it."
-    from traderbot.portfolio import optimize
+def optimized(rets:pd.DataFrame, method:str, cap:float, sec:pd.Series, bounds:dict, settings:Settings, profile:AccountProfile,
+              scores:pd.Series|None=None) -> pd.Series:
+    "Weights of `rets`' columns from `traderbot.portfolio` under the name and sector caps, fully invested when the caps allow it."
+    from traderbot.portfolio import black_litterman, optimize
     n = len(rets.columns)
     if cap * n < 1 - 1e-9: return pd.Series(cap, index=rets.columns)   # the caps cannot hold a fully invested portfolio: each at its cap
     feasible = sum(min(hi, cap * (sec == g).sum()) for g, (_, hi) in bounds.items()) >= 1 - 1e-9
     # when the sector caps cannot hold a fully invested portfolio, optimize without them; `cap_sectors` then leaves the excess in cash
-    return optimize(rets, method, covariance=settings.portfolio.covariance, bounds=(0.0, cap), sectors=sec if feasible else None,
-                    sector_bounds=bounds if feasible else None, risk_aversion=profile.tolerance(settings.portfolio.risk_tolerance)["risk_aversion"])
+    kw = dict(covariance=settings.portfolio.covariance, bounds=(0.0, cap), sectors=sec if feasible else None, sector_bounds=bounds if feasible else None)
+    delta = profile.tolerance(settings.portfolio.risk_tolerance)["risk_aversion"]
+    if method == "black_litterman":
+        views = [] if scores is None else forecast_views(scores, rets, settings.models.horizon)
+        return black_litterman(rets, views, risk_aversion=delta, **kw).weights
+    return optimize(rets, method, risk_aversion=delta, **kw)
+
+def forecast_views(scores:pd.Series, rets:pd.DataFrame, horizon:int) -> list:
+    "One absolute Black-Litterman view per name from its P(up): the mean at which a normal `horizon`-session return is positive with that probability."
+    from scipy.stats import norm
+    from traderbot.portfolio import View
+    views = []
+    for s, p in scores.dropna().items():
+        sd = float(rets[s].std(ddof=1)) * math.sqrt(horizon)              # the horizon return's standard deviation
+        q = sd * float(norm.ppf(min(max(p, 0.01), 0.99))) * 252 / horizon   # P(r > 0) = Φ(μ/σ) solved for μ, annualised
+        views.append(View({s: 1.0}, q, confidence=min(0.95, max(0.05, abs(2 * p - 1)))))
+    return views
 
 def cap_sectors(w:pd.Series, sector:pd.Series, bounds:dict) -> pd.Series:
     "Scale each sector above its cap down to the cap; the excess stays in cash."
