@@ -230,3 +230,28 @@ def test_train_pipeline_reports_out_of_sample_numbers_and_registers_a_candidate(
         assert r.returncode == 0, r.stderr
     runs = store.runs_frame(eng)
     assert runs.pipeline.tolist() == ["train"] and runs.status.tolist() == ["succeeded"]
+
+
+def test_daily_run_trades_on_a_promoted_model_and_stores_why(sandbox):
+    """With a promoted model the daily pipeline picks by its P(up) and each signal's rationale names the model version, its
+    P(up) and the features behind it. (The model's metrics are written here to exercise promotion; real ones come from a study.)"""
+    from traderbot.data import load_benchmark, load_closes
+    from traderbot.features import align, feature_panel, labels
+    from traderbot.models import Baseline
+    from traderbot.registry import promote, register_model
+    env, url, tmp = sandbox
+    env = {**env, "TRADERBOT__MODELS__ARTEFACT_DIR": str(tmp / "models")}
+    cfg = load_settings(env=env)
+    eng = store.open_store(url)
+    px = load_closes().loc[:"2021-12-31"]
+    panel, lab = align(feature_panel(px, load_benchmark(end="2021-12-31")), labels(px, 5))
+    v = register_model(eng, cfg, Baseline().fit(panel, lab["direction"], panel.index), "direction", "baseline", list(panel.columns),
+                       "2012-01-03", "2021-12-22", {"accuracy_pvalue": 0.01, "deflated_sharpe": 0.99, "pbo": 0.1})
+    promote(eng, cfg, "direction", v.version, "operator:test")
+    r = traderbot(env, "run", "daily", "-p", "as_of=2022-12-28")
+    assert r.returncode == 0, r.stderr
+    html = next((tmp / "reports" / "daily").glob("*.html")).read_text()
+    assert f"picks from model direction {v.version[:12]}" in html
+    sig = table_rows(url, "signals")
+    assert sig and all(f"model direction {v.version[:12]}: P(up)" in s["rationale"] and "top features" in s["rationale"] for s in sig)
+    assert all(float(s["rationale"].split("P(up) ")[1].split(";")[0]) > cfg.models.min_probability for s in sig)
