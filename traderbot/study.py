@@ -58,7 +58,7 @@ def strategy_returns(closes:pd.DataFrame, weights:pd.DataFrame, cost:CostModel) 
     w = weights.reindex(px.index)
     return run_backtest(px, w, cost, lag=1).returns().iloc[1:]
 
-# %% ../nbs/17_study.ipynb #f60bec72
+# %% ../nbs/17_study.ipynb #5436a130
 @dataclass
 class StudyResult:
     "What a walk-forward study measured, all out of sample."
@@ -84,7 +84,7 @@ def run_study(
 ) -> StudyResult:
     "Walk-forward evaluation of every model and strategy variant, registered as trials of `study`."
     from traderbot.models import walk_forward
-    from traderbot.registry import register_trial
+    from traderbot.registry import register_trial, study_trials
     study = study or settings.models.study
     wf = walk_forward(factories, panel, lab["direction"], splits)
     preds = wf.oos().drop(columns=["y", "fold"])
@@ -99,7 +99,7 @@ def run_study(
     metrics = pd.DataFrame({m: model_metrics(engine, study, preds[m].dropna(), lab, variants[variant_name(m, top_ks[len(top_ks) // 2], thresholds[0])], pbo)
                             for m in preds.columns}).T
     return StudyResult(study, preds, metrics, variants, pbo, benchmark_returns(closes, variants.index, settings), wf.timings,
-                       len(__import__("traderbot.registry", fromlist=["x"]).study_trials(engine, study)))
+                       len(study_trials(engine, study)))
 
 def model_metrics(engine, study:str, prob:pd.Series, lab:pd.DataFrame, returns:pd.Series, pbo) -> dict:
     "One model's out-of-sample accuracy, IC and strategy statistics (its middle variant: the middle top_k, threshold 0.5)."
