@@ -49,6 +49,11 @@ def seed_store(url: str):
     record_snapshot(eng, acct, "2022-12-27", Decimal("1000000"), Decimal("0"))
     record_snapshot(eng, acct, "2022-12-28", account_cash(eng, acct), Decimal("5000"))
     record_alert(eng, "warning", "limit:VAR_BUDGET", HOSTILE, {"key": "seeded"}, acct)
+    from traderbot.daily import risk_report, save_risk_report     # what the daily pipeline stores after trading
+    from traderbot.data import load_closes
+    cfg = load_settings(ROOT / "settings.ini", env={"TRADERBOT__STORE__URL": url, "TRADERBOT__TRADERBOT__ACCOUNT": ACCOUNT})
+    px = load_closes()
+    save_risk_report(eng, risk_report(eng, cfg, px, px.index[-1]))
     return eng
 
 

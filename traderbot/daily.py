@@ -20,7 +20,8 @@ from . import store
 __all__ = ['LOSS_CODES', 'account_profile', 'sector_map', 'target_weights', 'model_picks', 'weights_note', 'optimized',
            'forecast_views', 'cap_sectors', 'apply_tilts', 'vol_target', 'target_schedule', 'equity_marks',
            'portfolio_view', 'account_limits', 'check_breakers', 'apply_breakers', 'record_limit_alerts', 'RiskReport',
-           'default_shocks', 'risk_measures_table', 'risk_report', 'Forecast', 'model_forecast', 'forecast_rationale']
+           'save_risk_report', 'stored_risk_report', 'default_shocks', 'risk_measures_table', 'risk_report', 'Forecast',
+           'model_forecast', 'forecast_rationale']
 
 # %% ../nbs/08a_daily.ipynb #47e54690
 def account_profile(engine, settings:Settings, mode:str="paper") -> AccountProfile:
@@ -207,7 +208,7 @@ def record_limit_alerts(engine, account_id:int, orders:list, day:pd.Timestamp, r
         store.set_trading_state(engine, account_id, "reducing", "risk limit", loss[0].reason)
     return n
 
-# %% ../nbs/08a_daily.ipynb #74b0f46a
+# %% ../nbs/08a_daily.ipynb #e4396b39
 @dataclass
 class RiskReport:
     "The account's risk at the close of one session."
@@ -222,6 +223,32 @@ class RiskReport:
     alerts: pd.DataFrame
     correlation: pd.DataFrame
     diversification_ratio: float|None = None
+
+    FRAMES = ("measures", "stress", "limits", "breakers", "correlation")   # stored; alerts are read live from the store
+
+    def to_dict(self) -> dict:
+        "The report as JSON-able data (frames in pandas' split orient, times in ISO), without the alerts."
+        import json
+        frames = {k: json.loads(getattr(self, k).to_json(orient="split", date_format="iso")) for k in self.FRAMES}
+        return dict(as_of=self.as_of, account=self.account, equity=self.equity, trading_state=self.trading_state,
+                    diversification_ratio=self.diversification_ratio, **frames)
+
+    @classmethod
+    def from_dict(cls, d:dict, alerts:pd.DataFrame) -> RiskReport:
+        "The report `to_dict` wrote, with `alerts` from the store."
+        frames = {k: pd.DataFrame(**d[k]) for k in cls.FRAMES}
+        for c in ("start", "end"):
+            if c in frames["stress"]: frames["stress"][c] = pd.to_datetime(frames["stress"][c], utc=True)
+        return cls(d["as_of"], d["account"], d["equity"], d["trading_state"], alerts=alerts, diversification_ratio=d["diversification_ratio"], **frames)
+
+def save_risk_report(engine, report:RiskReport, run_id:str|None=None) -> None:
+    "Store `report` for the risk dashboard (a rerun of the session replaces it)."
+    store.record_risk_report(engine, store.account_id(engine, report.account), report.as_of, report.to_dict(), run_id)
+
+def stored_risk_report(engine, account:str) -> RiskReport|None:
+    "The account's latest stored risk report with its current alerts; None before the first run stores one."
+    d = store.latest_risk_report(engine, store.account_id(engine, account))
+    return None if d is None else RiskReport.from_dict(d, store.alerts_frame(engine, account, limit=20))
 
 def default_shocks(holdings:pd.Series, sectors:dict):
     "The report's hypothetical shocks for these holdings."
@@ -245,7 +272,7 @@ def risk_report(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     "VaR/ES, stress, limit use, breakers, alerts and correlations of the settings' account at the close of `day`."
     from traderbot.data import load_benchmark
     from traderbot.pipeline import session_prices
-    from traderbot.risk_scenarios import correlation, diversification_ratio, shrunk_covariance, stress_table
+    from traderbot.risk_scenarios import HISTORICAL_SCENARIOS, correlation, diversification_ratio, shrunk_covariance, stress_table
     account = settings.traderbot.account
     acct = store.account_id(engine, account)
     sectors = sector_map(settings) if sectors is None else sectors
@@ -266,7 +293,7 @@ def risk_report(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     hist = closes.loc[:day]
     stress = stress_table(hold / eq, hist, bench, default_shocks(hold, sectors) if bench is not None else None,
                           pd.Series(sectors, dtype=object), value=eq,
-                          scenarios={k: v for k, v in __import__("traderbot.risk_scenarios", fromlist=["x"]).HISTORICAL_SCENARIOS.items() if pd.Timestamp(v[1], tz="UTC") <= day})
+                          scenarios={k: v for k, v in HISTORICAL_SCENARIOS.items() if pd.Timestamp(v[1], tz="UTC") <= day})
     corr, dr = (correlation(rets), diversification_ratio(hold / hold.sum(), shrunk_covariance(rets)[0])) if len(hold) > 1 else (empty, None)
     return RiskReport(str(day.date()), account, eq, store.trading_state(engine, acct), measures, stress,
                       limit_usage(view, equity, limits), breakers, alerts, corr, dr)

@@ -16,16 +16,8 @@ from .dashboard import TABLE_CSS, account_exists, empty_dashboard, frame_table
 from . import store
 
 # %% auto #0
-__all__ = ['RISK_CSS', 'report_session', 'pct', 'money', 'measures_frame', 'stress_frame', 'limits_widget', 'heat_color',
-           'correlation_heatmap', 'risk_dashboard']
-
-# %% ../nbs/09a_dashboard_risk.ipynb #f09b8f59
-def report_session(engine:Engine, account:str, closes:pd.DataFrame) -> pd.Timestamp:
-    "The latest data session at or before the account's latest snapshot (the data's last session without snapshots)."
-    curve = store.equity_curve(engine, account)
-    if curve.empty: return closes.index[-1]
-    known = closes.index[closes.index <= curve.index[-1]]
-    return known[-1] if len(known) else closes.index[-1]
+__all__ = ['RISK_CSS', 'pct', 'money', 'measures_frame', 'stress_frame', 'limits_widget', 'heat_color', 'correlation_heatmap',
+           'no_report', 'risk_dashboard']
 
 # %% ../nbs/09a_dashboard_risk.ipynb #789b6069
 RISK_CSS = """
@@ -85,22 +77,29 @@ def correlation_heatmap(corr:pd.DataFrame, ratio:float|None=None) -> widgets.HTM
     w.add_class("tb-correlation")
     return w
 
-# %% ../nbs/09a_dashboard_risk.ipynb #489f36b7
+# %% ../nbs/09a_dashboard_risk.ipynb #df117942
+def no_report(account:str) -> widgets.VBox:
+    "What a visitor sees before the daily run stored a risk report."
+    msg = widgets.HTML(f"<h2>No risk report for account <b>{html.escape(account)}</b> yet.</h2>"
+                       "<p>The daily run stores one at each close: run <code>make run</code>, then reload this page.</p>")
+    msg.add_class("tb-empty")
+    return widgets.VBox([msg])
+
+# %% ../nbs/09a_dashboard_risk.ipynb #c3375e96
 def risk_dashboard(
     engine:Engine,       # the store (read only)
     settings:Settings,   # the account, data and limits
 ) -> widgets.VBox:
-    "The read-only risk view of the settings' account."
-    from traderbot.daily import risk_report
-    from traderbot.data import closes, load_bars
+    "The read-only risk view of the settings' account, from the daily run's stored report."
+    from traderbot.daily import stored_risk_report
     account = settings.traderbot.account
     if not account_exists(engine, account): return empty_dashboard(account)
-    px = closes(load_bars(list(settings.data.universe) or None, path=settings.path(settings.data.path)))
-    rep = risk_report(engine, settings, px, report_session(engine, account, px))
+    rep = stored_risk_report(engine, account)
+    if rep is None: return no_report(account)
     hist = rep.measures.set_index("method")["var_pct"].get("historical") if not rep.measures.empty else None
     head = widgets.HTML(f"<h2>Account <b>{html.escape(account)}</b> at the close of {rep.as_of}: equity <b>{rep.equity:,.2f}</b>, "
                         f"trading is <b>{html.escape(rep.trading_state)}</b>"
-                        + (f", one-day {settings.risk.var_level:.0%} historical VaR <b>{hist:.2%}</b>" if hist is not None else "") + "</h2>")
+                        + (f", one-day {rep.measures['level'].iloc[0]:.0%} historical VaR <b>{hist:.2%}</b>" if hist is not None else "") + "</h2>")
     head.add_class("tb-risk-headline")
     brk = rep.breakers.assign(value=rep.breakers["value"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.4g}"))[["breaker", "value", "threshold", "tripped", "action", "message"]]
     al = rep.alerts[["created_at", "level", "source", "message"]] if len(rep.alerts) else rep.alerts

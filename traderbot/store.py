@@ -20,16 +20,16 @@ from .core import (TraderbotError, Fill, Order, OrderStatus, Position, Side, Sto
 # %% auto #0
 __all__ = ['metadata', 'accounts', 'pipeline_runs', 'signals', 'orders', 'fills', 'positions', 'equity_snapshots', 'risk_denials',
            'paper_orders', 'paper_fills', 'paper_accounts', 'trading_state_changes', 'routing_decisions',
-           'reconciliations', 'trials', 'model_versions', 'alerts', 'MIGRATIONS_DIR', 'TRADING_STATES', 'ALERT_LEVELS',
-           'Money', 'Str', 'UTCDateTime', 'now_utc', 'safe_url', 'connect', 'sqlite_pragmas', 'reading', 'read_frame',
-           'transaction', 'alembic_config', 'migrate', 'current_revision', 'schema_differences', 'open_store',
-           'ensure_account', 'account_cash', 'trading_state', 'set_trading_state', 'trading_state_history',
-           'get_profile', 'set_profile', 'insert_alert', 'record_alert', 'alerts_frame', 'alerts_frame_keys',
-           'start_run', 'finish_run', 'record_run_fields', 'get_run', 'order_row', 'row_order', 'store_intents',
-           'get_order', 'orders_for', 'record_routing', 'routed_venue', 'max_broker_order_id', 'save_order',
-           'apply_to_position', 'record_fill', 'upsert_position', 'record_reconciliation', 'set_position',
-           'get_positions', 'record_snapshot', 'account_id', 'equity_curve', 'positions_frame', 'orders_frame',
-           'fills_frame', 'runs_frame']
+           'reconciliations', 'trials', 'model_versions', 'risk_reports', 'alerts', 'MIGRATIONS_DIR', 'TRADING_STATES',
+           'ALERT_LEVELS', 'Money', 'Str', 'UTCDateTime', 'now_utc', 'safe_url', 'connect', 'sqlite_pragmas', 'reading',
+           'read_frame', 'transaction', 'alembic_config', 'migrate', 'current_revision', 'schema_differences',
+           'open_store', 'ensure_account', 'account_cash', 'trading_state', 'set_trading_state',
+           'trading_state_history', 'get_profile', 'set_profile', 'insert_alert', 'record_alert', 'alerts_frame',
+           'record_risk_report', 'latest_risk_report', 'alerts_frame_keys', 'start_run', 'finish_run',
+           'record_run_fields', 'get_run', 'order_row', 'row_order', 'store_intents', 'get_order', 'orders_for',
+           'record_routing', 'routed_venue', 'max_broker_order_id', 'save_order', 'apply_to_position', 'record_fill',
+           'upsert_position', 'record_reconciliation', 'set_position', 'get_positions', 'record_snapshot', 'account_id',
+           'equity_curve', 'positions_frame', 'orders_frame', 'fills_frame', 'runs_frame']
 
 # %% ../nbs/03_store.ipynb #dd27edef
 class Money(sa.types.TypeDecorator):
@@ -68,7 +68,7 @@ class UTCDateTime(sa.types.TypeDecorator):
         ts = pd.Timestamp(value)
         return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
-# %% ../nbs/03_store.ipynb #754fa812
+# %% ../nbs/03_store.ipynb #3b6260b1
 metadata = sa.MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s", "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
@@ -261,6 +261,13 @@ model_versions = sa.Table("model_versions", metadata,                 # the mode
     sa.Column("promoted_by", Str(80)),
     sa.UniqueConstraint("name", "version", name="uq_model_versions_name_version"))
 
+risk_reports = sa.Table("risk_reports", metadata,                     # the daily run's risk report, for the dashboard (revision 0005)
+    sa.Column("account_id", sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("as_of", sa.Date, primary_key=True),
+    sa.Column("report", sa.JSON, nullable=False),                     # `daily.RiskReport.to_dict()`
+    sa.Column("run_id", Str(64)),
+    sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc))
+
 alerts = sa.Table("alerts", metadata,                                 # circuit breakers, limit breaches, profile changes (revision 0003)
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("account_id", sa.ForeignKey("accounts.id")),            # None: not about one account
@@ -407,7 +414,7 @@ def trading_state_history(engine:Engine, account_id:int) -> pd.DataFrame:
     t = trading_state_changes
     return read_frame(engine, select(t.c.changed_at, t.c.state, t.c.actor, t.c.reason).where(t.c.account_id == account_id).order_by(t.c.id))
 
-# %% ../nbs/03_store.ipynb #03ea23c8
+# %% ../nbs/03_store.ipynb #9c0d8bd6
 ALERT_LEVELS = ("info", "warning", "critical")
 
 def get_profile(engine:Engine, account_id:int):
@@ -453,6 +460,20 @@ def alerts_frame(engine:Engine, account:str|None=None, limit:int=50, level:str|N
         if level not in ALERT_LEVELS: raise StorageError(f"alert level {level!r}: expected one of {ALERT_LEVELS}")
         q = q.where(t.c.level == level)
     return read_frame(engine, q.order_by(t.c.id.desc()).limit(limit))
+
+def record_risk_report(engine:Engine, account_id:int, as_of, report:dict, run_id:str|None=None) -> None:
+    "Store (or replace) the account's risk report for the close of `as_of`."
+    day = pd.Timestamp(as_of).date()
+    key = (risk_reports.c.account_id == account_id) & (risk_reports.c.as_of == day)
+    with transaction(engine) as con:
+        con.execute(risk_reports.delete().where(key))
+        con.execute(risk_reports.insert().values(account_id=account_id, as_of=day, report=report, run_id=run_id, created_at=now_utc()))
+
+def latest_risk_report(engine:Engine, account_id:int) -> dict|None:
+    "The account's most recent stored risk report, or None."
+    t = risk_reports
+    with reading(engine) as con:
+        return con.execute(select(t.c.report).where(t.c.account_id == account_id).order_by(t.c.as_of.desc()).limit(1)).scalar()
 
 def alerts_frame_keys(engine:Engine, account_id:int) -> list[str]:
     "The `key` of every alert of the account that has one (callers use it to record an alert once)."
