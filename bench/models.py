@@ -1,6 +1,6 @@
 """`make bench`: training time per epoch and batch inference latency of the LSTM and the Transformer, beside the logistic baseline's fit and predict in the same run, and the wall time of a small walk-forward study of all three.
 
-The data are a seeded synthetic panel (`traderbot.models.synthetic_panel`): 20 symbols x 1,500 sessions x 15
+The data are a seeded synthetic panel (`traderbot.research.models.synthetic_panel`): 20 symbols x 1,500 sessions x 15
 features (30,000 rows), directions with a planted signal. Training rows are a window of `--train-days`
 sessions (20 x 750 = 15,000 rows by default); each network trains `--epochs` epochs with early stopping off,
 and the median epoch is shown, for each torch thread count in `--threads`. Inference latency is `predict` on
@@ -19,8 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from traderbot.models import (Baseline, LSTMForecaster, TrainConfig, TransformerForecaster, synthetic_panel,
-                              walk_forward)
+from traderbot.research.models import Baseline, LSTMForecaster, TrainConfig, TransformerForecaster, synthetic_panel, walk_forward
 
 
 @dataclass(frozen=True)

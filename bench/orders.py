@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from traderbot import store
+from traderbot.store import ledger, database
 from traderbot.brokers.paper import PaperBroker, market_at
 from traderbot.core import CostModel, Order
-from traderbot.execution import OrderManager
-from traderbot.risk import OrderContext, RiskLimits
+from traderbot.execution.manager import OrderManager
+from traderbot.risk.gate import OrderContext, RiskLimits
 
 CLOSE = pd.Timestamp("2022-12-28 21:00", tz="UTC")
 PRICES = {"AAPL": Decimal("126.04"), "MSFT": Decimal("239.82")}
@@ -33,12 +33,12 @@ def percentiles(ms:list[float]) -> dict:
 
 def through_manager(engine, broker, account:str, n:int, prefix:str) -> list[float]:
     "Latency of store_intents + OrderManager.place for `n` one-order signals."
-    acct = store.ensure_account(engine, account, "paper", Decimal(10**9))
+    acct = ledger.ensure_account(engine, account, "paper", Decimal(10**9))
     om, out = OrderManager(engine, broker, acct, LIMITS), []
     for i in range(n):
         o = Order(f"{prefix}-{i}", "AAPL", "buy", Decimal(1))
         t0 = time.perf_counter()
-        store.store_intents(engine, acct, "bench", "2022-12-28", {}, {}, [o], {}, broker.name)
+        ledger.store_intents(engine, acct, "bench", "2022-12-28", {}, {}, [o], {}, broker.name)
         om.place(o.client_order_id, CTX)
         out.append((time.perf_counter() - t0) * 1000)
     return out
@@ -56,7 +56,7 @@ def bare_broker(broker, n:int, prefix:str) -> list[float]:
 
 def paper_rows(n:int, tmp:Path) -> dict:
     "The paper broker: bare submit against the full order path, on one SQLite store."
-    engine = store.open_store(f"sqlite:///{tmp}/bench.db")
+    engine = database.open_store(f"sqlite:///{tmp}/bench.db")
     broker = PaperBroker(engine, "bench", market_at(PRICES, CLOSE), CostModel(), Decimal(10**9))
     bare_broker(broker, 20, "warm")                       # first calls pay imports and statement compilation
     return {"paper broker: bare submit (peer)": percentiles(bare_broker(broker, n, "bare")),
@@ -67,7 +67,7 @@ def alpaca_rows(n:int, tmp:Path) -> dict:
     "The Alpaca adapter over the local fake Alpaca server: bare submit against the full order path."
     from traderbot.brokers.alpaca import AlpacaBroker
     from traderbot.fakes.alpaca import FakeAlpaca
-    engine = store.open_store(f"sqlite:///{tmp}/bench-alpaca.db")
+    engine = database.open_store(f"sqlite:///{tmp}/bench-alpaca.db")
     with FakeAlpaca("bench-key-id", "bench-secret", prices=dict(PRICES), cash=Decimal(10**9)) as fake:
         broker = AlpacaBroker("bench-key-id", "bench-secret", paper=True, url_override=fake.url, timeout_s=10)
         bare_broker(broker, 20, "warm")

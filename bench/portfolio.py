@@ -1,4 +1,4 @@
-"""Portfolio construction solve times: traderbot.portfolio (riskfolio-lib) next to a plain formulation of the same problem.
+"""Portfolio construction solve times: traderbot.portfolio.optimize (riskfolio-lib) next to a plain formulation of the same problem.
 
 For 20 and 200 assets (synthetic daily returns of a seeded three-factor model, 1000 observations) it times
 `traderbot.portfolio.optimize` for min-variance and mean-variance (riskfolio's `Portfolio`) and for HRP
@@ -15,7 +15,7 @@ import argparse, statistics, sys, time, warnings
 import numpy as np
 import pandas as pd
 
-from traderbot import portfolio as pf
+from traderbot.portfolio.optimize import optimize as pf
 
 RISK_AVERSION = 4.0
 

@@ -3,7 +3,7 @@
 The scenarios are a seeded synthetic matrix of daily asset returns, 100,000 x 500 float64 (400 MB, built
 once): a fat-tailed market factor (Student t, 4 degrees of freedom) times each asset's beta, plus normal
 idiosyncratic noise. The portfolio's weights are random and sum to 1. Each method of
-`traderbot.risk_measures.measure` is timed (median of `--repeats` runs) beside a plain computation of the same
+`traderbot.risk.measures.measure` is timed (median of `--repeats` runs) beside a plain computation of the same
 number, and the two numbers are compared. The peers:
 
 - historical: the portfolio P&L as a per-scenario Python sum over the 500 assets, the losses sorted in
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import integrate, stats
 
-from traderbot.risk_measures import METHODS, measure
+from traderbot.risk.measures import METHODS, measure
 
 LEVEL = 0.99
 

@@ -10,7 +10,7 @@ Generic fixtures (any test file may use them):
 - `store_url`: parametrized over sqlite and postgresql; a fresh, empty database per test (PostgreSQL: the
   `pg_url` database with schema `public` dropped and recreated; tests using it must not run in parallel
   within one session - pytest-xdist workers each get their own `pg_url` cluster).
-- `engine`: `traderbot.store.open_store(store_url)`: the migrated store, disposed at teardown.
+- `engine`: `traderbot.store.database.open_store(store_url)`: the migrated store, disposed at teardown.
 
 Tests that only need files use pytest's own `tmp_path`.
 """
@@ -216,7 +216,7 @@ def store_url(request, tmp_path):
 @pytest.fixture
 def engine(store_url):
     "The migrated store behind `store_url`."
-    from traderbot.store import open_store
+    from traderbot.store.database import open_store
     eng = open_store(store_url)
     try:
         yield eng

@@ -130,12 +130,12 @@ def test_transient_failures_are_retryable_and_never_resent(fake, broker, fault):
 
 
 def test_order_manager_settles_a_lost_answer_without_resending(fake, tmp_path):
-    from traderbot import store
-    from traderbot.execution import execute_order
-    from traderbot.risk import OrderContext, RiskLimits
-    eng = store.open_store(f"sqlite:///{tmp_path / 'alpaca.db'}")
-    acct = store.ensure_account(eng, "alpaca-demo", "paper", Decimal(100_000))
-    store.store_intents(eng, acct, "momentum", "2022-12-28", {"AAPL": 0.1}, {}, [order("tb-om-1", qty="20")], {"AAPL": PRICES["AAPL"]}, "alpaca")
+    from traderbot.store import ledger, database
+    from traderbot.execution.manager import execute_order
+    from traderbot.risk.gate import OrderContext, RiskLimits
+    eng = database.open_store(f"sqlite:///{tmp_path / 'alpaca.db'}")
+    acct = ledger.ensure_account(eng, "alpaca-demo", "paper", Decimal(100_000))
+    ledger.store_intents(eng, acct, "momentum", "2022-12-28", {"AAPL": 0.1}, {}, [order("tb-om-1", qty="20")], {"AAPL": PRICES["AAPL"]}, "alpaca")
     broker = AlpacaBroker(KEY, SECRET, url_override=fake.url, timeout_s=TIMEOUT)
     ctx, limits = OrderContext(PRICES["AAPL"], Decimal(100_000), Decimal(0), market_open=True), RiskLimits(0.25, Decimal(50_000))
     fake.inject("timeout_after_accept", POST)
@@ -144,7 +144,7 @@ def test_order_manager_settles_a_lost_answer_without_resending(fake, tmp_path):
     settled, sent = execute_order(eng, broker, acct, "tb-om-1", ctx, limits)
     assert (settled.status, settled.filled_quantity, sent) == (OrderStatus.FILLED, Decimal(20), False)
     assert fake.count(POST) == 1
-    assert store.get_positions(eng, acct)["AAPL"].quantity == Decimal(20)
+    assert ledger.get_positions(eng, acct)["AAPL"].quantity == Decimal(20)
     eng.dispose()
 
 

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from traderbot import store
+from traderbot.store.ledger import get_order, ensure_account, store_intents, max_broker_order_id
+from traderbot.store import schema, database
 from traderbot.brokers.alpaca import AlpacaBroker
-from traderbot.config import ConfigError, load_settings, trading_mode
+from traderbot.core import ConfigError
+from traderbot.config import load_settings, trading_mode
 from traderbot.core import BrokerError, Order, OrderStatus
-from traderbot.execution import OrderManager, ledger_problems
+from traderbot.execution.manager import OrderManager, ledger_problems
 from traderbot.fakes.alpaca import FakeAlpaca
-from traderbot.risk import OrderContext, RiskLimits
+from traderbot.risk.gate import OrderContext, RiskLimits
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = RiskLimits(1.0, Decimal(10**7))
@@ -27,8 +29,8 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 def ledger(tmp_path):
     "A store with one paper account holding the fake's cash."
-    eng = store.open_store(f"sqlite:///{tmp_path}/ledger.db")
-    return eng, store.ensure_account(eng, "acct", "paper", Decimal(100_000))
+    eng = database.open_store(f"sqlite:///{tmp_path}/ledger.db")
+    return eng, ensure_account(eng, "acct", "paper", Decimal(100_000))
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ def alpaca():
 
 
 def intents(eng, acct, *orders):
-    store.store_intents(eng, acct, "test", "2022-12-28", {}, {}, list(orders), {}, "alpaca")
+    store_intents(eng, acct, "test", "2022-12-28", {}, {}, list(orders), {}, "alpaca")
     return [o.client_order_id for o in orders]
 
 
@@ -54,7 +56,7 @@ def test_f3_timeout_after_accept_then_504_is_settled_by_lookup_with_one_broker_o
     fake.inject("http_504", "GET /v2/orders:by_client_order_id")     # the retry's lookup fails too: still unknown, nothing resent
     with pytest.raises(BrokerError):
         om.place(cid, CTX)
-    assert store.get_order(eng, cid).status is OrderStatus.UNKNOWN
+    assert get_order(eng, cid).status is OrderStatus.UNKNOWN
     settled, sent = om.place(cid, CTX)                                 # the next retry's lookup finds it
     assert (settled.status, settled.filled_quantity, sent) == (OrderStatus.FILLED, Decimal(10), False)
     assert fake.requests["POST /v2/orders"] == 1 and len(fake.orders) == 1
@@ -83,12 +85,12 @@ def test_l3_burst_during_429_is_throttled_with_a_reason_and_never_resent_blindly
     assert results[0].status is OrderStatus.UNKNOWN and results[0].reason.startswith("RATE_LIMITED")
     assert all(r.status is OrderStatus.NEW and r.reason.startswith("RATE_LIMITED") for r in results[1:])
     assert fake.requests["POST /v2/orders"] == 1                       # the burst stopped at the first 429
-    denials = store.read_frame(eng, store.risk_denials.select())
+    denials = database.read_frame(eng, schema.risk_denials.select())
     assert denials.code.tolist() == ["RATE_LIMITED"] * 19
     clock[0] = 31.0                                                    # back-off over
     for c in cids: om.place(c, CTX)
     om.sync_open()                                                     # Alpaca acknowledges first and fills after
-    assert all(store.get_order(eng, c).status is OrderStatus.FILLED for c in cids)
+    assert all(get_order(eng, c).status is OrderStatus.FILLED for c in cids)
     assert fake.requests["POST /v2/orders"] == 21 and len(fake.orders) == 20   # one order per intent, none twice
     assert ledger_problems(eng, acct, broker) == []
 
@@ -99,18 +101,18 @@ def test_f10_ib_ids_keep_increasing_through_the_order_manager_after_a_low_next_v
     from traderbot.fakes.ib import ACCOUNT, FakeTWS
     eng, acct = ledger
     tws = FakeTWS(next_valid_id=1)
-    broker = IBBroker(tws.ib, account=ACCOUNT, stored_max_order_id=lambda: store.max_broker_order_id(eng, "ib"))
-    store.store_intents(eng, acct, "test", "2022-12-28", {}, {}, [Order(f"tb-f10-{i}", "AAPL", "buy", Decimal(1)) for i in range(6)], {}, "ib")
+    broker = IBBroker(tws.ib, account=ACCOUNT, stored_max_order_id=lambda: max_broker_order_id(eng, "ib"))
+    store_intents(eng, acct, "test", "2022-12-28", {}, {}, [Order(f"tb-f10-{i}", "AAPL", "buy", Decimal(1)) for i in range(6)], {}, "ib")
     om = OrderManager(eng, broker, acct, LIMITS)
     for i in range(3): om.place(f"tb-f10-{i}", CTX)
     tws.connect(next_valid_id=1, ib=IB())                              # a restarted process; TWS reports a low next id
-    broker = IBBroker(tws.ib, account=ACCOUNT, stored_max_order_id=lambda: store.max_broker_order_id(eng, "ib"))
+    broker = IBBroker(tws.ib, account=ACCOUNT, stored_max_order_id=lambda: max_broker_order_id(eng, "ib"))
     om = OrderManager(eng, broker, acct, LIMITS)
     for i in range(3, 6): om.place(f"tb-f10-{i}", CTX)
-    ids = [int(store.get_order(eng, f"tb-f10-{i}").broker_order_id) for i in range(6)]
+    ids = [int(get_order(eng, f"tb-f10-{i}").broker_order_id) for i in range(6)]
     assert ids == sorted(ids) and len(set(ids)) == 6 and tws.modified == []
     for i in range(6):
-        o = store.get_order(eng, f"tb-f10-{i}")
+        o = get_order(eng, f"tb-f10-{i}")
         tws.fill(o.client_order_id, 1, 150.0, commission=1.0)
         assert om.sync(o.client_order_id).status is OrderStatus.FILLED
     assert ledger_problems(eng, acct, broker) == []

@@ -15,9 +15,11 @@ import pytest
 
 from traderbot.config import load_settings
 from traderbot.core import Fill, Order, OrderStatus, TraderbotError
-from traderbot.dashboard import free_port, start_dashboards, stop_dashboards
-from traderbot.store import (account_cash, account_id, ensure_account, finish_run, open_store, record_alert, record_fill,
-                             record_snapshot, save_order, start_run, store_intents)
+from traderbot.dashboard.serve import free_port, start_dashboards, stop_dashboards
+from traderbot.store.ledger import (account_cash, account_id, ensure_account, record_alert, record_fill, record_snapshot, save_order,
+                                    store_intents)
+from traderbot.store.runs import finish_run, start_run
+from traderbot.store.database import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,8 +51,9 @@ def seed_store(url: str):
     record_snapshot(eng, acct, "2022-12-27", Decimal("1000000"), Decimal("0"))
     record_snapshot(eng, acct, "2022-12-28", account_cash(eng, acct), Decimal("5000"))
     record_alert(eng, "warning", "limit:VAR_BUDGET", HOSTILE, {"key": "seeded"}, acct)
-    from traderbot.daily import risk_report, save_risk_report     # what the daily pipeline stores after trading
-    from traderbot.data import load_closes
+    from traderbot.daily import risk_report
+    from traderbot.risk.report import save_risk_report
+    from traderbot.data.sample import load_closes
     cfg = load_settings(ROOT / "settings.ini", env={"TRADERBOT__STORE__URL": url, "TRADERBOT__TRADERBOT__ACCOUNT": ACCOUNT})
     px = load_closes()
     save_risk_report(eng, risk_report(eng, cfg, px, px.index[-1]))
@@ -149,7 +152,7 @@ def test_portfolio_page_shows_the_store(server):
 def expected_risk(eng):
     "The risk page's numbers computed independently from the sample's closes and the seeded ledger."
     import numpy as np
-    from traderbot.data import load_closes
+    from traderbot.data.sample import load_closes
     px = load_closes()
     day = px.index[-1]                                          # 2022-12-28: the last session the data and the store share
     hold = {"AAPL": 20 * px.at[day, "AAPL"], "MSFT": 10 * px.at[day, "MSFT"]}
@@ -260,7 +263,7 @@ def test_serve_prints_the_url_and_cleans_up(tmp_path, stop_signal):
     port = free_port()
     env = {**os.environ, "TRADERBOT_SETTINGS": str(ROOT / "settings.ini"), "TRADERBOT__STORE__URL": f"sqlite:///{tmp_path}/store.db",
            "TRADERBOT__DASHBOARD__PORT": str(port), "TRADERBOT__PIPELINE__REPORTS_DIR": str(tmp_path / "reports")}
-    code = "from traderbot.config import load_settings; from traderbot.dashboard import serve_dashboards; serve_dashboards(load_settings())"
+    code = "from traderbot.config import load_settings; from traderbot.dashboard.serve import serve_dashboards; serve_dashboards(load_settings())"
     serve = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
     try:
         line = serve.stdout.readline()                       # blocks until Voila answers

@@ -15,8 +15,7 @@ import pytest
 from ib_async import IB
 
 from traderbot.brokers.ib import IBBroker, connect_ib, ib_error, next_order_id, order_status
-from traderbot.core import (Account, Broker, BrokerError, ConfigError, DuplicateOrder, Order, OrderRejected,
-                            OrderStatus as S, Position)
+from traderbot.core import Account, Broker, BrokerError, ConfigError, DuplicateOrder, Order, OrderRejected, OrderStatus as S, Position
 from traderbot.fakes.ib import ACCOUNT, REJECT_201, FakeTWS
 
 pytestmark = pytest.mark.timeout(60)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from traderbot import store
+from traderbot.store import schema, ledger, database
+from traderbot.store.runs import get_run
 from traderbot.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +54,8 @@ def traderbot(env, *args, timeout=300):
 
 
 def table_rows(url, table):
-    eng = store.connect(url)
-    with eng.connect() as con: return [dict(r._mapping) for r in con.execute(store.metadata.tables[table].select())]
+    eng = database.connect(url)
+    with eng.connect() as con: return [dict(r._mapping) for r in con.execute(schema.metadata.tables[table].select())]
 
 
 def test_rerun_same_as_of_sends_nothing_twice(sandbox):
@@ -73,8 +74,8 @@ def test_rerun_same_as_of_sends_nothing_twice(sandbox):
     assert sorted(broker_ids) == sorted(o["client_order_id"] for o in orders)
     assert len(table_rows(url, "paper_fills")) == len(table_rows(url, "fills")) == len(orders)
     # both runs recorded with lineage, and each left its notebook and HTML report
-    eng = store.connect(url)
-    runs = store.runs_frame(eng)
+    eng = database.connect(url)
+    runs = ledger.runs_frame(eng)
     assert list(runs.status) == ["succeeded", "succeeded"]
     for run in runs.itertuples():
         nb = Path(run.html_path).with_suffix(".ipynb")
@@ -87,20 +88,20 @@ def test_rerun_same_as_of_sends_nothing_twice(sandbox):
 def test_ledger_matches_the_paper_broker_after_a_run(traded):
     env, url, _ = traded
     from traderbot.brokers.paper import PaperBroker, market_at
-    from traderbot.execution import ledger_differences, reconcile
-    eng = store.connect(url)
-    acct = store.account_id(eng, "default")
+    from traderbot.execution.manager import ledger_differences, reconcile
+    eng = database.connect(url)
+    acct = ledger.account_id(eng, "default")
     broker = PaperBroker(eng, "default", market_at({}, pd.Timestamp("2022-12-28 21:00", tz="UTC")))
     assert ledger_differences(eng, acct, broker) == {}
     paper_cash = table_rows(url, "paper_accounts")[0]["initial_cash"] + sum(f.cash_flow for f in broker.fills())
-    assert paper_cash == store.account_cash(eng, acct)                      # cash agrees with the paper book too
+    assert paper_cash == ledger.account_cash(eng, acct)                      # cash agrees with the paper book too
     recs = table_rows(url, "reconciliations")
     assert [r["status"] for r in recs] == ["clean"]                         # the run reconciled before trading
     fills = table_rows(url, "fills")
     initial = table_rows(url, "accounts")[0]["initial_cash"]
     cash_flow = sum((-q if s == "buy" else q) * p - c for q, p, c, s in
                     ((f["quantity"], f["price"], f["commission"], f["side"]) for f in fills))
-    assert store.account_cash(eng, acct) == initial + cash_flow
+    assert ledger.account_cash(eng, acct) == initial + cash_flow
 
 
 def test_failed_run_is_recorded_and_keeps_its_notebook(sandbox):
@@ -108,7 +109,7 @@ def test_failed_run_is_recorded_and_keeps_its_notebook(sandbox):
     r = traderbot(env, "run", "daily", "-p", "as_of=2022-12-26")   # Boxing Day holiday
     assert r.returncode == 1
     assert "2022-12-26 is not a XNYS trading session" in r.stderr
-    run = store.runs_frame(store.connect(url)).iloc[0]
+    run = ledger.runs_frame(database.connect(url)).iloc[0]
     assert run.status == "failed" and "2022-12-26" in run.error
     assert Path(run.html_path).exists() and Path(run.html_path).with_suffix(".ipynb").exists()
     assert table_rows(url, "orders") == [] and table_rows(url, "paper_orders") == []
@@ -128,7 +129,7 @@ def test_timed_out_run_is_recorded_as_failed(tmp_path):
     cfg = load_settings(tmp_path / "settings.ini", env={})
     with pytest.raises(PipelineFailed, match="(?i)timeout|timed out") as e:
         run_pipeline(cfg, "sleepy")
-    row = store.get_run(store.connect(cfg.store.url), e.value.run_id)
+    row = get_run(database.connect(cfg.store.url), e.value.run_id)
     assert row["status"] == "failed" and row["duration_s"] < 60
     assert e.value.notebook.exists()
 
@@ -173,14 +174,17 @@ def test_bad_bars_are_refused_naming_symbol_and_date(sandbox):
     assert r.returncode == 1
     assert "MSFT" in r.stderr and px.Date.iloc[-3] in r.stderr, r.stderr
     assert table_rows(url, "orders") == [] and table_rows(url, "paper_orders") == []
-    assert store.runs_frame(store.connect(url)).status.tolist() == ["failed"]
+    assert ledger.runs_frame(database.connect(url)).status.tolist() == ["failed"]
 
 
 def test_import_traderbot_is_light():
-    code = ("import sys, traderbot, traderbot.core, traderbot.config, traderbot.data, traderbot.store, traderbot.risk, "
-            "traderbot.execution, traderbot.pipeline, traderbot.strategy, traderbot.backtest, traderbot.cli, traderbot.daily, "
-            "traderbot.features, traderbot.stats, traderbot.models, traderbot.registry, traderbot.study, traderbot.portfolio, "
-            "traderbot.tax, traderbot.risk_measures, traderbot.risk_scenarios, traderbot.sizing, traderbot.dashboard_risk\n"
+    code = ("import sys, traderbot, traderbot.core, traderbot.config, traderbot.data.calendar, traderbot.data.bars, traderbot.data.sample, "
+            "traderbot.store.schema, traderbot.store.database, traderbot.store.runs, traderbot.store.ledger, traderbot.risk.gate, "
+            "traderbot.risk.breakers, traderbot.risk.report, traderbot.execution.algos, traderbot.brokers.factory, traderbot.brokers.paper, "
+            "traderbot.brokers.router, traderbot.dashboard.widgets, traderbot.dashboard.portfolio, traderbot.dashboard.serve, "
+            "traderbot.execution.manager, traderbot.pipeline, traderbot.research.strategy, traderbot.research.backtest, traderbot.cli, traderbot.daily, "
+            "traderbot.research.features, traderbot.research.stats, traderbot.research.models, traderbot.research.registry, traderbot.research.study, traderbot.portfolio.optimize, "
+            "traderbot.portfolio.tax, traderbot.risk.measures, traderbot.risk.scenarios, traderbot.portfolio.sizing, traderbot.dashboard.risk\n"
             "heavy = [m for m in ('torch', 'transformers', 'vectorbt', 'stable_baselines3') if m in sys.modules]\n"
             "print(','.join(heavy))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -192,10 +196,10 @@ def test_backfill_runs_once_per_session_and_skips_the_holiday(sandbox):
     env, url, _ = sandbox
     r = traderbot(env, "run", "daily", "--from", "2022-12-22", "--to", "2022-12-28")
     assert r.returncode == 0, r.stderr
-    eng = store.connect(url)
-    runs = store.runs_frame(eng)
+    eng = database.connect(url)
+    runs = ledger.runs_frame(eng)
     assert len(runs) == 4 and set(runs.status) == {"succeeded"}
-    curve = store.equity_curve(eng, "default")
+    curve = ledger.equity_curve(eng, "default")
     assert [d.strftime("%Y-%m-%d") for d in curve.index] == ["2022-12-22", "2022-12-23", "2022-12-27", "2022-12-28"]
     dates = {str(o["as_of"]) for o in table_rows(url, "orders")}
     assert "2022-12-26" not in dates and "2022-12-22" in dates
@@ -214,33 +218,33 @@ def test_train_pipeline_reports_out_of_sample_numbers_and_registers_a_candidate(
     assert r.returncode == 0, r.stderr
     html = next((tmp / "reports" / "train").glob("*.html")).read_text()
     assert "accuracy_pvalue" in html and "deflated_sharpe" in html and "registered direction" in html
-    eng = store.connect(url)
+    eng = database.connect(url)
     trials = table_rows(url, "trials")
     assert len(trials) == 6 and {t["study"] for t in trials} == {"daily-direction"}      # 1 model x 3 top_k x 2 thresholds
     (v,) = table_rows(url, "model_versions")
     assert v["status"] == "candidate" and v["kind"] == "baseline" and Path(v["artefact_path"]).is_dir()
     assert 0.4 < v["metrics"]["accuracy"] < 0.7 and v["metrics"]["trials"] == 6
-    from traderbot.registry import promotion_problems
+    from traderbot.research.registry import promotion_problems
     problems = promotion_problems(v["metrics"], load_settings(env=env).models)
     assert problems, v["metrics"]            # the baseline has no edge on the sample (README): its DSR is below the 0.95 bar
     r = traderbot(env, "models", "promote", "direction", v["version"][:10])
     assert r.returncode == 1 and problems[0] in r.stderr, r.stderr
     assert table_rows(url, "model_versions")[0]["status"] == "candidate"
-    runs = store.runs_frame(eng)
+    runs = ledger.runs_frame(eng)
     assert runs.pipeline.tolist() == ["train"] and runs.status.tolist() == ["succeeded"]
 
 
 def test_daily_run_trades_on_a_promoted_model_and_stores_why(sandbox):
     """With a promoted model the daily pipeline picks by its P(up) and each signal's rationale names the model version, its
     P(up) and the features behind it. (The model's metrics are written here to exercise promotion; real ones come from a study.)"""
-    from traderbot.data import load_benchmark, load_closes
-    from traderbot.features import align, feature_panel, labels
-    from traderbot.models import Baseline
-    from traderbot.registry import promote, register_model
+    from traderbot.data.sample import load_benchmark, load_closes
+    from traderbot.research.features import align, feature_panel, labels
+    from traderbot.research.models import Baseline
+    from traderbot.research.registry import promote, register_model
     env, url, tmp = sandbox
     env = {**env, "TRADERBOT__MODELS__ARTEFACT_DIR": str(tmp / "models")}
     cfg = load_settings(env=env)
-    eng = store.open_store(url)
+    eng = database.open_store(url)
     px = load_closes().loc[:"2021-12-31"]
     panel, lab = align(feature_panel(px, load_benchmark(end="2021-12-31")), labels(px, 5))
     v = register_model(eng, cfg, Baseline().fit(panel, lab["direction"], panel.index), "direction", "baseline", list(panel.columns),

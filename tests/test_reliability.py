@@ -36,12 +36,13 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from traderbot import store
+from traderbot.store import schema, ledger, database
+from traderbot.store.runs import get_run
 from traderbot.brokers.paper import PaperBroker, PaperMarket, market_at
-from traderbot.core import (Account, BrokerError, CostModel, DataError, Fill, InvalidTransition, Order, OrderStatus,
-                            Position, Side, TERMINAL, TRANSITIONS, client_order_id, floor_to_lot, to_decimal)
-from traderbot.execution import OPEN, OrderManager, ledger_differences, plan_orders, rebalance, reconcile
-from traderbot.risk import OrderContext, RiskLimits
+from traderbot.core import (Account, BrokerError, CostModel, DataError, Fill, InvalidTransition, Order, OrderStatus, Position, Side,
+                            TERMINAL, TRANSITIONS, client_order_id, floor_to_lot, to_decimal)
+from traderbot.execution.manager import OPEN, OrderManager, ledger_differences, plan_orders, rebalance, reconcile
+from traderbot.risk.gate import OrderContext, RiskLimits
 
 S = OrderStatus
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,14 +64,14 @@ CANARIES = {"ALPACA_API_KEY": "canary-key-R3l1aB7x", "ALPACA_SECRET_KEY": "canar
 @pytest.fixture
 def db(tmp_path):
     "A fresh, migrated SQLite store of the test's own."
-    eng = store.open_store(f"sqlite:///{tmp_path / 'traderbot.db'}")
+    eng = database.open_store(f"sqlite:///{tmp_path / 'traderbot.db'}")
     yield eng
     eng.dispose()
 
 
 def table(engine, t, *where) -> list[dict]:
     "Rows of table `t` (a Table or its name) as dicts."
-    t = store.metadata.tables[t] if isinstance(t, str) else t
+    t = schema.metadata.tables[t] if isinstance(t, str) else t
     q = sa.select(t)
     for w in where: q = q.where(w)
     with engine.connect() as con: return [dict(r._mapping) for r in con.execute(q)]
@@ -79,7 +80,7 @@ def table(engine, t, *where) -> list[dict]:
 def broker_cash(broker) -> D:
     "The broker's cash; for the paper book, its deposit plus every fill (needs no prices)."
     if isinstance(broker, PaperBroker):
-        t = store.paper_accounts
+        t = schema.paper_accounts
         with broker.engine.connect() as con:
             initial = con.execute(sa.select(t.c.initial_cash).where(t.c.account == broker.account_name)).scalar_one()
         return initial + sum((f.cash_flow for f in broker.fills()), D(0))
@@ -90,7 +91,7 @@ def assert_ledger(engine, account_id: int, broker) -> None:
     "RELIABILITY.md's ledger check (see the module docstring), exactly."
     if broker is not None:
         OrderManager(engine, broker, account_id, LIMITS).sync_open()      # the final reconcile mark
-    t_o, t_f, t_p, t_a, t_r = store.orders, store.fills, store.positions, store.accounts, store.reconciliations
+    t_o, t_f, t_p, t_a, t_r = schema.orders, schema.fills, schema.positions, schema.accounts, schema.reconciliations
     orders = {r["client_order_id"]: r for r in table(engine, t_o, t_o.c.account_id == account_id)}
     fills = table(engine, t_f, t_f.c.account_id == account_id)
     positions = {r["symbol"]: r["quantity"] for r in table(engine, t_p, t_p.c.account_id == account_id)}
@@ -144,15 +145,15 @@ def assert_ledger(engine, account_id: int, broker) -> None:
 def intent(engine, aid, account, symbol, side, qty, strategy="manual", as_of=DAY, limit_price=None, ref=None) -> Order:
     "Store one NEW intent (and its signal) and return it."
     o = Order(client_order_id(account, strategy, as_of, symbol), symbol, side, qty, limit_price=limit_price)
-    store.store_intents(engine, aid, strategy, as_of, {symbol: 0.1}, {symbol: "test"}, [o],
+    ledger.store_intents(engine, aid, strategy, as_of, {symbol: 0.1}, {symbol: "test"}, [o],
                         {symbol: ref} if ref is not None else {}, "paper")
     return o
 
 
 def context(engine, aid, symbol, price, market_open=True, tradable=True) -> OrderContext:
     "An `OrderContext` from the ledger (equity at `PRICES`), as `execute_one` builds it."
-    pos = store.get_positions(engine, aid)
-    cash = store.account_cash(engine, aid)
+    pos = ledger.get_positions(engine, aid)
+    cash = ledger.account_cash(engine, aid)
     equity = cash + sum((p.quantity * PRICES.get(s, D(0)) for s, p in pos.items()), D(0))
     return OrderContext(price, equity, pos[symbol].quantity if symbol in pos else D(0), market_open, tradable=tradable, cash=cash)
 
@@ -230,9 +231,9 @@ def l1_random_orders(seed: int, url: str) -> dict:
     """One account's share of L1 in its own store: `L1_ORDERS` random orders over `L1_SESSIONS` sessions.
     Asserts everything per account (ending with `assert_ledger`) and returns counts for the coverage checks."""
     rng = random.Random(seed)
-    db = store.open_store(url)
+    db = database.open_store(url)
     name, initial = f"load-{seed}", D(5_000_000)
-    aid = store.ensure_account(db, name, "paper", initial)
+    aid = ledger.ensure_account(db, name, "paper", initial)
     limits = RiskLimits(max_position_weight=0.06, max_order_notional=D(250_000))
     px = {s: D(rng.randint(2_000, 20_000)) / 100 for s in L1_SYMBOLS}
     days = pd.bdate_range("2022-11-01", periods=L1_SESSIONS + 1, tz="UTC")
@@ -251,7 +252,7 @@ def l1_random_orders(seed: int, url: str) -> dict:
         if rng.random() < 0.7: om.sync_open()         # ... and sometimes the ledger learns it only later
         new_state = rng.choices(["active", "reducing", "halted"], [0.8, 0.1, 0.1])[0]
         if new_state != state:
-            state = store.set_trading_state(db, aid, new_state, "test-l1", f"session {day.date()}")
+            state = ledger.set_trading_state(db, aid, new_state, "test-l1", f"session {day.date()}")
         intents = []
         for k in range(L1_ORDERS // L1_SESSIONS):
             sym = L1_UNTRADABLE if rng.random() < 0.03 else rng.choice(L1_SYMBOLS)
@@ -261,14 +262,14 @@ def l1_random_orders(seed: int, url: str) -> dict:
             ref = px.get(sym, D(50))
             limit = (ref * D(str(1 + rng.uniform(-0.02, 0.02)))).quantize(D("0.01")) if rng.random() < 0.4 else None
             intents.append(Order(client_order_id(name, f"l{k}", day, sym), sym, rng.choice([Side.BUY, Side.SELL]), qty, limit_price=limit))
-        store.store_intents(db, aid, "load", day, {}, {}, intents, px, "paper")
+        ledger.store_intents(db, aid, "load", day, {}, {}, intents, px, "paper")
         for j, o in enumerate(intents):
             r = rng.random()
             price = (float("nan") if r < 0.02 else None if r < 0.03 else float("inf") if r < 0.035 else D(0) if r < 0.045
                      else D(-1) if r < 0.05 else px.get(o.symbol, D(50)))
             if j % 4 == 0:                                           # the ledger's view, refreshed every few orders
-                pos = store.get_positions(db, aid)
-                cash = store.account_cash(db, aid)
+                pos = ledger.get_positions(db, aid)
+                cash = ledger.account_cash(db, aid)
                 equity = cash + sum((p.quantity * px[s] for s, p in pos.items()), D(0))
             held = pos[o.symbol].quantity if o.symbol in pos else D(0)
             tradable = o.symbol in px or rng.random() < 0.5          # else the venue itself refuses it
@@ -277,7 +278,7 @@ def l1_random_orders(seed: int, url: str) -> dict:
             if j % 50 == 49:                                         # now and then during the session:
                 px = {s: (p * D(str(1 + rng.uniform(-0.01, 0.01)))).quantize(D("0.01")) for s, p in px.items()}
                 broker.set_market(PaperMarket(dict(px), fill_time, market.session, volumes))   # prices move: limits may fill
-                t = store.orders
+                t = schema.orders
                 open_now = sorted(r["client_order_id"] for r in table(db, t, t.c.account_id == aid, t.c.as_of == day.date(),
                                                                       t.c.status.in_([s.value for s in OPEN])))
                 for coid in rng.sample(open_now, min(len(open_now), rng.randint(0, 3))):       # a few cancels
@@ -286,11 +287,11 @@ def l1_random_orders(seed: int, url: str) -> dict:
     broker.set_market(market_at(dict(px), days[-1] + pd.Timedelta(hours=21)))     # the last session change
     om.sync_open()
 
-    orders = store.orders_for(db, aid)
+    orders = ledger.orders_for(db, aid)
     assert len(orders) == L1_ORDERS
     assert len({o.client_order_id for o in orders}) == L1_ORDERS
     assert all(o.status in TERMINAL for o in orders), {o.status for o in orders} - TERMINAL
-    venue = {r["client_order_id"]: r for r in table(db, store.paper_orders, store.paper_orders.c.account == name)}
+    venue = {r["client_order_id"]: r for r in table(db, schema.paper_orders, schema.paper_orders.c.account == name)}
     local = {o.client_order_id: o for o in orders}
     assert set(venue) <= set(local)
     for coid, r in venue.items():                   # the ledger and the venue agree order by order
@@ -301,7 +302,7 @@ def l1_random_orders(seed: int, url: str) -> dict:
     for f in broker.fills(): filled[(f.symbol, f.timestamp.tz_convert("America/New_York").date())] += f.quantity
     assert all(q <= caps[k] for k, q in filled.items()), "the volume cap was exceeded"
     assert_ledger(db, aid, broker)
-    out = {"ids": sorted(local), "statuses": defaultdict(int), "codes": sorted({r["code"] for r in table(db, store.risk_denials)}),
+    out = {"ids": sorted(local), "statuses": defaultdict(int), "codes": sorted({r["code"] for r in table(db, schema.risk_denials)}),
            "partial_expired": sum(o.status is S.EXPIRED and 0 < o.filled_quantity < o.quantity for o in orders),
            "limit_filled": sum(o.limit_price is not None and o.status is S.FILLED for o in orders)}
     for o in orders: out["statuses"][o.status.value] += 1
@@ -340,7 +341,7 @@ def test_l1_volume_cap_holds_across_price_updates_within_a_session(db):
     vol = {"AAPL": D(1000)}
     b = PaperBroker(db, "cap", market_at(dict(PRICES), pd.Timestamp("2022-12-28 19:00", tz="UTC"), vol), CostModel(), CASH,
                     max_volume_share=0.1)
-    aid = store.ensure_account(db, "cap", "paper", CASH)
+    aid = ledger.ensure_account(db, "cap", "paper", CASH)
     o = intent(db, aid, "cap", "AAPL", Side.BUY, D(300))
     om = OrderManager(db, b, aid, LIMITS)
     assert om.place(o.client_order_id, context(db, aid, "AAPL", PRICES["AAPL"]))[0].filled_quantity == 100
@@ -351,8 +352,8 @@ def test_l1_volume_cap_holds_across_price_updates_within_a_session(db):
 
 def ledger_rows(engine, aid) -> tuple:
     "Everything an order event may change in account `aid`'s ledger."
-    return (table(engine, store.orders, store.orders.c.account_id == aid), table(engine, store.fills, store.fills.c.account_id == aid),
-            table(engine, store.positions, store.positions.c.account_id == aid), table(engine, store.accounts, store.accounts.c.id == aid))
+    return (table(engine, schema.orders, schema.orders.c.account_id == aid), table(engine, schema.fills, schema.fills.c.account_id == aid),
+            table(engine, schema.positions, schema.positions.c.account_id == aid), table(engine, schema.accounts, schema.accounts.c.id == aid))
 
 
 STATUS_EVENTS = st.tuples(st.just("status"), st.sampled_from(list(OrderStatus)))
@@ -374,7 +375,7 @@ def test_l4_order_state_machine_under_random_event_sequences(db, qty, side, even
     assert {t for t in TERMINAL if TRANSITIONS[t]} == {S.CANCELED, S.EXPIRED}    # ... except for a late fill
     assert S.REJECTED not in TRANSITIONS[S.NEW] and S.UNKNOWN in TRANSITIONS[S.SUBMITTED]   # ambiguous is not failed
     account = f"l4-{os.urandom(4).hex()}"
-    aid = store.ensure_account(db, account, "paper", CASH)
+    aid = ledger.ensure_account(db, account, "paper", CASH)
     model = intent(db, aid, account, "AAPL", side, D(qty))
     broker, done = ScriptedBroker(), []
     for n, ev in enumerate(events):
@@ -389,10 +390,10 @@ def test_l4_order_state_machine_under_random_event_sequences(db, qty, side, even
             snap = ledger_rows(db, aid)
             if nxt is None:
                 with pytest.raises(InvalidTransition):
-                    store.save_order(db, dataclasses.replace(model, status=target))
+                    ledger.save_order(db, dataclasses.replace(model, status=target))
                 assert ledger_rows(db, aid) == snap
             else:
-                model = store.save_order(db, nxt)
+                model = ledger.save_order(db, nxt)
         elif ev[0] in ("fill", "foreign"):
             q = D(ev[1])
             f_side = side if ev[0] == "fill" else (Side.SELL if side is Side.BUY else Side.BUY)
@@ -404,25 +405,25 @@ def test_l4_order_state_machine_under_random_event_sequences(db, qty, side, even
             snap = ledger_rows(db, aid)
             if nxt is None:
                 with pytest.raises(InvalidTransition):
-                    store.record_fill(db, aid, f)
+                    ledger.record_fill(db, aid, f)
                 assert ledger_rows(db, aid) == snap
             else:
                 assert nxt.filled_quantity == model.filled_quantity + q
                 assert (nxt.status is S.FILLED) == (nxt.filled_quantity == nxt.quantity)
-                assert store.record_fill(db, aid, f) is True
+                assert ledger.record_fill(db, aid, f) is True
                 model = nxt
                 done.append(f)
                 broker.executions.append(f)
         else:                                             # the same execution again: recorded once
             if not done: continue
             snap = ledger_rows(db, aid)
-            assert store.record_fill(db, aid, dataclasses.replace(done[ev[1] % len(done)], quantity=D(1))) is False
+            assert ledger.record_fill(db, aid, dataclasses.replace(done[ev[1] % len(done)], quantity=D(1))) is False
             assert ledger_rows(db, aid) == snap
         assert D(0) <= model.filled_quantity <= model.quantity
         assert model.filled_quantity >= before.filled_quantity
         if before.status in (S.FILLED, S.REJECTED, S.DENIED): assert model == before
         if before.status in (S.CANCELED, S.EXPIRED): assert model.status in (before.status, S.FILLED)
-        stored = store.get_order(db, model.client_order_id)
+        stored = ledger.get_order(db, model.client_order_id)
         assert (stored.status, stored.filled_quantity, stored.average_price) == (model.status, model.filled_quantity, model.average_price)
     if model.status not in (S.NEW, S.DENIED):             # the broker's view of what it was sent
         remote = S.ACCEPTED if model.status in (S.SUBMITTED, S.UNKNOWN) and model.filled_quantity == 0 else \
@@ -435,13 +436,13 @@ def test_l4_sync_of_an_unknown_order_keeps_its_fills(db):
     """An order that had a fill and then became UNKNOWN (a legal transition) is settled by a sync as what it is:
     PARTIALLY_FILLED, not ACCEPTED with a fill."""
     broker = ScriptedBroker()
-    aid = store.ensure_account(db, "l4u", "paper", CASH)
+    aid = ledger.ensure_account(db, "l4u", "paper", CASH)
     o = intent(db, aid, "l4u", "AAPL", Side.BUY, D(10))
     om = OrderManager(db, broker, aid, LIMITS)
     om.place(o.client_order_id, context(db, aid, "AAPL", PRICES["AAPL"]))
     broker.execute(o.client_order_id, 4, "129.90")
     assert om.sync(o.client_order_id).status is S.PARTIALLY_FILLED
-    store.save_order(db, store.get_order(db, o.client_order_id).with_status(S.UNKNOWN))
+    ledger.save_order(db, ledger.get_order(db, o.client_order_id).with_status(S.UNKNOWN))
     synced = om.sync(o.client_order_id)
     assert (synced.status, synced.filled_quantity) == (S.PARTIALLY_FILLED, 4)
     assert_ledger(db, aid, broker)
@@ -455,11 +456,11 @@ SCENARIO = f'''
 import os, signal, sys
 from decimal import Decimal
 import pandas as pd
-from traderbot import store
+from traderbot.store import database, ledger
 from traderbot.brokers.paper import PaperBroker, market_at
 from traderbot.core import CostModel
-from traderbot.execution import rebalance
-from traderbot.risk import RiskLimits
+from traderbot.execution.manager import rebalance
+from traderbot.risk.gate import RiskLimits
 
 ACCOUNT, STRATEGY = "default", "momentum"
 AS_OF, CLOSE = pd.Timestamp("{DAY}"), pd.Timestamp("{CLOSE}")
@@ -474,7 +475,7 @@ def broker(engine, close=CLOSE):
 
 def run(url):
     "The daily rebalance: the same call in the child that is killed and in the restart."
-    engine = store.open_store(url)
+    engine = database.open_store(url)
     b = broker(engine)
     return engine, b, rebalance(engine, b, ACCOUNT, STRATEGY, AS_OF, WEIGHTS, PRICES, RiskLimits(0.25, Decimal(300000)),
                                 True, CASH, cost=CostModel())
@@ -485,11 +486,11 @@ def die(): os.kill(os.getpid(), signal.SIGKILL)
 
 point = sys.argv[2]
 if point == "after_intents":        # the intents are committed; nothing was sent yet
-    real_store = store.store_intents
+    real_store = ledger.store_intents
     def store_intents(*a, **k):
         real_store(*a, **k)
         die()
-    store.store_intents = store_intents
+    ledger.store_intents = store_intents
 elif point == "before_send":        # the first order is stored SUBMITTED; the broker call never happens
     PaperBroker.submit = lambda self, order: die()
 elif point == "after_accept":       # the venue booked (and filled) the first order; its answer is never stored
@@ -518,8 +519,8 @@ def killed_child(tmp_path, point) -> tuple[str, object, int]:
     script.write_text(SCENARIO + KILLER)
     r = subprocess.run([sys.executable, str(script), url, point], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == -signal.SIGKILL, (r.returncode, r.stdout, r.stderr)
-    eng = store.open_store(url)
-    return url, eng, store.account_id(eng, "default")
+    eng = database.open_store(url)
+    return url, eng, ledger.account_id(eng, "default")
 
 
 @pytest.mark.parametrize("point", ["after_intents", "before_send"])
@@ -527,7 +528,7 @@ def test_f1_killed_after_intent_before_send_sends_once(tmp_path, point):
     """Killed with the intents committed but before (or just as) the first broker call: the restart sends each
     order exactly once, with the client order id stored before the crash; a second restart sends nothing."""
     url, eng, aid = killed_child(tmp_path, point)
-    stored = store.orders_for(eng, aid)
+    stored = ledger.orders_for(eng, aid)
     ids = [o.client_order_id for o in stored]
     assert len(ids) == len(WEIGHTS) and all(ID_PATTERN.fullmatch(i) for i in ids)
     expect = [S.NEW] * len(ids) if point == "after_intents" else [S.SUBMITTED] + [S.NEW] * (len(ids) - 1)
@@ -536,7 +537,7 @@ def test_f1_killed_after_intent_before_send_sends_once(tmp_path, point):
     ns = scenario()
     _, broker, res = ns["run"](url)                                           # the restart
     assert (res.planned, res.sent, res.filled) == (len(ids), len(ids), len(ids))
-    after = store.orders_for(eng, aid)
+    after = ledger.orders_for(eng, aid)
     assert [o.client_order_id for o in after] == ids and all(o.status is S.FILLED for o in after)
     venue = table(eng, "paper_orders")
     assert sorted(r["client_order_id"] for r in venue) == sorted(ids)         # one venue order per id: sent once
@@ -552,7 +553,7 @@ def test_f2_killed_after_broker_accepted_adopts_the_order(tmp_path, restart):
     (reconciling first, as the daily run does, or straight into the rebalance) adopts the venue's order and
     fills under the same id instead of resubmitting; the other orders are sent once."""
     url, eng, aid = killed_child(tmp_path, "after_accept")
-    stored = store.orders_for(eng, aid)
+    stored = ledger.orders_for(eng, aid)
     first = stored[0]
     assert first.status is S.SUBMITTED and first.broker_order_id is None and all(o.status is S.NEW for o in stored[1:])
     venue = table(eng, "paper_orders")
@@ -563,27 +564,27 @@ def test_f2_killed_after_broker_accepted_adopts_the_order(tmp_path, restart):
     if restart == "reconcile_then_rebalance":
         rec = reconcile(eng, ns["broker"](eng), aid)
         assert rec.status == "clean"                                          # the venue's order was adopted, not overwritten
-        adopted = store.get_order(eng, first.client_order_id)
+        adopted = ledger.get_order(eng, first.client_order_id)
         assert adopted.status is S.FILLED and adopted.broker_order_id == venue[0]["broker_order_id"]
     _, broker, res = ns["run"](url)
     assert res.sent == len(stored) - 1 and res.filled == len(stored)
     venue = table(eng, "paper_orders")
     assert sorted(r["client_order_id"] for r in venue) == sorted(o.client_order_id for o in stored)   # no resubmit
-    local = store.get_order(eng, first.client_order_id)
+    local = ledger.get_order(eng, first.client_order_id)
     assert (local.status, local.filled_quantity) == (S.FILLED, first.quantity)
-    assert [f["execution_id"] for f in table(eng, "fills", store.fills.c.client_order_id == first.client_order_id)] == venue_fills
+    assert [f["execution_id"] for f in table(eng, "fills", schema.fills.c.client_order_id == first.client_order_id)] == venue_fills
     assert_ledger(eng, aid, broker)
 
 
 def test_f1_unsent_order_of_an_earlier_session_is_settled_by_reconcile(db):
     """The state F1's kill leaves (an order stored SUBMITTED, never at the broker), restarted on the next session:
     the start-up reconciliation must settle it (it can no longer be sent: at most once) instead of leaving it open."""
-    aid = store.ensure_account(db, "default", "paper", CASH)
+    aid = ledger.ensure_account(db, "default", "paper", CASH)
     o = intent(db, aid, "default", "AAPL", Side.BUY, D(10), strategy="momentum")
-    store.save_order(db, o.with_status(S.SUBMITTED))
+    ledger.save_order(db, o.with_status(S.SUBMITTED))
     nxt = paper_broker(db, "default", PRICES, at=pd.Timestamp("2022-12-29 21:00", tz="UTC"))
     reconcile(db, nxt, aid)
-    assert store.get_order(db, o.client_order_id).status not in (S.SUBMITTED, S.UNKNOWN)
+    assert ledger.get_order(db, o.client_order_id).status not in (S.SUBMITTED, S.UNKNOWN)
     assert table(db, "paper_orders") == []
     assert_ledger(db, aid, nxt)
 
@@ -592,7 +593,7 @@ def test_f4_partial_fill_cancel_late_fill_and_duplicate_fill_change_position_onc
     """A partial fill, a cancel, then a late fill after the cancel, with every execution delivered twice: each
     changes position and cash exactly once; the late fill completes the cancelled order to FILLED."""
     broker = ScriptedBroker()
-    aid = store.ensure_account(db, "f4", "paper", CASH)
+    aid = ledger.ensure_account(db, "f4", "paper", CASH)
     o = intent(db, aid, "f4", "AAPL", Side.BUY, D(100), ref=PRICES["AAPL"])
     om = OrderManager(db, broker, aid, LIMITS)
     placed, sent = om.place(o.client_order_id, context(db, aid, "AAPL", PRICES["AAPL"]))
@@ -601,18 +602,18 @@ def test_f4_partial_fill_cancel_late_fill_and_duplicate_fill_change_position_onc
     broker.deliver_twice = True                                       # the broker reports each execution twice
     assert om.sync(o.client_order_id).filled_quantity == 40
     assert om.sync(o.client_order_id).filled_quantity == 40
-    assert store.record_fill(db, aid, f1) is False                    # ... and a fill stream delivers it again
-    assert store.get_positions(db, aid)["AAPL"].quantity == 40
+    assert ledger.record_fill(db, aid, f1) is False                    # ... and a fill stream delivers it again
+    assert ledger.get_positions(db, aid)["AAPL"].quantity == 40
     cancelled = om.cancel(o.client_order_id)
     assert (cancelled.status, cancelled.filled_quantity) == (S.CANCELED, 40)
     late = broker.execute(o.client_order_id, 60, "130.10")            # the late fill after the cancel
-    assert store.record_fill(db, aid, late) is True
-    assert store.record_fill(db, aid, late) is False
-    assert store.record_fill(db, aid, dataclasses.replace(late, quantity=D(1))) is False   # same execution id, garbled
-    final = store.get_order(db, o.client_order_id)
+    assert ledger.record_fill(db, aid, late) is True
+    assert ledger.record_fill(db, aid, late) is False
+    assert ledger.record_fill(db, aid, dataclasses.replace(late, quantity=D(1))) is False   # same execution id, garbled
+    final = ledger.get_order(db, o.client_order_id)
     assert (final.status, final.filled_quantity) == (S.FILLED, 100)
-    assert store.get_positions(db, aid)["AAPL"].quantity == 100
-    assert store.account_cash(db, aid) == CASH + f1.cash_flow + late.cash_flow
+    assert ledger.get_positions(db, aid)["AAPL"].quantity == 100
+    assert ledger.account_cash(db, aid) == CASH + f1.cash_flow + late.cash_flow
     assert len(table(db, "fills")) == 2
     assert_ledger(db, aid, broker)
 
@@ -621,7 +622,7 @@ def test_f4_late_fill_after_cancel_is_recorded_by_the_next_reconciliation(db):
     """The late fill is not pushed to the ledger by a fill stream: the next reconciliation finds it at the broker
     and records it as a fill (not by overwriting position and cash): the order completes to FILLED, clean."""
     broker = ScriptedBroker()
-    aid = store.ensure_account(db, "f4b", "paper", CASH)
+    aid = ledger.ensure_account(db, "f4b", "paper", CASH)
     o = intent(db, aid, "f4b", "AAPL", Side.BUY, D(100), ref=PRICES["AAPL"])
     om = OrderManager(db, broker, aid, LIMITS)
     om.place(o.client_order_id, context(db, aid, "AAPL", PRICES["AAPL"]))
@@ -631,7 +632,7 @@ def test_f4_late_fill_after_cancel_is_recorded_by_the_next_reconciliation(db):
     broker.execute(o.client_order_id, 60, "130.10")                   # late fill; the broker says FILLED now
     om.sync_open()
     rec = reconcile(db, broker, aid)
-    final = store.get_order(db, o.client_order_id)
+    final = ledger.get_order(db, o.client_order_id)
     assert (final.status, final.filled_quantity) == (S.FILLED, 100)
     assert rec.status == "clean"
     assert_ledger(db, aid, broker)
@@ -643,7 +644,7 @@ def traded_yesterday(db) -> tuple[int, Order]:
     b = paper_broker(db, "default", PRICES, at=yclose)
     res = rebalance(db, b, "default", "momentum", yday, WEIGHTS, PRICES, LIMITS, True, CASH, cost=CostModel())
     assert res.filled == len(WEIGHTS)
-    aid = store.account_id(db, "default")
+    aid = ledger.account_id(db, "default")
     lo = intent(db, aid, "default", "JPM", Side.BUY, D(10), strategy="manual", as_of=yday, limit_price=D("1.00"))
     assert OrderManager(db, b, aid, LIMITS).place(lo.client_order_id, context(db, aid, "JPM", PRICES["JPM"]))[0].status is S.ACCEPTED
     return aid, lo
@@ -666,25 +667,25 @@ def test_f7_broker_query_fails_at_startup_trading_does_not_start(db, monkeypatch
     """A broker query fails during the start-up reconciliation of the daily trade: BrokerError saying trading
     does not start, a 'failed' reconciliation row with the error, the rebalance is never reached (no order, no
     venue order), and the failed query is not read as 'flat' (positions and cash unchanged)."""
-    from traderbot import execution, pipeline
+    from traderbot import daily
     from traderbot.config import load_settings
     aid, working = traded_yesterday(db)
     before = ledger_rows(db, aid)
     n_venue = len(table(db, "paper_orders"))
     broker = paper_broker(db, "default", PRICES, at=CLOSE)            # the venue moved to today (the limit order expired)
     setattr(broker, query, raiser(error))
-    monkeypatch.setattr(pipeline, "make_broker", lambda *a, **k: broker)
+    monkeypatch.setattr(daily, "make_broker", lambda *a, **k: broker)
     reached = []
-    monkeypatch.setattr(execution, "rebalance", lambda *a, **k: reached.append(1))
+    monkeypatch.setattr(daily, "rebalance", lambda *a, **k: reached.append(1))
     cfg = load_settings(ROOT / "settings.ini", env={"TRADERBOT__STORE__URL": str(db.url)})
     closes = pd.DataFrame([{s: float(p) for s, p in PRICES.items()}] * 2,
                           index=pd.DatetimeIndex([pd.Timestamp("2022-12-27", tz="UTC"), DAY]))
     with pytest.raises(BrokerError, match="trading does not start") as e:
-        pipeline.trade_daily(db, cfg, closes, DAY, WEIGHTS, None)
+        daily.trade_daily(db, cfg, closes, DAY, WEIGHTS, None)
     assert broker.name in str(e.value) and str(error) in str(e.value)
     recs = table(db, "reconciliations")
     assert [r["status"] for r in recs] == ["failed"] and str(error) in recs[0]["error"]
-    assert reached == [] and store.orders_for(db, aid, DAY) == []
+    assert reached == [] and ledger.orders_for(db, aid, DAY) == []
     assert len(table(db, "paper_orders")) == n_venue
     after = ledger_rows(db, aid)
     assert after[1:] == before[1:]                                    # fills, positions, cash: nothing read as flat
@@ -696,7 +697,7 @@ def closed_outside(db) -> tuple[int, PaperBroker, D]:
     aid, working = traded_yesterday(db)
     om = OrderManager(db, paper_broker(db, "default", PRICES, at=CLOSE), aid, LIMITS)
     assert om.sync(working.client_order_id).status is S.EXPIRED          # yesterday's day order expired overnight
-    held = store.get_positions(db, aid)["AAPL"].quantity
+    held = ledger.get_positions(db, aid)["AAPL"].quantity
     broker = paper_broker(db, "default", PRICES, at=CLOSE)
     outside = broker.submit(Order("manual-close-aapl", "AAPL", Side.SELL, held))   # e.g. from the broker's own app
     assert outside.status is S.FILLED
@@ -714,17 +715,17 @@ def test_f8_position_closed_outside_is_adopted_and_rebalance_buys_once(db):
     assert rec.differences["cash"] is not None and any("AAPL" in a for a in rec.actions)
     row = table(db, "reconciliations")[-1]
     assert row["status"] == "adjusted" and row["differences"]["positions"] == {"AAPL": [str(held), "0"]}
-    assert "AAPL" not in store.get_positions(db, aid) and ledger_differences(db, aid, broker) == {}
-    assert store.account_cash(db, aid) == broker_cash(broker)
+    assert "AAPL" not in ledger.get_positions(db, aid) and ledger_differences(db, aid, broker) == {}
+    assert ledger.account_cash(db, aid) == broker_cash(broker)
     res = rebalance(db, broker, "default", "momentum", DAY, WEIGHTS, PRICES, LIMITS, True, CASH, cost=CostModel())
     buys = [o for o in res.orders if o.symbol == "AAPL"]
     assert len(buys) == 1 and buys[0].side is Side.BUY and buys[0].status is S.FILLED
-    mine = store.get_positions(db, aid)["AAPL"].quantity
+    mine = ledger.get_positions(db, aid)["AAPL"].quantity
     theirs = {p.symbol: p.quantity for p in broker.positions()}["AAPL"]
     assert mine == theirs == buys[0].quantity                          # one position, bought once
     assert mine * PRICES["AAPL"] <= D("0.2") * D(str(res.equity)) * D("1.001")
     again = rebalance(db, broker, "default", "momentum", DAY, WEIGHTS, PRICES, LIMITS, True, CASH, cost=CostModel())
-    assert again.sent == 0 and store.get_positions(db, aid)["AAPL"].quantity == mine
+    assert again.sent == 0 and ledger.get_positions(db, aid)["AAPL"].quantity == mine
     assert_ledger(db, aid, broker)
 
 
@@ -736,8 +737,8 @@ def test_f8_position_differs_with_policy_halt_halts_and_changes_nothing(db):
     n_venue = len(table(db, "paper_orders"))
     rec = reconcile(db, broker, aid, policy="halt")
     assert rec.status == "halted" and rec.differences["positions"] == {"AAPL": (held, D(0))}
-    assert store.trading_state(db, aid) == "halted"
-    assert "reconciliation" in store.trading_state_history(db, aid).actor.tolist()
+    assert ledger.trading_state(db, aid) == "halted"
+    assert "reconciliation" in ledger.trading_state_history(db, aid).actor.tolist()
     assert ledger_rows(db, aid) == before
     res = rebalance(db, broker, "default", "momentum", DAY, WEIGHTS, PRICES, LIMITS, True, CASH, cost=CostModel())
     assert res.sent == 0 and all(o.status is S.DENIED and o.reason.startswith("TRADING_HALTED") for o in res.orders)
@@ -778,28 +779,28 @@ def test_f9_cell_fails_after_the_order_step_rerun_sends_nothing_twice(tmp_path):
     first = cli({**env, "RELIABILITY_FAIL_AFTER_ORDERS": "1"}, *args, cwd=tmp_path)
     assert first.returncode == 1, first.stdout + first.stderr
     assert "injected failure after the order step" in first.stderr
-    eng = store.connect(url)
-    aid = store.account_id(eng, "default")
-    run1 = store.runs_frame(eng).iloc[0]
+    eng = database.connect(url)
+    aid = ledger.account_id(eng, "default")
+    run1 = ledger.runs_frame(eng).iloc[0]
     assert run1.status == "failed" and "RuntimeError" in run1.error and "injected failure" in run1.error
     failed_nb = Path(run1.html_path).with_suffix(".ipynb")
     assert failed_nb.exists() and Path(run1.html_path).exists() and failed_nb.parent == tmp_path / "reports" / "daily"
     kept = failed_nb.read_text()
     assert "injected failure after the order step" in kept
-    orders = store.orders_for(eng, aid)
+    orders = ledger.orders_for(eng, aid)
     assert orders and all(o.status is S.FILLED for o in orders)
-    assert store.get_run(eng, run1.run_id)["summary"]["sent"] == len(orders)     # the order step had finished
+    assert get_run(eng, run1.run_id)["summary"]["sent"] == len(orders)     # the order step had finished
     venue = table(eng, "paper_orders")
     assert sorted(r["client_order_id"] for r in venue) == sorted(o.client_order_id for o in orders)
 
     second = cli(env, *args, cwd=tmp_path)                            # the same run, started again
     assert second.returncode == 0, second.stderr
     assert "0 sent now" in second.stdout and "resumed" in second.stdout
-    runs = store.runs_frame(eng).sort_values("started_at")
+    runs = ledger.runs_frame(eng).sort_values("started_at")
     assert runs.status.tolist() == ["failed", "succeeded"] and runs.run_id.iloc[0] == run1.run_id
-    assert store.get_run(eng, runs.run_id.iloc[1])["summary"]["sent"] == 0
+    assert get_run(eng, runs.run_id.iloc[1])["summary"]["sent"] == 0
     assert len(table(eng, "paper_orders")) == len(venue) and len(table(eng, "fills")) == len(table(eng, "paper_fills"))
-    assert [o.client_order_id for o in store.orders_for(eng, aid)] == [o.client_order_id for o in orders]
+    assert [o.client_order_id for o in ledger.orders_for(eng, aid)] == [o.client_order_id for o in orders]
     assert failed_nb.exists() and failed_nb.read_text() == kept      # the failed run's notebook is kept as it was
     assert_ledger(eng, aid, PaperBroker(eng, "default", market_at({}, CLOSE)))
 
@@ -811,7 +812,7 @@ def test_f9_cell_fails_after_the_order_step_rerun_sends_nothing_twice(tmp_path):
 def gate(db, account, cases, broker=None) -> tuple[int, PaperBroker]:
     """Place one stored intent per case `(symbol, side, qty, ctx_changes, expected code or None)` through the
     OrderManager; assert each denied one is DENIED with its code (and a risk_denials row) and never sent."""
-    aid = store.ensure_account(db, account, "paper", CASH)
+    aid = ledger.ensure_account(db, account, "paper", CASH)
     broker = broker or paper_broker(db, account, PRICES)
     om = OrderManager(db, broker, aid, LIMITS)
     for k, (sym, side, qty, changes, code) in enumerate(cases):
@@ -823,7 +824,7 @@ def gate(db, account, cases, broker=None) -> tuple[int, PaperBroker]:
         else:
             assert not sent and done.status is S.DENIED and done.reason.startswith(f"{code}: "), (k, code, done)
             assert sym in done.reason                                          # the message names the symbol
-            assert [r["code"] for r in table(db, store.risk_denials, store.risk_denials.c.client_order_id == o.client_order_id)] == [code]
+            assert [r["code"] for r in table(db, schema.risk_denials, schema.risk_denials.c.client_order_id == o.client_order_id)] == [code]
             assert broker.get_order(o.client_order_id) is None                 # never sent
     return aid, broker
 
@@ -840,9 +841,9 @@ def test_b1_nan_inf_none_price_or_signal_is_refused(db):
         acct = f"b1-signal-{k}"
         with pytest.raises(DataError, match="weight of MSFT"):
             rebalance(db, paper_broker(db, acct), acct, "momentum", DAY, pd.Series({"AAPL": 0.1, "MSFT": w}), PRICES, LIMITS, True, CASH)
-        sid = store.account_id(db, acct)
-        assert store.orders_for(db, sid) == [] and table(db, store.signals, store.signals.c.account_id == sid) == []
-    assert table(db, store.paper_orders, store.paper_orders.c.account.like("b1-signal%")) == []
+        sid = ledger.account_id(db, acct)
+        assert ledger.orders_for(db, sid) == [] and table(db, schema.signals, schema.signals.c.account_id == sid) == []
+    assert table(db, schema.paper_orders, schema.paper_orders.c.account.like("b1-signal%")) == []
     assert_ledger(db, aid, broker)
 
 
@@ -871,7 +872,7 @@ def test_b3_quantity_zero_negative_huge_or_over_a_limit_is_refused(db):
     for q in (1e12, 10.0, 0.1 + 0.2):
         with pytest.raises(DataError, match="quantity must be a Decimal"):
             Order("tb-20221228-AAPL-0000000000", "AAPL", Side.BUY, q)
-    assert store.get_positions(db, aid)["AAPL"].quantity == 1900
+    assert ledger.get_positions(db, aid)["AAPL"].quantity == 1900
     assert_ledger(db, aid, broker)
 
 
@@ -889,16 +890,16 @@ def test_b4_float_quantities_become_exact_decimals_floored_to_the_lot(db):
     assert [(o.side, o.quantity) for o in frac] == [(Side.BUY, D("0.769"))]
     aid, broker = gate(db, "b4", [("AAPL", Side.BUY, floor_to_lot(q), {}, "QUANTITY_NOT_POSITIVE")])
     o = intent(db, aid, "b4", "MSFT", Side.BUY, q, limit_price=D("239.999999999999999"))
-    got = store.get_order(db, o.client_order_id)
+    got = ledger.get_order(db, o.client_order_id)
     assert (got.quantity, got.limit_price) == (q, D("239.999999999999999"))     # exact round trip
     done, sent = OrderManager(db, broker, aid, LIMITS).place(o.client_order_id, context(db, aid, "MSFT", PRICES["MSFT"]))
     assert sent and done.status is S.FILLED and done.filled_quantity == q
     (f,) = [f for f in broker.fills() if f.client_order_id == o.client_order_id]
     assert f.quantity == q and f.price == PRICES["MSFT"] * D("1.0005") and f.commission == q * f.price * D("0.0005")
-    stored = table(db, store.fills, store.fills.c.client_order_id == o.client_order_id)[0]
+    stored = table(db, schema.fills, schema.fills.c.client_order_id == o.client_order_id)[0]
     assert (stored["quantity"], stored["price"], stored["commission"]) == (f.quantity, f.price, f.commission)
-    assert store.get_positions(db, aid)["MSFT"].quantity == q
-    assert store.account_cash(db, aid) == CASH + f.cash_flow
+    assert ledger.get_positions(db, aid)["MSFT"].quantity == q
+    assert ledger.account_cash(db, aid) == CASH + f.cash_flow
     assert_ledger(db, aid, broker)
 
 
@@ -913,7 +914,7 @@ def test_b7_unknown_or_untradable_symbol_is_refused(db):
     assert sent and done.status is S.REJECTED and "INSTRUMENT_NOT_TRADABLE" in done.reason
     assert broker.get_order(unknown.client_order_id) is None
     stale = Order(client_order_id("b7", "momentum", DAY, "JPM"), "JPM", Side.BUY, D(10))
-    store.store_intents(db, aid, "momentum", DAY, {"JPM": 0.01}, {}, [stale], {"JPM": PRICES["JPM"]}, "paper")
+    ledger.store_intents(db, aid, "momentum", DAY, {"JPM": 0.01}, {}, [stale], {"JPM": PRICES["JPM"]}, "paper")
     no_jpm = {s: p for s, p in PRICES.items() if s != "JPM"}
     res = rebalance(db, paper_broker(db, "b7", no_jpm), "b7", "momentum", DAY, pd.Series({"JPM": 0.01}), no_jpm, LIMITS, True, CASH)
     assert res.resumed is False and res.sent == 0 and [o.status for o in res.orders] == [S.DENIED]
@@ -941,8 +942,8 @@ def test_b1_b2_b7_rebalance_refuses_bad_prices_and_signals_naming_the_symbol(db,
     broker = paper_broker(db, "bad", PRICES)
     with pytest.raises(DataError, match="MSFT|ZZZZ"):
         rebalance(db, broker, "bad", "momentum", DAY, weights, prices, LIMITS, True, CASH)
-    aid = store.account_id(db, "bad")
-    assert store.orders_for(db, aid) == [] and table(db, store.signals) == [] and table(db, store.paper_orders) == []
+    aid = ledger.account_id(db, "bad")
+    assert ledger.orders_for(db, aid) == [] and table(db, schema.signals) == [] and table(db, schema.paper_orders) == []
     assert_ledger(db, aid, broker)
 
 
@@ -950,8 +951,8 @@ def test_b9_holiday_early_close_weekend(db):
     """A holiday (2022-12-26) and a weekend day (2022-12-24): resolve_as_of refuses them naming the date, and a
     rebalance told the market is closed denies every order MARKET_CLOSED and sends nothing. The early close
     (2022-11-25) is a session: trading is allowed and every fill is stamped at its 18:00 UTC close."""
-    from traderbot.data import is_session, session_close
-    from traderbot.pipeline import resolve_as_of
+    from traderbot.data.calendar import is_session, session_close
+    from traderbot.data.calendar import resolve_as_of
     sessions = pd.DatetimeIndex(["2022-11-23", "2022-11-25", "2022-12-23", "2022-12-27", "2022-12-28"], tz="UTC")
     closes = pd.DataFrame([{s: float(p) for s, p in PRICES.items()}] * len(sessions), index=sessions)
     assert resolve_as_of(closes, "2022-11-25") == pd.Timestamp("2022-11-25", tz="UTC")
@@ -964,18 +965,18 @@ def test_b9_holiday_early_close_weekend(db):
         res = rebalance(db, b, acct, "momentum", pd.Timestamp(day, tz="UTC"), WEIGHTS, PRICES, LIMITS, is_session(day), CASH)
         assert res.sent == 0 and res.planned == len(WEIGHTS)
         assert all(o.status is S.DENIED and o.reason.startswith("MARKET_CLOSED") for o in res.orders)
-        assert table(db, store.paper_orders, store.paper_orders.c.account == acct) == []
-        assert_ledger(db, store.account_id(db, acct), b)
+        assert table(db, schema.paper_orders, schema.paper_orders.c.account == acct) == []
+        assert_ledger(db, ledger.account_id(db, acct), b)
     early = pd.Timestamp("2022-11-25", tz="UTC")
     close = session_close(early)
     assert is_session(early) and close == pd.Timestamp("2022-11-25 18:00", tz="UTC")
     b = paper_broker(db, "b9-early", PRICES, at=close)
     res = rebalance(db, b, "b9-early", "momentum", early, WEIGHTS, PRICES, LIMITS, is_session(early), CASH, cost=CostModel())
     assert res.sent == res.filled == len(WEIGHTS)
-    aid = store.account_id(db, "b9-early")
-    assert {f["timestamp"] for f in table(db, store.fills, store.fills.c.account_id == aid)} == {close}
+    aid = ledger.account_id(db, "b9-early")
+    assert {f["timestamp"] for f in table(db, schema.fills, schema.fills.c.account_id == aid)} == {close}
     assert {f.timestamp for f in b.fills()} == {close}
-    assert store.equity_curve(db, "b9-early").index.tolist() == [early]
+    assert ledger.equity_curve(db, "b9-early").index.tolist() == [early]
     assert_ledger(db, aid, b)
 
 

@@ -19,13 +19,12 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import traderbot.store as store
-from traderbot.core import (DataError, Fill, InvalidTransition, Order, OrderStatus, StorageError,
-                            client_order_id)
-from traderbot.store import (account_cash, current_revision, ensure_account, equity_curve, fills_frame, finish_run,
-                             get_order, get_positions, get_run, migrate, orders_for, orders_frame, positions_frame,
-                             record_fill, record_snapshot, runs_frame, save_order, schema_differences, start_run,
-                             store_intents)
+from traderbot.store import schema, ledger, database, runs
+from traderbot.core import DataError, Fill, InvalidTransition, Order, OrderStatus, StorageError, client_order_id
+from traderbot.store.ledger import (account_cash, ensure_account, equity_curve, fills_frame, get_order, get_positions, orders_for,
+                                    orders_frame, positions_frame, record_fill, record_snapshot, runs_frame, save_order, store_intents)
+from traderbot.store.database import current_revision, migrate, schema_differences
+from traderbot.store.runs import finish_run, get_run, start_run
 
 S = OrderStatus
 TS = pd.Timestamp("2022-12-28 21:00", tz="UTC")
@@ -49,7 +48,7 @@ def cid(aid: int, strategy: str, symbol: str, as_of=DAY) -> str:
 
 def account_name(engine, aid: int) -> str:
     with engine.connect() as con:
-        return con.execute(sa.select(store.accounts.c.name).where(store.accounts.c.id == aid)).scalar_one()
+        return con.execute(sa.select(schema.accounts.c.name).where(schema.accounts.c.id == aid)).scalar_one()
 
 
 def put_intent(engine, aid, symbol="AAPL", side="buy", qty=Decimal(10), strategy="momentum", as_of=DAY,
@@ -87,12 +86,12 @@ def count(engine, table) -> int:
 def state(engine) -> tuple:
     "Everything a fill can change: orders, fills, positions, accounts (cash), signals."
     with engine.connect() as con:
-        return tuple(rows(con, t) for t in (store.orders, store.fills, store.positions, store.accounts, store.signals))
+        return tuple(rows(con, t) for t in (schema.orders, schema.fills, schema.positions, schema.accounts, schema.signals))
 
 
 def assert_ledger(engine, account_id: int) -> None:
     "The ledger of `account_id` is consistent, exactly (Decimal ==)."
-    t_o, t_f, t_p, t_a = store.orders, store.fills, store.positions, store.accounts
+    t_o, t_f, t_p, t_a = schema.orders, schema.fills, schema.positions, schema.accounts
     with engine.connect() as con:
         orders = {r.client_order_id: r for r in con.execute(sa.select(t_o).where(t_o.c.account_id == account_id))}
         fills = list(con.execute(sa.select(t_f).where(t_f.c.account_id == account_id).order_by(t_f.c.id)))
@@ -139,14 +138,14 @@ def test_backend_is_really_the_one_asked_for(engine, store_url):
 
 
 def test_migrate_empty_database_reaches_head(store_url):
-    eng = store.connect(store_url)
+    eng = database.connect(store_url)
     try:
         assert current_revision(eng) is None
         assert sa.inspect(eng).get_table_names() == []
         assert migrate(eng) is eng
         assert current_revision(eng) == HEAD
         assert schema_differences(eng) == []
-        assert set(sa.inspect(eng).get_table_names()) == set(store.metadata.tables) | {"alembic_version"}
+        assert set(sa.inspect(eng).get_table_names()) == set(schema.metadata.tables) | {"alembic_version"}
     finally:
         eng.dispose()
 
@@ -161,11 +160,11 @@ def _schema(eng) -> dict:
 
 def test_migrating_twice_is_a_no_op(engine):
     aid = new_account(engine)
-    before = (_schema(engine), rows(engine, store.accounts))
+    before = (_schema(engine), rows(engine, schema.accounts))
     migrate(engine)
-    store.open_store(engine.url.render_as_string(hide_password=False)).dispose()
+    database.open_store(engine.url.render_as_string(hide_password=False)).dispose()
     assert current_revision(engine) == HEAD
-    assert (_schema(engine), rows(engine, store.accounts)) == before
+    assert (_schema(engine), rows(engine, schema.accounts)) == before
     assert account_cash(engine, aid) == CASH
     assert schema_differences(engine) == []
 
@@ -174,13 +173,13 @@ def test_downgrade_to_base_then_upgrade_again(engine):
     from alembic import command
     new_account(engine)
     with engine.begin() as con:
-        command.downgrade(store.alembic_config(engine, con), "base")
+        command.downgrade(database.alembic_config(engine, con), "base")
     assert current_revision(engine) is None
     assert set(sa.inspect(engine).get_table_names()) <= {"alembic_version"}
     migrate(engine)
     assert current_revision(engine) == HEAD
     assert schema_differences(engine) == []
-    assert count(engine, store.accounts) == 0          # the downgrade really dropped the data
+    assert count(engine, schema.accounts) == 0          # the downgrade really dropped the data
     aid = new_account(engine)
     o = put_intent(engine, aid)
     assert get_order(engine, o.client_order_id) == o
@@ -190,26 +189,26 @@ def test_upgrade_from_0002_keeps_accounts_and_adds_an_empty_profile(engine):
     from alembic import command
     aid = new_account(engine)
     with engine.begin() as con:
-        command.downgrade(store.alembic_config(engine, con), "0002")
+        command.downgrade(database.alembic_config(engine, con), "0002")
     assert current_revision(engine) == "0002"
     assert "alerts" not in sa.inspect(engine).get_table_names()
     migrate(engine)
     assert (current_revision(engine), schema_differences(engine)) == (HEAD, [])
     assert account_cash(engine, aid) == CASH                  # the account's money survived the round trip
-    assert store.get_profile(engine, aid).model_dump() == {"risk_tolerance": None, "optimizer": None, "limits": {}, "sector_preferences": {}}
-    store.record_alert(engine, "warning", "limit:VAR_BUDGET", "VaR 5.2% > budget 5.0%", {"var": 0.052, "budget": 0.05}, aid)
-    assert store.alerts_frame(engine)["numbers"].tolist() == [{"var": 0.052, "budget": 0.05}]
+    assert ledger.get_profile(engine, aid).model_dump() == {"risk_tolerance": None, "optimizer": None, "limits": {}, "sector_preferences": {}}
+    ledger.record_alert(engine, "warning", "limit:VAR_BUDGET", "VaR 5.2% > budget 5.0%", {"var": 0.052, "budget": 0.05}, aid)
+    assert ledger.alerts_frame(engine)["numbers"].tolist() == [{"var": 0.052, "budget": 0.05}]
 
 
 def test_foreign_keys_are_enforced(engine):
     o = Order(client_order_id("ghost", "momentum", DAY, "AAPL"), "AAPL", "buy", Decimal(1))
     with pytest.raises(StorageError):
         store_intents(engine, 999, "momentum", DAY, {}, {}, [o], {}, "paper")
-    assert count(engine, store.orders) == 0
+    assert count(engine, schema.orders) == 0
     aid = new_account(engine)
     with pytest.raises(StorageError, match="no order"):
         record_fill(engine, aid, fill(o, 1, 100))
-    assert count(engine, store.fills) == 0 and account_cash(engine, aid) == CASH
+    assert count(engine, schema.fills) == 0 and account_cash(engine, aid) == CASH
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -232,7 +231,7 @@ def test_decimal_round_trip_is_exact(engine, qty, price):
     assert (back.quantity, back.limit_price) == (qty, price)
     assert type(back.quantity) is Decimal and type(back.limit_price) is Decimal
     with engine.connect() as con:
-        ref = con.execute(sa.select(store.orders.c.reference_price)).scalar_one()
+        ref = con.execute(sa.select(schema.orders.c.reference_price)).scalar_one()
     assert ref == price and type(ref) is Decimal
 
 
@@ -281,7 +280,7 @@ def test_naive_datetime_is_refused_with_storage_error(engine):
     assert state(engine) == before
     start_run(engine, "run-1", "daily", {})
     with pytest.raises(StorageError, match="naive"):
-        store.record_run_fields(engine, "run-1", finished_at=pd.Timestamp("2022-12-28 21:00"))
+        runs.record_run_fields(engine, "run-1", finished_at=pd.Timestamp("2022-12-28 21:00"))
     assert get_run(engine, "run-1")["finished_at"] is None
 
 
@@ -306,7 +305,7 @@ def test_overlong_text_is_refused_the_same_way_on_both_backends(engine):
 def test_duplicate_intent_is_refused_and_nothing_half_written(engine):
     aid = new_account(engine)
     first = put_intent(engine, aid, symbol="AAPL", qty=Decimal(7), reference_price=Decimal("126.04"))
-    before = (rows(engine, store.orders), rows(engine, store.signals))
+    before = (rows(engine, schema.orders), rows(engine, schema.signals))
     assert len(before[0]) == 1 and len(before[1]) == 1
     # a second batch (another strategy, so its signal itself is new) carrying a new order and the same AAPL id
     dup = Order(first.client_order_id, "AAPL", "sell", Decimal(99))
@@ -314,13 +313,13 @@ def test_duplicate_intent_is_refused_and_nothing_half_written(engine):
     with pytest.raises(StorageError, match="uq_orders_client_order_id|UNIQUE constraint failed: orders.client_order_id"):
         store_intents(engine, aid, "meanrev", DAY, {"NVDA": 0.5, "MSFT": 0.2}, {"NVDA": "why"}, [other, dup],
                       {"NVDA": Decimal("150"), "AAPL": Decimal("1")}, "paper")
-    assert (rows(engine, store.orders), rows(engine, store.signals)) == before
+    assert (rows(engine, schema.orders), rows(engine, schema.signals)) == before
     assert get_order(engine, first.client_order_id) == first
     assert get_order(engine, other.client_order_id) is None
     # the very same batch again (a rerun) is refused as well, and leaves the same rows
     with pytest.raises(StorageError):
         put_intent(engine, aid, symbol="AAPL", qty=Decimal(7))
-    assert (rows(engine, store.orders), rows(engine, store.signals)) == before
+    assert (rows(engine, schema.orders), rows(engine, schema.signals)) == before
 
 
 def test_only_new_intents_are_stored(engine):
@@ -328,7 +327,7 @@ def test_only_new_intents_are_stored(engine):
     o = Order(cid(aid, "m", "AAPL"), "AAPL", "buy", Decimal(1)).with_status(S.SUBMITTED)
     with pytest.raises(StorageError, match="only NEW"):
         store_intents(engine, aid, "m", DAY, {"AAPL": 0.1}, {}, [o], {}, "paper")
-    assert count(engine, store.orders) == 0 and count(engine, store.signals) == 0
+    assert count(engine, schema.orders) == 0 and count(engine, schema.signals) == 0
 
 
 def test_intents_keep_their_lineage(engine):
@@ -336,8 +335,8 @@ def test_intents_keep_their_lineage(engine):
     start_run(engine, "run-7", "daily", {"as_of": DAY, "nested": {"k": [1, 2]}}, git_commit="abc123")
     o = put_intent(engine, aid, symbol="MSFT", run_id="run-7", weight=0.25)
     with engine.connect() as con:
-        r = con.execute(sa.select(store.orders).where(store.orders.c.client_order_id == o.client_order_id)).one()
-        sig = con.execute(sa.select(store.signals).where(store.signals.c.id == r.signal_id)).one()
+        r = con.execute(sa.select(schema.orders).where(schema.orders.c.client_order_id == o.client_order_id)).one()
+        sig = con.execute(sa.select(schema.signals).where(schema.signals.c.id == r.signal_id)).one()
     assert (r.run_id, r.strategy, r.as_of, r.broker, r.status) == ("run-7", "momentum", dt.date(2022, 12, 28), "paper", "new")
     assert (sig.symbol, sig.target_weight, sig.run_id) == ("MSFT", 0.25, "run-7")
     assert get_run(engine, "run-7")["parameters"] == {"as_of": DAY, "nested": {"k": [1, 2]}}
@@ -491,7 +490,7 @@ def test_save_order_refuses_an_illegal_transition(engine):
         with pytest.raises(InvalidTransition, match=f"filled -> {bad.value}"):
             save_order(engine, dataclasses.replace(filled, status=bad, reason="late cancel"), denial=("X", "y"))
     assert state(engine) == before and get_order(engine, o.client_order_id) == filled
-    assert count(engine, store.risk_denials) == 0
+    assert count(engine, schema.risk_denials) == 0
     with pytest.raises(StorageError, match="not in the store"):
         save_order(engine, Order("tb-nowhere", "AAPL", "buy", Decimal(1)))
 
@@ -520,7 +519,7 @@ def test_save_order_records_a_denial_atomically(engine):
     denied = o.with_status(S.DENIED, reason="POSITION_LIMIT: NVDA over 20%")
     save_order(engine, denied, denial=("POSITION_LIMIT", "NVDA over 20%"))
     assert get_order(engine, o.client_order_id) == denied
-    assert [(r[1], r[2], r[3]) for r in rows(engine, store.risk_denials)] == [(o.client_order_id, "POSITION_LIMIT", "NVDA over 20%")]
+    assert [(r[1], r[2], r[3]) for r in rows(engine, schema.risk_denials)] == [(o.client_order_id, "POSITION_LIMIT", "NVDA over 20%")]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -534,7 +533,7 @@ HOSTILE = ["AAPL';DROP TABLE orders;--", "../x", "<script>", "\u0410APL", "aapl"
 def test_hostile_symbols_are_refused_before_the_store(engine, symbol):
     aid = new_account(engine)
     keep = put_intent(engine, aid, symbol="AAPL")
-    before = (rows(engine, store.orders), rows(engine, store.signals))
+    before = (rows(engine, schema.orders), rows(engine, schema.signals))
     with pytest.raises(DataError, match="invalid symbol"):
         Order("tb-x", symbol, "buy", Decimal(1))
     with pytest.raises(DataError, match="invalid symbol"):
@@ -544,8 +543,8 @@ def test_hostile_symbols_are_refused_before_the_store(engine, symbol):
     with pytest.raises(DataError, match="invalid symbol"):   # a hostile signal is refused and rolls back its batch
         store_intents(engine, aid, "other", DAY, {"MSFT": 0.1, symbol: 0.1}, {}, [], {}, "paper")
     assert get_order(engine, f"x';DELETE FROM orders;--{symbol}") is None
-    assert (rows(engine, store.orders), rows(engine, store.signals)) == before
-    assert set(store.metadata.tables) <= set(sa.inspect(engine).get_table_names())
+    assert (rows(engine, schema.orders), rows(engine, schema.signals)) == before
+    assert set(schema.metadata.tables) <= set(sa.inspect(engine).get_table_names())
     assert get_order(engine, keep.client_order_id) == keep
 
 
@@ -564,7 +563,7 @@ def _run_writers(store_url, jobs, reader_aid=None):
     stop = threading.Event()
 
     def work(k, job):
-        eng = store.connect(store_url)
+        eng = database.connect(store_url)
         try:
             barrier.wait(timeout=30)
             results[k] = job(eng)
@@ -574,7 +573,7 @@ def _run_writers(store_url, jobs, reader_aid=None):
             eng.dispose()
 
     def read():
-        eng = store.connect(store_url)
+        eng = database.connect(store_url)
         try:
             barrier.wait(timeout=30)
             while not stop.wait(0.005):   # a dashboard polling while the writers write
@@ -613,7 +612,7 @@ def test_concurrent_fills_on_different_orders_of_one_account(engine, store_url):
     assert account_cash(engine, aid) == CASH + sum(f.cash_flow for f in fa + fb)
     assert get_positions(engine, aid)["AAPL"].quantity == Decimal(N_CONCURRENT) + Decimal(N_CONCURRENT) / 2
     assert [get_order(engine, o.client_order_id).status for o in (a, b)] == [S.FILLED, S.FILLED]
-    assert count(engine, store.fills) == 2 * N_CONCURRENT
+    assert count(engine, schema.fills) == 2 * N_CONCURRENT
     assert_ledger(engine, aid)
 
 
@@ -665,8 +664,8 @@ def test_readers_return_what_was_written(engine):
     assert list(curve.index) == [pd.Timestamp(d, tz="UTC") for d in ["2022-12-27", "2022-12-28", "2022-12-29"]]
     assert curve.tolist() == [100000.0, 100100.75, 100000.75] and curve.name == "equity"
     with engine.connect() as con:
-        eq = con.execute(sa.select(store.equity_snapshots.c.equity).where(store.equity_snapshots.c.account_id == aid)
-                         .order_by(store.equity_snapshots.c.as_of)).scalars().all()
+        eq = con.execute(sa.select(schema.equity_snapshots.c.equity).where(schema.equity_snapshots.c.account_id == aid)
+                         .order_by(schema.equity_snapshots.c.as_of)).scalars().all()
     assert eq == [Decimal("100000"), Decimal("100100.75"), Decimal("100000.75")]
     # positions: by symbol, exact Decimals
     pf = positions_frame(engine, name)
@@ -691,7 +690,7 @@ def test_readers_return_what_was_written(engine):
     for rid in ["r-1", "r-2", "r-3"]:
         start_run(engine, rid, "daily", {})
     finish_run(engine, "r-2", "failed", error="boom")
-    rf = store.runs_frame(engine)
+    rf = ledger.runs_frame(engine)
     assert rf["run_id"].tolist() == ["r-3", "r-2", "r-1"]
     assert rf["status"].tolist() == ["running", "failed", "running"] and rf["error"].tolist()[1] == "boom"
     with pytest.raises(StorageError, match="no account 'nobody'"):
@@ -713,16 +712,16 @@ def test_ensure_account_refuses_a_paper_account_in_live_mode(engine):
     aid = ensure_account(engine, "main", "paper", Decimal("100000"))
     o = put_order(engine, aid)
     assert record_fill(engine, aid, fill(o, 1, 100))
-    before = rows(engine, store.accounts)
+    before = rows(engine, schema.accounts)
     with pytest.raises(StorageError, match="paper account"):
         ensure_account(engine, "main", "live", Decimal("100000"))
-    assert rows(engine, store.accounts) == before
+    assert rows(engine, schema.accounts) == before
     assert ensure_account(engine, "main", "paper", Decimal("5")) == aid      # known account: cash not reset
     assert account_cash(engine, aid) == Decimal("99900")
     live = ensure_account(engine, "main-live", "live", Decimal("1"))
     with pytest.raises(StorageError, match="live account"):
         ensure_account(engine, "main-live", "paper", Decimal("1"))
-    assert live != aid and rows(engine, store.accounts)[:1] == before
+    assert live != aid and rows(engine, schema.accounts)[:1] == before
 
 
 def test_runs_are_unique_and_statuses_checked(engine):

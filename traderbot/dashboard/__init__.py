@@ -1,0 +1,1 @@
+"""The Voila dashboards' widgets, one module per page, and the launcher."""

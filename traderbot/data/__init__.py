@@ -1,0 +1,1 @@
+"""Market data: the exchange calendar and sessions, validated bars, the embedded sample."""

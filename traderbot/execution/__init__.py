@@ -1,0 +1,1 @@
+"""Execution: the order manager and reconciliation, TWAP and VWAP."""

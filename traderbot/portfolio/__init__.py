@@ -1,0 +1,1 @@
+"""Portfolio construction: optimizers, position sizing, tax lots."""

@@ -1,0 +1,1 @@
+"""Research: the strategy, backtests, features, honest statistics, forecasting models, the trial and model registries, studies."""
