@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from traderbot.brokers import paper
 from traderbot.store import schema, ledger, database
-from traderbot.store.runs import get_run
+from traderbot.store.runs import get_run, runs_frame
 from traderbot.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def traderbot(env, *args, timeout=300):
 
 def table_rows(url, table):
     eng = database.connect(url)
-    with eng.connect() as con: return [dict(r._mapping) for r in con.execute(schema.metadata.tables[table].select())]
+    with eng.connect() as con: return [dict(r._mapping) for r in con.execute({**schema.metadata.tables, **paper.metadata.tables}[table].select())]
 
 
 def test_rerun_same_as_of_sends_nothing_twice(sandbox):
@@ -75,7 +76,7 @@ def test_rerun_same_as_of_sends_nothing_twice(sandbox):
     assert len(table_rows(url, "paper_fills")) == len(table_rows(url, "fills")) == len(orders)
     # both runs recorded with lineage, and each left its notebook and HTML report
     eng = database.connect(url)
-    runs = ledger.runs_frame(eng)
+    runs = runs_frame(eng)
     assert list(runs.status) == ["succeeded", "succeeded"]
     for run in runs.itertuples():
         nb = Path(run.html_path).with_suffix(".ipynb")
@@ -109,7 +110,7 @@ def test_failed_run_is_recorded_and_keeps_its_notebook(sandbox):
     r = traderbot(env, "run", "daily", "-p", "as_of=2022-12-26")   # Boxing Day holiday
     assert r.returncode == 1
     assert "2022-12-26 is not a XNYS trading session" in r.stderr
-    run = ledger.runs_frame(database.connect(url)).iloc[0]
+    run = runs_frame(database.connect(url)).iloc[0]
     assert run.status == "failed" and "2022-12-26" in run.error
     assert Path(run.html_path).exists() and Path(run.html_path).with_suffix(".ipynb").exists()
     assert table_rows(url, "orders") == [] and table_rows(url, "paper_orders") == []
@@ -174,7 +175,7 @@ def test_bad_bars_are_refused_naming_symbol_and_date(sandbox):
     assert r.returncode == 1
     assert "MSFT" in r.stderr and px.Date.iloc[-3] in r.stderr, r.stderr
     assert table_rows(url, "orders") == [] and table_rows(url, "paper_orders") == []
-    assert ledger.runs_frame(database.connect(url)).status.tolist() == ["failed"]
+    assert runs_frame(database.connect(url)).status.tolist() == ["failed"]
 
 
 def test_import_traderbot_is_light():
@@ -197,7 +198,7 @@ def test_backfill_runs_once_per_session_and_skips_the_holiday(sandbox):
     r = traderbot(env, "run", "daily", "--from", "2022-12-22", "--to", "2022-12-28")
     assert r.returncode == 0, r.stderr
     eng = database.connect(url)
-    runs = ledger.runs_frame(eng)
+    runs = runs_frame(eng)
     assert len(runs) == 4 and set(runs.status) == {"succeeded"}
     curve = ledger.equity_curve(eng, "default")
     assert [d.strftime("%Y-%m-%d") for d in curve.index] == ["2022-12-22", "2022-12-23", "2022-12-27", "2022-12-28"]
@@ -230,7 +231,7 @@ def test_train_pipeline_reports_out_of_sample_numbers_and_registers_a_candidate(
     r = traderbot(env, "models", "promote", "direction", v["version"][:10])
     assert r.returncode == 1 and problems[0] in r.stderr, r.stderr
     assert table_rows(url, "model_versions")[0]["status"] == "candidate"
-    runs = ledger.runs_frame(eng)
+    runs = runs_frame(eng)
     assert runs.pipeline.tolist() == ["train"] and runs.status.tolist() == ["succeeded"]
 
 

@@ -38,6 +38,8 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from traderbot.store import schema, ledger, database
 from traderbot.store.runs import get_run
+from traderbot.brokers import paper
+from traderbot.store.runs import runs_frame
 from traderbot.brokers.paper import PaperBroker, PaperMarket, market_at
 from traderbot.core import (Account, BrokerError, CostModel, DataError, Fill, InvalidTransition, Order, OrderStatus, Position, Side,
                             TERMINAL, TRANSITIONS, client_order_id, floor_to_lot, to_decimal)
@@ -71,7 +73,7 @@ def db(tmp_path):
 
 def table(engine, t, *where) -> list[dict]:
     "Rows of table `t` (a Table or its name) as dicts."
-    t = schema.metadata.tables[t] if isinstance(t, str) else t
+    t = {**schema.metadata.tables, **paper.metadata.tables}[t] if isinstance(t, str) else t
     q = sa.select(t)
     for w in where: q = q.where(w)
     with engine.connect() as con: return [dict(r._mapping) for r in con.execute(q)]
@@ -80,7 +82,7 @@ def table(engine, t, *where) -> list[dict]:
 def broker_cash(broker) -> D:
     "The broker's cash; for the paper book, its deposit plus every fill (needs no prices)."
     if isinstance(broker, PaperBroker):
-        t = schema.paper_accounts
+        t = paper.paper_accounts
         with broker.engine.connect() as con:
             initial = con.execute(sa.select(t.c.initial_cash).where(t.c.account == broker.account_name)).scalar_one()
         return initial + sum((f.cash_flow for f in broker.fills()), D(0))
@@ -291,7 +293,7 @@ def l1_random_orders(seed: int, url: str) -> dict:
     assert len(orders) == L1_ORDERS
     assert len({o.client_order_id for o in orders}) == L1_ORDERS
     assert all(o.status in TERMINAL for o in orders), {o.status for o in orders} - TERMINAL
-    venue = {r["client_order_id"]: r for r in table(db, schema.paper_orders, schema.paper_orders.c.account == name)}
+    venue = {r["client_order_id"]: r for r in table(db, paper.paper_orders, paper.paper_orders.c.account == name)}
     local = {o.client_order_id: o for o in orders}
     assert set(venue) <= set(local)
     for coid, r in venue.items():                   # the ledger and the venue agree order by order
@@ -781,7 +783,7 @@ def test_f9_cell_fails_after_the_order_step_rerun_sends_nothing_twice(tmp_path):
     assert "injected failure after the order step" in first.stderr
     eng = database.connect(url)
     aid = ledger.account_id(eng, "default")
-    run1 = ledger.runs_frame(eng).iloc[0]
+    run1 = runs_frame(eng).iloc[0]
     assert run1.status == "failed" and "RuntimeError" in run1.error and "injected failure" in run1.error
     failed_nb = Path(run1.html_path).with_suffix(".ipynb")
     assert failed_nb.exists() and Path(run1.html_path).exists() and failed_nb.parent == tmp_path / "reports" / "daily"
@@ -796,7 +798,7 @@ def test_f9_cell_fails_after_the_order_step_rerun_sends_nothing_twice(tmp_path):
     second = cli(env, *args, cwd=tmp_path)                            # the same run, started again
     assert second.returncode == 0, second.stderr
     assert "0 sent now" in second.stdout and "resumed" in second.stdout
-    runs = ledger.runs_frame(eng).sort_values("started_at")
+    runs = runs_frame(eng).sort_values("started_at")
     assert runs.status.tolist() == ["failed", "succeeded"] and runs.run_id.iloc[0] == run1.run_id
     assert get_run(eng, runs.run_id.iloc[1])["summary"]["sent"] == 0
     assert len(table(eng, "paper_orders")) == len(venue) and len(table(eng, "fills")) == len(table(eng, "paper_fills"))
@@ -843,7 +845,7 @@ def test_b1_nan_inf_none_price_or_signal_is_refused(db):
             rebalance(db, paper_broker(db, acct), acct, "momentum", DAY, pd.Series({"AAPL": 0.1, "MSFT": w}), PRICES, LIMITS, True, CASH)
         sid = ledger.account_id(db, acct)
         assert ledger.orders_for(db, sid) == [] and table(db, schema.signals, schema.signals.c.account_id == sid) == []
-    assert table(db, schema.paper_orders, schema.paper_orders.c.account.like("b1-signal%")) == []
+    assert table(db, paper.paper_orders, paper.paper_orders.c.account.like("b1-signal%")) == []
     assert_ledger(db, aid, broker)
 
 
@@ -943,7 +945,7 @@ def test_b1_b2_b7_rebalance_refuses_bad_prices_and_signals_naming_the_symbol(db,
     with pytest.raises(DataError, match="MSFT|ZZZZ"):
         rebalance(db, broker, "bad", "momentum", DAY, weights, prices, LIMITS, True, CASH)
     aid = ledger.account_id(db, "bad")
-    assert ledger.orders_for(db, aid) == [] and table(db, schema.signals) == [] and table(db, schema.paper_orders) == []
+    assert ledger.orders_for(db, aid) == [] and table(db, schema.signals) == [] and table(db, paper.paper_orders) == []
     assert_ledger(db, aid, broker)
 
 
@@ -965,7 +967,7 @@ def test_b9_holiday_early_close_weekend(db):
         res = rebalance(db, b, acct, "momentum", pd.Timestamp(day, tz="UTC"), WEIGHTS, PRICES, LIMITS, is_session(day), CASH)
         assert res.sent == 0 and res.planned == len(WEIGHTS)
         assert all(o.status is S.DENIED and o.reason.startswith("MARKET_CLOSED") for o in res.orders)
-        assert table(db, schema.paper_orders, schema.paper_orders.c.account == acct) == []
+        assert table(db, paper.paper_orders, paper.paper_orders.c.account == acct) == []
         assert_ledger(db, ledger.account_id(db, acct), b)
     early = pd.Timestamp("2022-11-25", tz="UTC")
     close = session_close(early)

@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from traderbot.store import schema, ledger, database, runs
 from traderbot.core import DataError, Fill, InvalidTransition, Order, OrderStatus, StorageError, client_order_id
 from traderbot.store.ledger import (account_cash, ensure_account, equity_curve, fills_frame, get_order, get_positions, orders_for,
-                                    orders_frame, positions_frame, record_fill, record_snapshot, runs_frame, save_order, store_intents)
+                                    orders_frame, positions_frame, record_fill, record_snapshot, save_order, store_intents)
+from traderbot.brokers import paper
 from traderbot.store.database import current_revision, migrate, schema_differences
-from traderbot.store.runs import finish_run, get_run, start_run
+from traderbot.store.runs import finish_run, get_run, runs_frame, start_run
 
 S = OrderStatus
 TS = pd.Timestamp("2022-12-28 21:00", tz="UTC")
@@ -144,8 +145,8 @@ def test_migrate_empty_database_reaches_head(store_url):
         assert sa.inspect(eng).get_table_names() == []
         assert migrate(eng) is eng
         assert current_revision(eng) == HEAD
-        assert schema_differences(eng) == []
-        assert set(sa.inspect(eng).get_table_names()) == set(schema.metadata.tables) | {"alembic_version"}
+        assert schema_differences(eng, paper.metadata) == []
+        assert set(sa.inspect(eng).get_table_names()) == set(schema.metadata.tables) | set(paper.metadata.tables) | {"alembic_version"}
     finally:
         eng.dispose()
 
@@ -166,7 +167,7 @@ def test_migrating_twice_is_a_no_op(engine):
     assert current_revision(engine) == HEAD
     assert (_schema(engine), rows(engine, schema.accounts)) == before
     assert account_cash(engine, aid) == CASH
-    assert schema_differences(engine) == []
+    assert schema_differences(engine, paper.metadata) == []
 
 
 def test_downgrade_to_base_then_upgrade_again(engine):
@@ -178,7 +179,7 @@ def test_downgrade_to_base_then_upgrade_again(engine):
     assert set(sa.inspect(engine).get_table_names()) <= {"alembic_version"}
     migrate(engine)
     assert current_revision(engine) == HEAD
-    assert schema_differences(engine) == []
+    assert schema_differences(engine, paper.metadata) == []
     assert count(engine, schema.accounts) == 0          # the downgrade really dropped the data
     aid = new_account(engine)
     o = put_intent(engine, aid)
@@ -193,7 +194,7 @@ def test_upgrade_from_0002_keeps_accounts_and_adds_an_empty_profile(engine):
     assert current_revision(engine) == "0002"
     assert "alerts" not in sa.inspect(engine).get_table_names()
     migrate(engine)
-    assert (current_revision(engine), schema_differences(engine)) == (HEAD, [])
+    assert (current_revision(engine), schema_differences(engine, paper.metadata)) == (HEAD, [])
     assert account_cash(engine, aid) == CASH                  # the account's money survived the round trip
     assert ledger.get_profile(engine, aid).model_dump() == {"risk_tolerance": None, "optimizer": None, "limits": {}, "sector_preferences": {}}
     ledger.record_alert(engine, "warning", "limit:VAR_BUDGET", "VaR 5.2% > budget 5.0%", {"var": 0.052, "budget": 0.05}, aid)
@@ -690,7 +691,7 @@ def test_readers_return_what_was_written(engine):
     for rid in ["r-1", "r-2", "r-3"]:
         start_run(engine, rid, "daily", {})
     finish_run(engine, "r-2", "failed", error="boom")
-    rf = ledger.runs_frame(engine)
+    rf = runs_frame(engine)
     assert rf["run_id"].tolist() == ["r-3", "r-2", "r-1"]
     assert rf["status"].tolist() == ["running", "failed", "running"] and rf["error"].tolist()[1] == "boom"
     with pytest.raises(StorageError, match="no account 'nobody'"):

@@ -20,6 +20,7 @@ from .execution.manager import reconcile
 from .pipeline import parse_parameters, run_pipeline
 from .research.registry import model_versions, promote, promotion_problems
 from .store import database, ledger
+from .store.runs import runs_frame
 
 # %% auto #0
 __all__ = ['settings_from', 'cmd_run', 'describe_summary', 'cmd_status', 'cmd_db', 'cmd_reconcile', 'cmd_trading_state',
@@ -58,7 +59,7 @@ def cmd_status(args) -> int:
     cfg = settings_from(args)
     eng = database.open_store(cfg.store.url, cfg.store.busy_timeout_s)
     print(f"store: {database.safe_url(cfg.store.url)} (revision {database.current_revision(eng)})")
-    runs = ledger.runs_frame(eng, limit=5)
+    runs = runs_frame(eng, limit=5)
     print(runs[["run_id", "status", "duration_s", "error"]].to_string(index=False) if len(runs) else "no runs yet: try `make run`")
     try: curve, pos = ledger.equity_curve(eng, cfg.traderbot.account), ledger.positions_frame(eng, cfg.traderbot.account)
     except TraderbotError: return 0

@@ -16,9 +16,10 @@ from .config import AccountProfile, Settings
 from .core import DataError
 from .data.bars import session_prices
 from .data.calendar import is_session, session_close, signal_session
-from .data.sample import load_benchmark, sector_map
+from .data.sample import benchmark_until, load_benchmark, sector_map
 from .execution.manager import ledger_equity, rebalance, reconcile
 from .portfolio.optimize import View, black_litterman, optimize
+from .portfolio.sizing import vol_target_weights
 from .research.features import feature_panel
 from .research.models import explain
 from .research.registry import load_production
@@ -27,21 +28,18 @@ from .risk.breakers import BreakerCheck, breaker_state, evaluate_breakers
 from .risk.gate import PortfolioView, RiskLimits, limit_usage
 from .risk.report import RiskReport, default_shocks, risk_measures_table
 from .risk.scenarios import HISTORICAL_SCENARIOS, correlation, diversification_ratio, shrunk_covariance, stress_table
-from .store import database, ledger, runs, schema
+from .store import ledger, runs
 
 # %% auto #0
 __all__ = ['LOSS_CODES', 'account_profile', 'target_weights', 'model_picks', 'weights_note', 'optimized', 'forecast_views',
-           'cap_sectors', 'apply_tilts', 'vol_target', 'target_schedule', 'equity_marks', 'portfolio_view',
-           'account_limits', 'check_breakers', 'apply_breakers', 'record_limit_alerts', 'momentum_rationale',
-           'trade_daily', 'record_results', 'orders_table', 'risk_report', 'Forecast', 'model_forecast',
-           'forecast_rationale']
+           'cap_sectors', 'apply_tilts', 'target_schedule', 'equity_marks', 'portfolio_view', 'account_limits',
+           'check_breakers', 'apply_breakers', 'record_limit_alerts', 'momentum_rationale', 'trade_daily',
+           'record_results', 'orders_table', 'risk_report', 'Forecast', 'model_forecast', 'forecast_rationale']
 
 # %% ../nbs/10_daily.ipynb #e2884623
 def account_profile(engine, settings:Settings, mode:str="paper") -> AccountProfile:
     "The profile of the account the settings name (empty, i.e. settings.ini's values, for an account not yet created)."
-    from sqlalchemy import select
-    with database.reading(engine) as con:
-        aid = con.execute(select(schema.accounts.c.id).where(schema.accounts.c.name == settings.traderbot.account)).scalar()
+    aid = ledger.find_account(engine, settings.traderbot.account)
     return ledger.get_profile(engine, aid) if aid is not None else AccountProfile()
 
 # %% ../nbs/10_daily.ipynb #0a10709a
@@ -71,7 +69,10 @@ def target_weights(
     if method == "equal" or len(names) < 2: w = pd.Series(min(1 / len(names), cap), index=names)
     else: w = optimized(rets, method, cap, sec, bounds, settings, profile, None if scores is None else scores.reindex(names))
     w = cap_sectors(apply_tilts(w, sectors, profile, cap), sec, bounds)
-    return vol_target(w, rets, profile.tolerance(settings.portfolio.risk_tolerance)["target_vol"]).rename("weight").sort_index()
+    if w.sum() > 0 and len(rets) >= 20:   # with less history the volatility estimate is noise: the weights stay as they are
+        target = profile.tolerance(settings.portfolio.risk_tolerance)["target_vol"]
+        w = vol_target_weights(rets, target, lookback=len(rets), weights=w, covariance="ledoit_wolf", max_scale=1.0)
+    return w.rename("weight").sort_index()
 
 # %% ../nbs/10_daily.ipynb #f45d823f
 def model_picks(scores:pd.Series, settings:Settings) -> pd.Series:
@@ -129,15 +130,6 @@ def apply_tilts(w:pd.Series, sectors:dict, profile:AccountProfile, cap:float) ->
     t = w * tilt
     return (t / t.sum() * w.sum()).clip(upper=cap)
 
-# %% ../nbs/10_daily.ipynb #5219bd00
-def vol_target(w:pd.Series, rets:pd.DataFrame, target_vol:float) -> pd.Series:
-    "`w` scaled down so its ex-ante annualised volatility (Ledoit-Wolf covariance of `rets`) is at most `target_vol`."
-    from sklearn.covariance import LedoitWolf
-    if w.sum() == 0 or len(rets) < 20: return w
-    cov = LedoitWolf().fit(rets[w.index].to_numpy()).covariance_ * 252
-    vol = math.sqrt(float(w.to_numpy() @ cov @ w.to_numpy()))
-    return w * min(1.0, target_vol / vol) if vol > 0 else w
-
 # %% ../nbs/10_daily.ipynb #a9bfa907
 def target_schedule(
     closes:pd.DataFrame, settings:Settings, profile:AccountProfile|None=None, sectors:dict|None=None,
@@ -155,11 +147,8 @@ def target_schedule(
 # %% ../nbs/10_daily.ipynb #e4ee9d6f
 def equity_marks(engine, account_id:int, day:pd.Timestamp, equity_now:Decimal) -> pd.Series:
     "The account's equity at each snapshot before `day`, then `equity_now` at `day`."
-    t = schema.equity_snapshots
-    from sqlalchemy import select
-    df = database.read_frame(engine, select(t.c.as_of, t.c.equity).where((t.c.account_id == account_id) & (t.c.as_of < day.date())).order_by(t.c.as_of))
-    marks = pd.Series(df["equity"].astype(float).to_numpy(), index=pd.to_datetime(df["as_of"]).dt.tz_localize("UTC"), dtype=float)
-    return pd.concat([marks, pd.Series([float(equity_now)], index=[day])])
+    marks = ledger.equity_history(engine, account_id, before=day)
+    return pd.concat([marks.rename(None).rename_axis(None), pd.Series([float(equity_now)], index=[day])])
 
 # %% ../nbs/10_daily.ipynb #daa5aa85
 def portfolio_view(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, account_id:int, prices:dict[str, Decimal],
@@ -180,10 +169,10 @@ def account_limits(settings:Settings, profile:AccountProfile) -> RiskLimits:
     return RiskLimits.from_settings(settings.risk, profile)
 
 # %% ../nbs/10_daily.ipynb #c7e03862
-def check_breakers(settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, marks:pd.Series) -> list[BreakerCheck]:
+def check_breakers(settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, marks:pd.Series,
+                   benchmark:pd.Series|None=None) -> list[BreakerCheck]:   # the benchmark up to `day`; None: loaded here
     "Every circuit breaker on the benchmark up to `day` and the equity marks."
-    try: index = load_benchmark(end=day, path=settings.path(settings.data.path))
-    except (FileNotFoundError, DataError): index = None
+    index = benchmark_until(settings, day) if benchmark is None else benchmark.loc[:day]
     return evaluate_breakers(settings.breakers, index, marks)
 
 # %% ../nbs/10_daily.ipynb #eead20f3
@@ -233,14 +222,15 @@ def momentum_rationale(closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series,
 
 # %% ../nbs/10_daily.ipynb #b9fbeeb5
 def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series, run_id:str, mode:str="paper",
-                why:dict[str, str]|None=None):  # a model's reasons per symbol (`daily.Forecast.rationale`); None: momentum's
+                why:dict[str, str]|None=None,   # a model's reasons per symbol (`daily.Forecast.rationale`); None: momentum's
+                benchmark:pd.Series|None=None): # the benchmark's closes, loaded once per run; None: loaded here
     "Reconcile with the broker, check the circuit breakers, then rebalance the account to `weights` at the close of `day` through the gate with the account's limits."
     prices, b, account = session_prices(closes, day), settings.broker, settings.traderbot.account
     broker = make_broker(engine, settings, prices, session_close(day, settings.data.calendar), mode)
     acct = ledger.ensure_account(engine, account, mode, b.initial_cash)
     reconcile(engine, broker, acct, session=day.date())   # start-up check: raises if the broker is unreachable
     view, _, marks = portfolio_view(engine, settings, closes, day, acct, prices)
-    if settings.breakers.enabled: apply_breakers(engine, acct, check_breakers(settings, closes, day, marks), day, run_id)
+    if settings.breakers.enabled: apply_breakers(engine, acct, check_breakers(settings, closes, day, marks, benchmark), day, run_id)
     profile = ledger.get_profile(engine, acct)
     res = rebalance(engine, broker, account, settings.strategy.name, day, weights, prices,
                     account_limits(settings, profile), is_session(day, settings.data.calendar), b.initial_cash,
@@ -267,7 +257,8 @@ def orders_table(result) -> pd.DataFrame:
                               average_price=o.average_price, reason=o.reason or "", why=why(o.symbol)) for o in result.orders], columns=cols)
 
 # %% ../nbs/10_daily.ipynb #12041e0e
-def risk_report(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, mode:str="paper", sectors:dict|None=None) -> RiskReport:
+def risk_report(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, mode:str="paper", sectors:dict|None=None,
+                benchmark:pd.Series|None=None) -> RiskReport:   # the benchmark's closes, loaded once per run; None: loaded here
     "VaR/ES, stress, limit use, breakers, alerts and correlations of the settings' account at the close of `day`."
     account = settings.traderbot.account
     acct = ledger.account_id(engine, account)
@@ -277,15 +268,14 @@ def risk_report(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     eq = float(equity)
     limits = account_limits(settings, ledger.get_profile(engine, acct))
     hold = pd.Series({s: float(v) for s, v in view.holdings.items()}, dtype=float)
-    breakers = pd.DataFrame(check_breakers(settings, closes, day, marks))
+    bench = benchmark_until(settings, day) if benchmark is None else benchmark.loc[:day]
+    breakers = pd.DataFrame(check_breakers(settings, closes, day, marks, bench))
     alerts = ledger.alerts_frame(engine, account, limit=20)
     empty = pd.DataFrame()
     if hold.empty:
         return RiskReport(str(day.date()), account, eq, ledger.trading_state(engine, acct), empty, empty, limit_usage(view, equity, limits), breakers, alerts, empty)
     rets = view.returns[hold.index].iloc[1:].fillna(0.0)
     measures = risk_measures_table(hold / eq, rets, limits.var_level, eq)
-    try: bench = load_benchmark(end=day, path=settings.path(settings.data.path))
-    except (FileNotFoundError, DataError): bench = None
     hist = closes.loc[:day]
     stress = stress_table(hold / eq, hist, bench, default_shocks(hold, sectors) if bench is not None else None,
                           pd.Series(sectors, dtype=object), value=eq,
@@ -305,7 +295,8 @@ class Forecast:
     explanations: pd.DataFrame            # models.explain's rows
 
 # %% ../nbs/10_daily.ipynb #e39a5708
-def model_forecast(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, top:int=3) -> Forecast|None:
+def model_forecast(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, top:int=3,
+                   benchmark:pd.Series|None=None) -> Forecast|None:   # the benchmark's closes, loaded once per run; None: loaded here
     "P(up) of each symbol from the production model at the session before `day`, with its reasons; None without one."
     if not settings.models.use: return None
     loaded = load_production(engine, settings.models.name)
@@ -313,7 +304,8 @@ def model_forecast(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timest
     model, v = loaded
     signal = signal_session(closes, day)
     past = closes.loc[:signal]
-    panel = feature_panel(past, load_benchmark(end=signal, path=settings.path(settings.data.path)), features=v.features)
+    bench = load_benchmark(end=signal, path=settings.path(settings.data.path)) if benchmark is None else benchmark.loc[:signal]
+    panel = feature_panel(past, bench, features=v.features)
     rows = panel.index[panel.index.get_level_values(0) == signal]
     if not len(rows): raise DataError(f"model {v.name}: no feature rows on {signal.date()} (too little history before it?)")
     p = model.predict(panel, rows)

@@ -9,11 +9,7 @@ from decimal import Decimal
 import json
 import math
 
-from alpaca.common.enums import BaseURL
-from alpaca.common.exceptions import APIError
-from alpaca.trading.client import TradingClient
-from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
-from alpaca.trading.requests import GetOrdersRequest, LimitOrderRequest, MarketOrderRequest
+from fastcore.basics import patch
 from requests.adapters import HTTPAdapter
 import pandas as pd
 import requests
@@ -62,8 +58,9 @@ def trading_client(
     paper:bool,        # passed on to alpaca-py (the base URL decides where requests go)
     base_url:str,      # paper, live or a local fake
     timeout_s:float,   # seconds to connect, and of silence while reading, on every request
-) -> TradingClient:
+):                 # alpaca-py's `TradingClient`
     "alpaca-py's `TradingClient` returning raw JSON, with a timeout on every request and its 429/504 resend loop off."
+    from alpaca.trading.client import TradingClient
     client = TradingClient(api_key, secret_key, paper=paper, raw_data=True, url_override=base_url)
     missing = [a for a in ("_retry", "_retry_codes", "_session") if not hasattr(client, a)]
     if missing: raise BrokerError(f"alpaca-py's RESTClient has no {missing}: cannot switch off its resends or set timeouts; check the pinned alpaca-py version")
@@ -79,8 +76,8 @@ def mask(text:str, secrets) -> str:
     return text
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #70b8c209
-def api_error_parts(e:APIError, secrets=()) -> tuple[int|None, int|None, str]:
-    "HTTP status, Alpaca error code and message of an alpaca-py `APIError` (whose text is the response body)."
+def api_error_parts(e:Exception, secrets=()) -> tuple[int|None, int|None, str]:
+    "HTTP status, Alpaca error code and message of an alpaca-py `APIError` `e` (whose text is the response body)."
     try: body = json.loads(str(e))
     except ValueError: body = None
     code, message = (body.get("code"), body.get("message")) if isinstance(body, dict) else (None, str(e))
@@ -156,6 +153,8 @@ def parse_account(raw:dict) -> Account:
 # %% ../../nbs/08b_brokers.alpaca.ipynb #d900912a
 def order_request(order:Order) -> dict:
     "The JSON body of Alpaca's POST /v2/orders for `order`: DAY, exact decimal quantity and limit price."
+    from alpaca.trading.enums import OrderSide, TimeInForce
+    from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
     fields = dict(symbol=order.symbol, qty=float(order.quantity), side=OrderSide(order.side.value),
                   time_in_force=TimeInForce.DAY, client_order_id=order.client_order_id)
     try: req = MarketOrderRequest(**fields) if order.limit_price is None else LimitOrderRequest(**fields, limit_price=float(order.limit_price))
@@ -165,9 +164,15 @@ def order_request(order:Order) -> dict:
     if order.limit_price is not None: body["limit_price"] = format(order.limit_price, "f")
     return json.loads(json.dumps(body))   # plain JSON values, as they go on the wire
 
-# %% ../../nbs/08b_brokers.alpaca.ipynb #d12df1f5
+# %% ../../nbs/08b_brokers.alpaca.ipynb #dcd08e4a
 PAGE_SIZE, MAX_PAGES, MAX_OPEN_ORDERS = 100, 1000, 500   # Alpaca's largest activity page, our bound on pages, its largest order page
 
+def _base_url(paper:bool) -> str:
+    "Alpaca's trading endpoint: paper or live."
+    from alpaca.common.enums import BaseURL
+    return (BaseURL.TRADING_PAPER if paper else BaseURL.TRADING_LIVE).value
+
+# %% ../../nbs/08b_brokers.alpaca.ipynb #aec3202e
 class AlpacaBroker:
     "The `Broker` port over Alpaca's trading API (alpaca-py), on Alpaca's paper or live environment."
     name = "alpaca"
@@ -186,75 +191,93 @@ class AlpacaBroker:
         if url_override is not None and not str(url_override).startswith(("http://", "https://")):
             raise ConfigError(f"AlpacaBroker url_override must be an http(s) URL, got {url_override!r}")
         self.paper, self.timeout_s, self.account_name = bool(paper), float(timeout_s), account_name
-        self.base_url = url_override or (BaseURL.TRADING_PAPER if self.paper else BaseURL.TRADING_LIVE).value
+        self.base_url = url_override or _base_url(self.paper)
         self._client = trading_client(api_key, secret_key, self.paper, self.base_url, self.timeout_s)
         self._client_ids: dict[str, str] = {}   # Alpaca order id -> client order id
 
     def __repr__(self): return f"AlpacaBroker({'paper' if self.paper else 'LIVE'}, base_url={self.base_url!r}, timeout_s={self.timeout_s})"
 
-    def submit(self, order:Order) -> Order:
-        "Send `order` once; Alpaca's acknowledgement. A lost answer raises a retryable `BrokerError`: settle it with `get_order`."
-        raw = self._call(f"submit {order.client_order_id} ({order.symbol})", self._client.post, "/orders", order_request(order), submit=True)
-        return self._order(raw)
+# %% ../../nbs/08b_brokers.alpaca.ipynb #70cc1415
+@patch
+def submit(self:AlpacaBroker, order:Order) -> Order:
+    "Send `order` once; Alpaca's acknowledgement. A lost answer raises a retryable `BrokerError`: settle it with `get_order`."
+    raw = self._call(f"submit {order.client_order_id} ({order.symbol})", self._client.post, "/orders", order_request(order), submit=True)
+    return self._order(raw)
 
-    def get_order(self, client_order_id:str) -> Order|None:
-        "Alpaca's view of the order with this client order id; None if Alpaca never saw it."
-        raw = self._call(f"look up {client_order_id}", self._client.get_order_by_client_id, client_order_id, none_on=(404,))
-        return None if raw is None else self._order(raw)
+@patch
+def get_order(self:AlpacaBroker, client_order_id:str) -> Order|None:
+    "Alpaca's view of the order with this client order id; None if Alpaca never saw it."
+    raw = self._call(f"look up {client_order_id}", self._client.get_order_by_client_id, client_order_id, none_on=(404,))
+    return None if raw is None else self._order(raw)
 
-    def cancel(self, client_order_id:str) -> Order:
-        "Ask Alpaca to cancel; an order it no longer works (filled, cancelled: 422) comes back as it is."
-        o = self.get_order(client_order_id)
-        if o is None: raise OrderRejected(f"Alpaca has no order {client_order_id}", "UNKNOWN_ORDER")
-        self._call(f"cancel {client_order_id}", self._client.cancel_order_by_id, o.broker_order_id, none_on=(422,))
-        return self.get_order(client_order_id)
+@patch
+def cancel(self:AlpacaBroker, client_order_id:str) -> Order:
+    "Ask Alpaca to cancel; an order it no longer works (filled, cancelled: 422) comes back as it is."
+    o = self.get_order(client_order_id)
+    if o is None: raise OrderRejected(f"Alpaca has no order {client_order_id}", "UNKNOWN_ORDER")
+    self._call(f"cancel {client_order_id}", self._client.cancel_order_by_id, o.broker_order_id, none_on=(422,))
+    return self.get_order(client_order_id)
 
-    def fills(self, client_order_id:str|None=None) -> list[Fill]:
-        "Executions from Alpaca's FILL activities, oldest first: of one order, or of the whole account."
-        if client_order_id is None: return [parse_fill(a, self._client_id(a.get("order_id"))) for a in self._activities()]
-        o = self.get_order(client_order_id)
-        if o is None: return []
-        return [parse_fill(a, client_order_id) for a in self._activities() if a.get("order_id") == o.broker_order_id]
+# %% ../../nbs/08b_brokers.alpaca.ipynb #d6ff9d76
+@patch
+def fills(self:AlpacaBroker, client_order_id:str|None=None) -> list[Fill]:
+    "Executions from Alpaca's FILL activities, oldest first: of one order, or of the whole account."
+    if client_order_id is None: return [parse_fill(a, self._client_id(a.get("order_id"))) for a in self._activities()]
+    o = self.get_order(client_order_id)
+    if o is None: return []
+    return [parse_fill(a, client_order_id) for a in self._activities() if a.get("order_id") == o.broker_order_id]
 
-    def open_orders(self) -> list[Order]:
-        "Orders Alpaca still works, any client's."
-        raw = self._call("list open orders", self._client.get_orders, GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=MAX_OPEN_ORDERS))
-        if len(raw) >= MAX_OPEN_ORDERS: raise BrokerError(f"Alpaca list open orders: {len(raw)} or more; refusing a list that may be cut short")
-        return [self._order(r) for r in raw]
+@patch
+def _activities(self:AlpacaBroker) -> list[dict]:
+    "Every FILL activity, oldest first, page by page (at most `MAX_PAGES`)."
+    out, token = [], None
+    for _ in range(MAX_PAGES):
+        page = self._call("list fills", self._client.get, "/account/activities/FILL", {"direction": "asc", "page_size": PAGE_SIZE, "page_token": token})
+        if not isinstance(page, list): raise BrokerError(f"Alpaca list fills: expected a JSON list, got {type(page).__name__}")
+        out += page
+        if len(page) < PAGE_SIZE: return out
+        token = page[-1].get("id")
+    raise BrokerError(f"Alpaca list fills: more than {MAX_PAGES * PAGE_SIZE} fills; refusing a list that may be cut short")
 
-    def positions(self) -> list[Position]:
-        "Positions Alpaca holds."
-        return [parse_position(p) for p in self._call("list positions", self._client.get_all_positions)]
+@patch
+def _client_id(self:AlpacaBroker, order_id) -> str:
+    "The client order id of Alpaca order `order_id`, looked up the first time."
+    if order_id not in self._client_ids: self._order(self._call(f"look up order {order_id}", self._client.get, f"/orders/{order_id}"))
+    return self._client_ids[order_id]
 
-    def account(self) -> Account:
-        "Cash and equity at Alpaca."
-        return parse_account(self._call("read the account", self._client.get_account))
+@patch
+def _order(self:AlpacaBroker, raw) -> Order:
+    o = parse_order(raw)
+    self._client_ids[o.broker_order_id] = o.client_order_id
+    return o
 
-    def _call(self, action:str, fn, *args, submit:bool=False, none_on:tuple=()):
-        "One alpaca-py call; its failures become traderbot errors (the vendor's not chained); HTTP statuses in `none_on` give None."
-        try: return fn(*args)
-        except (APIError, requests.RequestException) as e:
-            if getattr(e, "status_code", None) in none_on: return None
-            err = broker_error(e, action, submit, secrets=(self._client._api_key, self._client._secret_key))
-        raise err
+# %% ../../nbs/08b_brokers.alpaca.ipynb #18f7ceb8
+@patch
+def open_orders(self:AlpacaBroker) -> list[Order]:
+    "Orders Alpaca still works, any client's."
+    from alpaca.trading.enums import QueryOrderStatus
+    from alpaca.trading.requests import GetOrdersRequest
+    raw = self._call("list open orders", self._client.get_orders, GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=MAX_OPEN_ORDERS))
+    if len(raw) >= MAX_OPEN_ORDERS: raise BrokerError(f"Alpaca list open orders: {len(raw)} or more; refusing a list that may be cut short")
+    return [self._order(r) for r in raw]
 
-    def _order(self, raw) -> Order:
-        o = parse_order(raw)
-        self._client_ids[o.broker_order_id] = o.client_order_id
-        return o
+@patch
+def positions(self:AlpacaBroker) -> list[Position]:
+    "Positions Alpaca holds."
+    return [parse_position(p) for p in self._call("list positions", self._client.get_all_positions)]
 
-    def _client_id(self, order_id) -> str:
-        "The client order id of Alpaca order `order_id`, looked up the first time."
-        if order_id not in self._client_ids: self._order(self._call(f"look up order {order_id}", self._client.get, f"/orders/{order_id}"))
-        return self._client_ids[order_id]
+@patch
+def account(self:AlpacaBroker) -> Account:
+    "Cash and equity at Alpaca."
+    return parse_account(self._call("read the account", self._client.get_account))
 
-    def _activities(self) -> list[dict]:
-        "Every FILL activity, oldest first, page by page (at most `MAX_PAGES`)."
-        out, token = [], None
-        for _ in range(MAX_PAGES):
-            page = self._call("list fills", self._client.get, "/account/activities/FILL", {"direction": "asc", "page_size": PAGE_SIZE, "page_token": token})
-            if not isinstance(page, list): raise BrokerError(f"Alpaca list fills: expected a JSON list, got {type(page).__name__}")
-            out += page
-            if len(page) < PAGE_SIZE: return out
-            token = page[-1].get("id")
-        raise BrokerError(f"Alpaca list fills: more than {MAX_PAGES * PAGE_SIZE} fills; refusing a list that may be cut short")
+# %% ../../nbs/08b_brokers.alpaca.ipynb #09b229a4
+@patch
+def _call(self:AlpacaBroker, action:str, fn, *args, submit:bool=False, none_on:tuple=()):
+    "One alpaca-py call; its failures become traderbot errors (the vendor's not chained); HTTP statuses in `none_on` give None."
+    from alpaca.common.exceptions import APIError
+    try: return fn(*args)
+    except (APIError, requests.RequestException) as e:
+        if getattr(e, "status_code", None) in none_on: return None
+        err = broker_error(e, action, submit, secrets=(self._client._api_key, self._client._secret_key))
+    raise err

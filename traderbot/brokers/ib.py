@@ -5,25 +5,26 @@
 # %% ../../nbs/08c_brokers.ib.ipynb #f8fd9942
 from __future__ import annotations
 from decimal import Decimal
-from typing import Callable
+from typing import Callable, TYPE_CHECKING
 import asyncio
 import math
 import re
+import sys
 import time
 
 from fastcore.basics import patch
-from ib_async import Fill as IBFill, IB, LimitOrder, MarketOrder, Order as IBOrder, Stock, Trade, util
-from ib_async.util import UNSET_DOUBLE
 import pandas as pd
 
 from ..core import (Account, BrokerError, ConfigError, DataError, DuplicateOrder, Fill, Order, OrderRejected, OrderStatus,
                             Position, Side, TERMINAL, check_symbol, to_decimal)
 
+if TYPE_CHECKING: from ib_async import IB, Trade, Fill as IBFill, Order as IBOrder
+
 # %% auto #0
-__all__ = ['IB_STATUS', 'ENDED', 'CANCEL_CODES', 'CONNECTIVITY_CODES', 'LINK_LOST', 'LINK_RESTORED', 'ACTIONS', 'SIDES',
-           'WAITING', 'ib_symbol', 'tb_symbol', 'ib_contract', 'ib_order', 'next_order_id', 'ib_status', 'ib_message',
-           'rejection', 'ib_decimal', 'filled_quantity', 'average_price', 'order_status', 'ib_error', 'ib_time',
-           'ib_order_id', 'order_from_trade', 'fill_from_ib', 'check_seconds', 'IBBroker', 'account_value',
+__all__ = ['IB_STATUS', 'ENDED', 'CANCEL_CODES', 'UNSET_DOUBLE', 'CONNECTIVITY_CODES', 'LINK_LOST', 'LINK_RESTORED', 'ACTIONS',
+           'SIDES', 'WAITING', 'ib_symbol', 'tb_symbol', 'ib_contract', 'ib_order', 'next_order_id', 'ib_status',
+           'ib_message', 'rejection', 'ib_decimal', 'filled_quantity', 'average_price', 'order_status', 'ib_error',
+           'ib_time', 'ib_order_id', 'order_from_trade', 'fill_from_ib', 'check_seconds', 'IBBroker', 'account_value',
            'connect_ib']
 
 # %% ../../nbs/08c_brokers.ib.ipynb #ca0e0dc8
@@ -37,8 +38,9 @@ def tb_symbol(ib_symbol:str) -> str:
     return check_symbol(str(ib_symbol).replace(" ", "."))
 
 # %% ../../nbs/08c_brokers.ib.ipynb #f4510e7a
-def ib_contract(symbol:str) -> Stock:
+def ib_contract(symbol:str):   # -> ib_async's `Stock`
     "A US stock on IB's SMART router, in dollars."
+    from ib_async import Stock
     return Stock(ib_symbol(symbol), "SMART", "USD")
 
 # %% ../../nbs/08c_brokers.ib.ipynb #7667e749
@@ -47,6 +49,7 @@ def ib_order(
     account:str="",   # IB account number; "" lets TWS use the login's only account
 ) -> IBOrder:         # a DAY market order, or a DAY limit order when `order.limit_price` is set
     "The IB order for `order`, without an order id (the adapter assigns it)."
+    from ib_async import LimitOrder, MarketOrder
     qty = float(order.quantity)
     if order.quantity <= 0 or to_decimal(qty, "quantity") != order.quantity:
         raise DataError(f"order {order.client_order_id} for {order.symbol}: quantity {order.quantity} cannot be sent to IB")
@@ -92,6 +95,8 @@ def rejection(trade:Trade) -> tuple[int, str]|None:
     return errs[-1] if errs and errs[-1][0] not in CANCEL_CODES else None
 
 # %% ../../nbs/08c_brokers.ib.ipynb #e4a41695
+UNSET_DOUBLE = sys.float_info.max   # ib_async.util.UNSET_DOUBLE: what IB sends for "no value"
+
 def ib_decimal(value, name:str) -> Decimal:
     "An IB float as an exact `Decimal` (through its shortest repr); integral values without a trailing `.0`."
     if value is None or value == UNSET_DOUBLE: raise DataError(f"IB sent no value for {name}")
@@ -373,6 +378,7 @@ def connect_ib(
     account:str="",        # account to subscribe account updates for; "" if the login manages one
 ) -> IB:                   # a connected, synced `ib_async.IB`
     "Connect to TWS / IB Gateway with ib_async and sync its state."
+    from ib_async import IB, util
     _check_connect_args(host, port, client_id, timeout_s)
     try: asyncio.get_running_loop()
     except RuntimeError: pass                        # no running loop: ib_async runs its own

@@ -9,16 +9,21 @@ from decimal import Decimal
 import datetime as dt
 import uuid
 
+from fastcore.basics import patch
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 import pandas as pd
+import sqlalchemy as sa
 
 from ..core import (Account, BrokerError, CostModel, DuplicateOrder, Fill, Order, OrderRejected, OrderStatus, Position, Side,
                             StorageError, floor_to_lot)
+from ..data.calendar import EXCHANGE_TZ
 from ..store import database, schema
+from ..store.schema import Money, NAMING, Str, UTCDateTime, now_utc
 
 # %% auto #0
-__all__ = ['PaperMarket', 'market_at', 'fill_price', 'fillable', 'PaperBroker', 'paper_order', 'broker_order_id']
+__all__ = ['metadata', 'paper_orders', 'paper_fills', 'paper_accounts', 'PaperMarket', 'market_at', 'fill_price', 'fillable',
+           'PaperBroker', 'paper_order', 'broker_order_id']
 
 # %% ../../nbs/08a_brokers.paper.ipynb #c534aa9c
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class PaperMarket:
 # %% ../../nbs/08a_brokers.paper.ipynb #d2b131aa
 def market_at(prices:dict[str, Decimal], fill_time:pd.Timestamp, volumes:dict[str, Decimal]|None=None) -> PaperMarket:
     "A `PaperMarket` whose session is the (New York) date of `fill_time`."
-    return PaperMarket(prices, fill_time, fill_time.tz_convert("America/New_York").date(), volumes)
+    return PaperMarket(prices, fill_time, fill_time.tz_convert(EXCHANGE_TZ).date(), volumes)
 
 # %% ../../nbs/08a_brokers.paper.ipynb #76f646da
 def fill_price(cost:CostModel, price:Decimal, side:Side, limit:Decimal|None) -> Decimal|None:
@@ -48,9 +53,42 @@ def fillable(remaining:Decimal, volume:Decimal|None, share:float|None, done_toda
     cap = floor_to_lot(volume * Decimal(str(share)), lot) - done_today
     return max(Decimal(0), min(remaining, cap))
 
+# %% ../../nbs/08a_brokers.paper.ipynb #65c4032e
+metadata = sa.MetaData(naming_convention=NAMING)   # the venue's tables, apart from the ledger's `traderbot.store.schema.metadata`
+
+paper_orders = sa.Table("paper_orders", metadata,
+    sa.Column("broker_order_id", Str(64), primary_key=True),
+    sa.Column("client_order_id", Str(64), nullable=False, unique=True),  # a reuse is refused, as at Alpaca
+    sa.Column("account", Str(40), nullable=False),
+    sa.Column("symbol", Str(16), nullable=False),
+    sa.Column("side", Str(4), nullable=False),
+    sa.Column("quantity", Money, nullable=False),
+    sa.Column("status", Str(20), nullable=False),
+    sa.Column("filled_quantity", Money, nullable=False),
+    sa.Column("average_price", Money),
+    sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc),
+    sa.Column("limit_price", Money),                                  # None for a market order (revision 0002)
+    sa.Column("session", sa.Date))                                    # the day a DAY order lives for (revision 0002)
+
+paper_fills = sa.Table("paper_fills", metadata,
+    sa.Column("execution_id", Str(64), primary_key=True),
+    sa.Column("broker_order_id", sa.ForeignKey("paper_orders.broker_order_id"), nullable=False),
+    sa.Column("client_order_id", Str(64), nullable=False),
+    sa.Column("account", Str(40), nullable=False),
+    sa.Column("symbol", Str(16), nullable=False),
+    sa.Column("side", Str(4), nullable=False),
+    sa.Column("quantity", Money, nullable=False),
+    sa.Column("price", Money, nullable=False),
+    sa.Column("commission", Money, nullable=False),
+    sa.Column("timestamp", UTCDateTime, nullable=False))
+
+paper_accounts = sa.Table("paper_accounts", metadata,
+    sa.Column("account", Str(40), primary_key=True),
+    sa.Column("initial_cash", Money, nullable=False))
+
 # %% ../../nbs/08a_brokers.paper.ipynb #49506472
 class PaperBroker:
-    "An in-process venue over the store's `paper_*` tables, filling with the shared cost model."
+    "The `Broker` port on an in-process venue with its own book (`paper_*` tables), filling with the shared cost model."
     name = "paper"
 
     def __init__(self, engine:Engine, account:str, market:PaperMarket, cost:CostModel=CostModel(),
@@ -58,9 +96,8 @@ class PaperBroker:
         self.engine, self.account_name, self.market, self.cost = engine, account, market, cost
         self.max_volume_share = max_volume_share
         with database.transaction(engine) as con:
-            t = schema.paper_accounts
-            if not con.execute(select(t).where(t.c.account == account)).first():
-                con.execute(t.insert().values(account=account, initial_cash=initial_cash))
+            if not con.execute(select(paper_accounts).where(paper_accounts.c.account == account)).first():
+                con.execute(paper_accounts.insert().values(account=account, initial_cash=initial_cash))
 
     def __repr__(self): return f"PaperBroker(account={self.account_name!r}, session={self.market.session})"
 
@@ -76,24 +113,24 @@ def broker_order_id(account:str, client_order_id:str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"paper/{account}/{client_order_id}"))
 
 # %% ../../nbs/08a_brokers.paper.ipynb #6fe5f01b
-def _submit(self:PaperBroker, order:Order) -> Order:
+@patch
+def submit(self:PaperBroker, order:Order) -> Order:
     "Book `order` and work it; a reused client order id raises `DuplicateOrder`."
     if order.symbol not in self.market.prices: raise OrderRejected(f"{order.client_order_id}: no price for {order.symbol}", "INSTRUMENT_NOT_TRADABLE")
     boid = broker_order_id(self.account_name, order.client_order_id)
     try:
         with database.transaction(self.engine) as con:
-            con.execute(schema.paper_orders.insert().values(broker_order_id=boid, client_order_id=order.client_order_id,
+            con.execute(paper_orders.insert().values(broker_order_id=boid, client_order_id=order.client_order_id,
                 account=self.account_name, symbol=order.symbol, side=order.side.value, quantity=order.quantity, status="accepted",
                 filled_quantity=Decimal(0), limit_price=order.limit_price, session=self.market.session, created_at=schema.now_utc()))
     except StorageError as e:
         if self.get_order(order.client_order_id) is not None: raise DuplicateOrder(f"client order id {order.client_order_id} was already used") from None
         raise BrokerError(f"paper broker could not book {order.client_order_id}: {e}", retryable=True) from e
-    self.work(order.client_order_id)
+    self._work(order.client_order_id)
     return self.get_order(order.client_order_id)
 
-PaperBroker.submit = _submit
-
 # %% ../../nbs/08a_brokers.paper.ipynb #b8b1912a
+@patch
 def _work(self:PaperBroker, client_order_id:str) -> None:
     "Fill what the market allows of one open order now."
     o = self.get_order(client_order_id)
@@ -102,13 +139,14 @@ def _work(self:PaperBroker, client_order_id:str) -> None:
     px = None if ref is None else fill_price(self.cost, ref, o.side, o.limit_price)
     volume = (m.volumes or {}).get(o.symbol)
     capped = volume is not None and self.max_volume_share is not None      # only a volume cap needs today's fills
-    done = self.filled_today(o.symbol) if capped and px is not None else Decimal(0)
+    done = self._filled_today(o.symbol) if capped and px is not None else Decimal(0)
     qty = Decimal(0) if px is None else fillable(o.remaining, volume, self.max_volume_share, done)
-    if qty > 0: self.book_fill(o, qty, px)
+    if qty > 0: self._book_fill(o, qty, px)
 
+@patch
 def _book_fill(self:PaperBroker, o:Order, qty:Decimal, px:Decimal) -> None:
     "Record one execution in the paper book and update the order."
-    t, f = schema.paper_orders, schema.paper_fills
+    t, f = paper_orders, paper_fills
     with database.transaction(self.engine) as con:
         n = con.execute(select(func.count()).select_from(f).where(f.c.broker_order_id == o.broker_order_id)).scalar_one()
         con.execute(f.insert().values(execution_id=f"{o.broker_order_id}-{n + 1}", broker_order_id=o.broker_order_id,
@@ -119,77 +157,77 @@ def _book_fill(self:PaperBroker, o:Order, qty:Decimal, px:Decimal) -> None:
         con.execute(t.update().where(t.c.broker_order_id == o.broker_order_id).values(
             filled_quantity=filled, average_price=avg, status="filled" if filled == o.quantity else "partially_filled"))
 
+@patch
 def _filled_today(self:PaperBroker, symbol:str) -> Decimal:
     "Shares of `symbol` the paper book filled in the current session."
-    f = schema.paper_fills
-    start = pd.Timestamp(self.market.session).tz_localize("America/New_York").tz_convert("UTC")
+    f = paper_fills
+    start = pd.Timestamp(self.market.session).tz_localize(EXCHANGE_TZ).tz_convert("UTC")
     q = select(f.c.quantity).where((f.c.account == self.account_name) & (f.c.symbol == symbol) & (f.c.timestamp >= start)
                                    & (f.c.timestamp < start + pd.Timedelta(days=1)))
     with database.reading(self.engine) as con: return sum(con.execute(q).scalars(), Decimal(0))
 
-PaperBroker.work, PaperBroker.book_fill, PaperBroker.filled_today = _work, _book_fill, _filled_today
-
 # %% ../../nbs/08a_brokers.paper.ipynb #dfd75fee
-def _set_market(self:PaperBroker, market:PaperMarket) -> list[Order]:
+@patch
+def set_market(self:PaperBroker, market:PaperMarket) -> list[Order]:
     "Move to a new session: expire earlier day orders, then work what is open. Returns the expired orders."
-    t = schema.paper_orders
+    t = paper_orders
     with database.transaction(self.engine) as con:
         stale = con.execute(select(t.c.client_order_id).where((t.c.account == self.account_name) & (t.c.session < market.session)
                             & t.c.status.in_(["accepted", "partially_filled"]))).scalars().all()
         con.execute(t.update().where(t.c.client_order_id.in_(stale)).values(status="expired"))
     self.market = market
-    for o in self.open_orders(): self.work(o.client_order_id)
+    for o in self.open_orders(): self._work(o.client_order_id)
     return [self.get_order(c) for c in stale]
 
-def _cancel(self:PaperBroker, client_order_id:str) -> Order:
+@patch
+def cancel(self:PaperBroker, client_order_id:str) -> Order:
     "Cancel what is left of an open order; a settled order is returned as it is."
     o = self.get_order(client_order_id)
     if o is None: raise OrderRejected(f"unknown order {client_order_id}", "UNKNOWN_ORDER")
     if o.status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
         with database.transaction(self.engine) as con:
-            con.execute(schema.paper_orders.update().where(schema.paper_orders.c.client_order_id == client_order_id).values(status="canceled"))
+            con.execute(paper_orders.update().where(paper_orders.c.client_order_id == client_order_id).values(status="canceled"))
     return self.get_order(client_order_id)
 
-PaperBroker.set_market, PaperBroker.cancel = _set_market, _cancel
-
 # %% ../../nbs/08a_brokers.paper.ipynb #b7970c70
-def _get_order(self:PaperBroker, client_order_id:str) -> Order|None:
+@patch
+def get_order(self:PaperBroker, client_order_id:str) -> Order|None:
     "The paper book's view of an order, or None if it was never submitted."
-    t = schema.paper_orders
+    t = paper_orders
     q = select(t).where((t.c.client_order_id == client_order_id) & (t.c.account == self.account_name))
     with database.reading(self.engine) as con: r = con.execute(q).first()
     return paper_order(r) if r else None
 
-def _open_orders(self:PaperBroker) -> list[Order]:
+@patch
+def open_orders(self:PaperBroker) -> list[Order]:
     "Orders the paper book still works."
-    t = schema.paper_orders
+    t = paper_orders
     q = select(t).where((t.c.account == self.account_name) & t.c.status.in_(["accepted", "partially_filled"])).order_by(t.c.created_at)
     with database.reading(self.engine) as con: return [paper_order(r) for r in con.execute(q)]
 
-def _fills(self:PaperBroker, client_order_id:str|None=None) -> list[Fill]:
+@patch
+def fills(self:PaperBroker, client_order_id:str|None=None) -> list[Fill]:
     "Executions in the paper book, for one order or the whole account."
-    t = schema.paper_fills
+    t = paper_fills
     q = select(t).where(t.c.account == self.account_name).order_by(t.c.timestamp, t.c.execution_id)
     if client_order_id: q = q.where(t.c.client_order_id == client_order_id)
     with database.reading(self.engine) as con:
         return [Fill(r.execution_id, r.client_order_id, r.symbol, Side(r.side), r.quantity, r.price, r.commission, r.timestamp) for r in con.execute(q)]
 
-PaperBroker.get_order, PaperBroker.open_orders, PaperBroker.fills = _get_order, _open_orders, _fills
-
 # %% ../../nbs/08a_brokers.paper.ipynb #9eafd0cf
-def _positions(self:PaperBroker) -> list[Position]:
+@patch
+def positions(self:PaperBroker) -> list[Position]:
     "Non-zero positions, summed from the paper book's fills."
     qty: dict[str, Decimal] = {}
     for f in self.fills(): qty[f.symbol] = qty.get(f.symbol, Decimal(0)) + f.signed_quantity
     return [Position(s, q) for s, q in sorted(qty.items()) if q != 0]
 
-def _account(self:PaperBroker) -> Account:
+@patch
+def account(self:PaperBroker) -> Account:
     "Cash from the initial deposit and every fill; equity at the current reference prices."
-    t = schema.paper_accounts
+    t = paper_accounts
     with database.reading(self.engine) as con: cash = con.execute(select(t.c.initial_cash).where(t.c.account == self.account_name)).scalar_one()
     cash += sum((f.cash_flow for f in self.fills()), Decimal(0))
     missing = [p.symbol for p in self.positions() if p.symbol not in self.market.prices]
     if missing: raise BrokerError(f"paper broker has no price for held {missing}; cannot value the account")
     return Account(cash=cash, equity=cash + sum((p.quantity * self.market.prices[p.symbol] for p in self.positions()), Decimal(0)))
-
-PaperBroker.positions, PaperBroker.account = _positions, _account

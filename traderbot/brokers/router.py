@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 import time
 
+from fastcore.basics import patch
 from sqlalchemy.engine import Engine
 
 from ..core import Account, BrokerError, ConfigError, DuplicateOrder, Fill, Order, OrderRejected, Position
@@ -57,7 +58,8 @@ class Router:
         return next((v for v in self.venues if v.name == name), None)
 
 # %% ../../nbs/08d_brokers.router.ipynb #3fb53f09
-def _submit(self:Router, order:Order) -> Order:
+@patch
+def submit(self:Router, order:Order) -> Order:
     "Send `order` to the best venue that takes it, failing over only when a venue certainly lacks it."
     ranked, failures = rank(self.venues, order.symbol, self.down()), []
     if not ranked: raise OrderRejected(f"{order.client_order_id}: no configured venue trades {order.symbol}", "INSTRUMENT_NOT_TRADABLE")
@@ -67,56 +69,57 @@ def _submit(self:Router, order:Order) -> Order:
         except (OrderRejected, DuplicateOrder): ledger.record_routing(self.engine, order.client_order_id, v.name, reason); raise
         except BrokerError as e:
             self.down_until[v.name] = self.clock() + self.down_for_s
-            if not self.certainly_absent(v, order.client_order_id):
+            if not self._certainly_absent(v, order.client_order_id):
                 ledger.record_routing(self.engine, order.client_order_id, v.name, reason + f"; outcome unknown: {e}"); raise
             failures.append(f"{v.name} failed before taking it ({e})"); continue
         ledger.record_routing(self.engine, order.client_order_id, v.name, reason)
         return remote
     raise BrokerError(f"{order.client_order_id}: every venue failed: {'; '.join(failures)}", retryable=True)
 
+@patch
 def _certainly_absent(self:Router, v:Venue, client_order_id:str) -> bool:
     "True only if the venue answers a lookup and does not have the order."
     try: return v.broker.get_order(client_order_id) is None
     except BrokerError: return False
 
-Router.submit, Router.certainly_absent = _submit, _certainly_absent
-
 # %% ../../nbs/08d_brokers.router.ipynb #df0242bd
-def _get_order(self:Router, client_order_id:str) -> Order|None:
+@patch
+def get_order(self:Router, client_order_id:str) -> Order|None:
     "The order at the venue it was routed to; None if it was never routed."
     v = self.venue(client_order_id)
     return None if v is None else v.broker.get_order(client_order_id)
 
-def _cancel(self:Router, client_order_id:str) -> Order:
+@patch
+def cancel(self:Router, client_order_id:str) -> Order:
     "Cancel at the venue the order was routed to."
     v = self.venue(client_order_id)
     if v is None: raise OrderRejected(f"unknown order {client_order_id}", "UNKNOWN_ORDER")
     return v.broker.cancel(client_order_id)
 
-def _fills(self:Router, client_order_id:str|None=None) -> list[Fill]:
+@patch
+def fills(self:Router, client_order_id:str|None=None) -> list[Fill]:
     "Executions of one order (at its venue) or of every venue."
     if client_order_id:
         v = self.venue(client_order_id)
         return [] if v is None else v.broker.fills(client_order_id)
     return [f for v in self.venues for f in v.broker.fills()]
 
-Router.get_order, Router.cancel, Router.fills = _get_order, _cancel, _fills
-
 # %% ../../nbs/08d_brokers.router.ipynb #e0bb04eb
-def _positions(self:Router) -> list[Position]:
+@patch
+def positions(self:Router) -> list[Position]:
     "Positions summed over every venue."
     qty: dict[str, Decimal] = {}
     for v in self.venues:
         for p in v.broker.positions(): qty[p.symbol] = qty.get(p.symbol, Decimal(0)) + p.quantity
     return [Position(s, q) for s, q in sorted(qty.items()) if q != 0]
 
-def _account(self:Router) -> Account:
+@patch
+def account(self:Router) -> Account:
     "Cash and equity summed over every venue."
     accts = [v.broker.account() for v in self.venues]
     return Account(cash=sum((a.cash for a in accts), Decimal(0)), equity=sum((a.equity for a in accts), Decimal(0)))
 
-def _open_orders(self:Router) -> list[Order]:
+@patch
+def open_orders(self:Router) -> list[Order]:
     "Open orders at every venue."
     return [o for v in self.venues for o in v.broker.open_orders()]
-
-Router.positions, Router.account, Router.open_orders = _positions, _account, _open_orders

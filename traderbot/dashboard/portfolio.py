@@ -11,7 +11,8 @@ import ipywidgets as widgets
 import pandas as pd
 
 from .widgets import TABLE_CSS, account_exists, empty_dashboard, equity_chart, frame_table
-from ..store.ledger import equity_curve, fills_frame, orders_frame, positions_frame, runs_frame
+from ..store.ledger import equity_curve, fills_frame, orders_frame, positions_frame
+from ..store.runs import runs_frame
 
 # %% auto #0
 __all__ = ['equity_headline', 'portfolio_dashboard']

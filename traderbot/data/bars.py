@@ -18,7 +18,8 @@ from .calendar import to_session_date, trading_calendar
 
 # %% auto #0
 __all__ = ['INDEX_NAMES', 'PRICE_FIELDS', 'BAR_FIELDS', 'bars_from_closes', 'closes', 'latest_session', 'validate_bars',
-           'bars_between', 'read_bars_csv', 'write_bars_parquet', 'read_bars_parquet', 'session_prices', 'data_hash']
+           'bars_between', 'check_returns', 'read_bars_csv', 'write_bars_parquet', 'read_bars_parquet',
+           'session_prices', 'data_hash']
 
 # %% ../../nbs/02b_data.bars.ipynb #ffd197e5
 INDEX_NAMES = ['timestamp', 'symbol']
@@ -141,6 +142,25 @@ def bars_between(
     if lo is not None: keep &= ts >= lo
     if hi is not None: keep &= ts <= hi
     return bars[keep]
+
+# %% ../../nbs/02b_data.bars.ipynb #43b37311
+def check_returns(
+    returns:pd.DataFrame,   # simple returns, one column per symbol
+    min_rows:int=2,         # fewest sessions accepted
+    min_columns:int=1,      # fewest symbols accepted
+    why:str="",             # appended to the too-few-rows message: what needs that many
+) -> pd.DataFrame:          # the same returns, as floats
+    "`returns` if its symbols are unique, there are enough rows and columns, and every value is finite; else `DataError` naming symbol and date."
+    if not isinstance(returns, pd.DataFrame) or returns.shape[1] == 0: raise DataError("returns: expected a DataFrame with one column per symbol")
+    if returns.columns.duplicated().any(): raise DataError(f"returns: symbol {returns.columns[returns.columns.duplicated()][0]!r} appears twice")
+    if returns.shape[1] < min_columns: raise DataError(f"returns: {returns.shape[1]} symbol(s); at least {min_columns} are needed")
+    r = returns.astype(float)
+    bad = ~np.isfinite(r.to_numpy())
+    if bad.any():
+        i, j = np.argwhere(bad)[0]                      # the earliest date, then the first symbol on it
+        raise DataError(f"returns: {r.columns[j]} is {r.iat[i, j]} on {_day(r.index[i])}; drop or fix that date first")
+    if len(r) < min_rows: raise DataError(f"returns: {len(r)} observations of {r.shape[1]} symbols; at least {min_rows} are needed{why}")
+    return r
 
 # %% ../../nbs/02b_data.bars.ipynb #18d79eb8
 def _read_csv(path) -> pd.DataFrame:

@@ -11,8 +11,8 @@ import pandas as pd
 from ..core import DataError
 
 # %% auto #0
-__all__ = ['CALENDAR_START', 'to_session_date', 'trading_calendar', 'is_session', 'session_close', 'resolve_as_of',
-           'signal_session', 'sessions_between']
+__all__ = ['CALENDAR_START', 'TRADING_DAYS', 'EXCHANGE_TZ', 'to_session_date', 'trading_calendar', 'is_session', 'session_close',
+           'resolve_as_of', 'signal_session', 'sessions_between']
 
 # %% ../../nbs/02a_data.calendar.ipynb #7c461f7f
 def to_session_date(
@@ -66,6 +66,10 @@ def session_close(
     day = _session_label(date, cal)
     if not cal.is_session(day): raise DataError(f"{day.date()} is not a {cal.name} session")
     return cal.session_close(day).tz_convert('UTC')
+
+# %% ../../nbs/02a_data.calendar.ipynb #7697b639
+TRADING_DAYS = 252                  # sessions per year, for annualising returns and volatility
+EXCHANGE_TZ = "America/New_York"   # the time zone US equity sessions are defined in
 
 # %% ../../nbs/02a_data.calendar.ipynb #6c3f26dc
 def resolve_as_of(

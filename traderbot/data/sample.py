@@ -16,7 +16,8 @@ from .bars import PRICE_FIELDS, _read_csv, bars_between, closes, read_bars_csv, 
 
 # %% auto #0
 __all__ = ['SAMPLE_CLOSES', 'SAMPLE_INDEX', 'SAMPLE_SECTORS', 'SAMPLE_OHLCV', 'default_data_dir', 'load_bars', 'load_closes',
-           'adjust_ohlcv', 'load_ohlcv', 'load_benchmark', 'load_sectors', 'SampleData', 'sector_map']
+           'adjust_ohlcv', 'load_ohlcv', 'load_benchmark', 'load_sectors', 'SampleData', 'sector_map',
+           'benchmark_until']
 
 # %% ../../nbs/02c_data.sample.ipynb #8ad1fd34
 SAMPLE_CLOSES = 'sp500_closes.csv.gz'  # 20 stocks' adjusted closes, wide
@@ -144,3 +145,9 @@ def sector_map(settings:Settings) -> dict[str, str]:
     "Sector of each symbol, from the sample's sectors file (empty when the data has none)."
     try: return load_sectors(settings.path(settings.data.path)).to_dict()
     except (FileNotFoundError, DataError): return {}
+
+# %% ../../nbs/02c_data.sample.ipynb #24434692
+def benchmark_until(settings:Settings, day=None) -> pd.Series|None:
+    "The settings' benchmark closes up to `day` (all of them for None), or None when the data has no benchmark file."
+    try: return load_benchmark(end=day, path=settings.path(settings.data.path))
+    except (FileNotFoundError, DataError): return None

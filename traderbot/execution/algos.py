@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError, Order, OrderStatus, floor_to_lot, to_decimal
+from ..data.calendar import EXCHANGE_TZ
 from ..store import ledger
 
 # %% auto #0
-__all__ = ['EXCHANGE_TZ', 'SESSION', 'MAX_CLIENT_ORDER_ID', 'HALTING', 'aware_utc', 'Clock', 'SystemClock', 'SimulatedClock',
-           'Slice', 'check_quantity', 'allocate', 'check_window', 'twap_slices', 'session_buckets', 'profile_from_bars',
+__all__ = ['SESSION', 'MAX_CLIENT_ORDER_ID', 'HALTING', 'aware_utc', 'Clock', 'SystemClock', 'SimulatedClock', 'Slice',
+           'check_quantity', 'allocate', 'check_window', 'twap_slices', 'session_buckets', 'profile_from_bars',
            'default_volume_profile', 'profile_weights', 'bucket_overlaps', 'vwap_slices', 'ChildOrders', 'child_order',
            'check_children', 'run_algo', 'manager_submit']
 
@@ -135,7 +136,6 @@ def twap_slices(
     return [Slice(i, start + i * step, x) for i, x in enumerate(qtys) if x > 0]
 
 # %% ../../nbs/09b_execution.algos.ipynb #c2d9a527
-EXCHANGE_TZ = "America/New_York"   # US equity sessions are defined in New York time
 SESSION = ("09:30", "16:00")       # regular US equity session, local time
 
 def session_buckets(

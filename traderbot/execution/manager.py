@@ -10,18 +10,17 @@ import time
 
 from sqlalchemy.engine import Engine
 import pandas as pd
-import sqlalchemy as sa
 
 from ..core import (BrokerError, CostModel, DataError, DuplicateOrder, Order, OrderRejected, OrderStatus, Position, RateLimited,
                             Side, StorageError, TraderbotError, client_order_id, floor_to_lot, to_decimal)
 from ..risk.gate import OrderContext, PortfolioView, RiskLimits, check_order
-from ..store import database, ledger, schema
+from ..store import ledger
 
 # %% auto #0
 __all__ = ['OPEN', 'plan_orders', 'execute_order', 'send', 'sync_from_broker', 'OrderManager', 'Reconciliation',
-           'broker_snapshot', 'reconcile', 'settle_unsent', 'differences', 'ledger_differences', 'resolve',
-           'store_cost', 'jsonable', 'ledger_problems', 'cash_and_position_problems', 'RebalanceResult', 'rebalance',
-           'execute_one', 'ledger_equity', 'finish_rebalance']
+           'broker_snapshot', 'reconcile', 'settle_unsent', 'differences', 'ledger_differences', 'resolve', 'jsonable',
+           'ledger_problems', 'cash_and_position_problems', 'RebalanceResult', 'rebalance', 'execute_one',
+           'ledger_equity', 'finish_rebalance']
 
 # %% ../../nbs/09a_execution.manager.ipynb #95a0b48d
 def plan_orders(
@@ -191,10 +190,7 @@ def reconcile(
 # %% ../../nbs/09a_execution.manager.ipynb #d9c19cfd
 def settle_unsent(engine:Engine, broker, account_id:int, session) -> list[str]:
     "Expire SUBMITTED/UNKNOWN orders of earlier sessions that the broker never received: their day is over."
-    t = schema.orders
-    q = sa.select(t.c.client_order_id).where((t.c.account_id == account_id) & t.c.status.in_(["submitted", "unknown"]) & (t.c.as_of < session))
-    with database.reading(engine) as con: ids = con.execute(q).scalars().all()
-    gone = [c for c in ids if broker.get_order(c) is None]
+    gone = [c for c in ledger.unsent_orders(engine, account_id, before=session) if broker.get_order(c) is None]
     for c in gone:
         ledger.save_order(engine, ledger.get_order(engine, c).with_status(OrderStatus.EXPIRED, reason="never reached the broker before its session ended"))
     return gone
@@ -222,21 +218,11 @@ def resolve(engine:Engine, account_id:int, diff:dict, policy:str) -> Reconciliat
     if policy == "halt" or diff["unknown_open_orders"]:
         ledger.set_trading_state(engine, account_id, "halted", "reconciliation", f"ledger differs from broker: {jsonable(diff)}")
         return Reconciliation("halted", diff, ["halted trading"])
-    actions = []
-    with database.transaction(engine) as con:
-        for sym, (ours, theirs) in diff["positions"].items():
-            ledger.set_position(con, account_id, sym, theirs, Decimal(0) if theirs == 0 else store_cost(engine, account_id, sym))
-            actions.append(f"position {sym}: {ours} -> {theirs} (broker)")
-        if diff["cash"] is not None:
-            con.execute(schema.accounts.update().where(schema.accounts.c.id == account_id).values(cash=diff["cash"][1]))
-            actions.append(f"cash: {diff['cash'][0]} -> {diff['cash'][1]} (broker)")
+    theirs = {sym: b for sym, (_, b) in diff["positions"].items()}
+    ledger.adopt_positions(engine, account_id, theirs, None if diff["cash"] is None else diff["cash"][1])
+    actions = [f"position {sym}: {a} -> {b} (broker)" for sym, (a, b) in diff["positions"].items()]
+    if diff["cash"] is not None: actions.append(f"cash: {diff['cash'][0]} -> {diff['cash'][1]} (broker)")
     return Reconciliation("adjusted", diff, actions)
-
-# %% ../../nbs/09a_execution.manager.ipynb #816a6bbb
-def store_cost(engine:Engine, account_id:int, symbol:str) -> Decimal:
-    "The ledger's average cost for `symbol`, kept when reconciliation changes only the quantity."
-    p = ledger.get_positions(engine, account_id).get(symbol)
-    return p.average_cost if p else Decimal(0)
 
 # %% ../../nbs/09a_execution.manager.ipynb #bdd7220d
 def jsonable(x):
@@ -248,10 +234,8 @@ def jsonable(x):
 # %% ../../nbs/09a_execution.manager.ipynb #b72301d0
 def ledger_problems(engine:Engine, account_id:int, broker=None) -> list[str]:
     "Everything wrong with the account's ledger (and, given a broker, its agreement with the broker)."
-    t, f = schema.orders, schema.fills
-    orders_ = database.read_frame(engine, sa.select(t.c.client_order_id, t.c.status, t.c.filled_quantity).where(t.c.account_id == account_id))
-    fills_ = database.read_frame(engine, sa.select(f.c.client_order_id, f.c.symbol, f.c.side, f.c.quantity, f.c.price, f.c.commission).where(f.c.account_id == account_id))
-    out = [f"order without a client order id" for c in orders_.client_order_id if not c]
+    orders_, fills_ = ledger.account_orders(engine, account_id), ledger.account_fills(engine, account_id)
+    out = ["order without a client order id" for c in orders_.client_order_id if not c]
     by_order = fills_.groupby("client_order_id")["quantity"].sum().to_dict() if len(fills_) else {}
     out += [f"{r.client_order_id}: filled {r.filled_quantity} but fills sum to {by_order.get(r.client_order_id, 0)}"
             for r in orders_.itertuples() if r.filled_quantity != by_order.get(r.client_order_id, Decimal(0))]
@@ -266,8 +250,7 @@ def cash_and_position_problems(engine:Engine, account_id:int, fills_:pd.DataFram
     held = {s: p.quantity for s, p in ledger.get_positions(engine, account_id).items()}
     out = [f"{s}: position {held.get(s, 0)} but fills sum to {q}" for s, q in signed.items() if held.get(s, Decimal(0)) != q]
     flows = sum(((-r.quantity if r.side == "buy" else r.quantity) * r.price - r.commission for r in fills_.itertuples()), Decimal(0))
-    with database.reading(engine) as con:
-        initial, cash = con.execute(sa.select(schema.accounts.c.initial_cash, schema.accounts.c.cash).where(schema.accounts.c.id == account_id)).one()
+    initial, cash = ledger.initial_cash(engine, account_id), ledger.account_cash(engine, account_id)
     if cash != initial + flows: out.append(f"cash {cash} but initial cash plus fills is {initial + flows}")
     if broker is not None: out += [f"{s}: ours {a}, broker's {b}" for s, (a, b) in ledger_differences(engine, account_id, broker).items()]
     return out

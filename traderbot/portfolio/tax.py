@@ -7,27 +7,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 import math
 
+from sqlalchemy.engine import Engine
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 
 from ..core import ConfigError, DataError, check_symbol
-from ..store.database import read_frame
-from ..store.ledger import account_id
-from ..store.schema import fills as store_fills
+from ..data.calendar import EXCHANGE_TZ
+from ..store import ledger
 
 # %% auto #0
-__all__ = ['FILL_COLUMNS', 'METHODS', 'EXCHANGE_TZ', 'WASH_DAYS', 'EPS', 'LOT_COLUMNS', 'REALISED_COLUMNS', 'numbers',
-           'normalise_fills', 'Lot', 'is_long_term', 'choose_lots', 'named_lots', 'close_lots', 'split_row',
-           'split_lot', 'wash', 'within_window', 'run_symbol', 'LotBook', 'lots_frame', 'realised_frame',
-           'check_specific', 'build_lots', 'lots_from_store', 'TaxRates', 'estimate_tax', 'RebalancePlan',
-           'rebalance_inputs', 'tracking_errors', 'plan_fills', 'make_plan', 'naive_rebalance', 'lots_at',
-           'recent_losses', 'take', 'sell_down', 'buy_up', 'tax_aware_rebalance']
+__all__ = ['FILL_COLUMNS', 'METHODS', 'WASH_DAYS', 'EPS', 'LOT_COLUMNS', 'REALISED_COLUMNS', 'numbers', 'normalise_fills', 'Lot',
+           'is_long_term', 'choose_lots', 'named_lots', 'close_lots', 'split_row', 'split_lot', 'wash', 'within_window',
+           'run_symbol', 'LotBook', 'lots_frame', 'realised_frame', 'check_specific', 'build_lots', 'lots_from_store',
+           'TaxRates', 'estimate_tax', 'RebalancePlan', 'rebalance_inputs', 'tracking_errors', 'plan_fills',
+           'make_plan', 'naive_rebalance', 'lots_at', 'recent_losses', 'take', 'sell_down', 'buy_up',
+           'tax_aware_rebalance']
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #0aac9d8c
 FILL_COLUMNS = ("symbol", "side", "quantity", "price", "commission", "time", "fill_id")
 METHODS = ("fifo", "hifo", "lifo", "specific")
-EXCHANGE_TZ = "America/New_York"
 WASH_DAYS = 30       # a purchase within 30 days before or after a loss sale washes it
 EPS = 1e-9           # shares below this are nothing
 
@@ -254,17 +252,14 @@ def build_lots(
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #0056e575
 def lots_from_store(
-    engine:sa.Engine,           # a store opened with `traderbot.store.database.open_store`
+    engine:Engine,           # a store opened with `traderbot.store.database.open_store`
     account:str,                # account name
     method:str="fifo",          # fifo, hifo, lifo or specific
     specific:dict|None=None,    # {sell execution_id: {lot_id: shares}}
 ) -> LotBook:
     "The tax lots of `account`, built from the fills in the store."
-    t = store_fills
-    q = (sa.select(t.c.symbol, t.c.side, t.c.quantity, t.c.price, t.c.commission, t.c.timestamp.label("time"),
-                   t.c.execution_id.label("fill_id"))
-         .where(t.c.account_id == account_id(engine, account)).order_by(t.c.timestamp, t.c.id))
-    return build_lots(read_frame(engine, q), method, specific)
+    f = ledger.account_fills(engine, ledger.account_id(engine, account)).rename(columns={"timestamp": "time", "execution_id": "fill_id"})
+    return build_lots(f[["symbol", "side", "quantity", "price", "commission", "time", "fill_id"]], method, specific)
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #4ff4b8e7
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, CostModel, DataError
-from .strategy import TRADING_DAYS
+from ..data.calendar import TRADING_DAYS
 
 # %% auto #0
 __all__ = ['align_weights', 'run_backtest', 'performance', 'annual_turnover', 'benchmark_on', 'tear_sheet', 'plot_equity']

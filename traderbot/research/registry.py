@@ -7,14 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 import json
 
-from sqlalchemy import select
 import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError, TraderbotError
 from .models import load, model_hash, save
 from .stats import deflated_sharpe_ratio, probabilistic_sharpe_ratio
-from ..store import database, ledger, schema
+from ..store import runs
 
 # %% auto #0
 __all__ = ['MODEL_STATUSES', 'return_moments', 'register_trial', 'study_trials', 'study_deflated_sharpe', 'ModelVersion',
@@ -42,17 +41,12 @@ def register_trial(
     "Record one trial of `study`."
     if kind not in ("evaluation", "backtest"): raise ConfigError(f"kind={kind!r}: expected evaluation or backtest")
     if not study or not name: raise ConfigError("a trial needs a study and a name")
-    m = return_moments(returns)
-    with database.transaction(engine) as con:
-        return con.execute(schema.trials.insert().values(study=study, name=name, kind=kind, parameters=parameters or {}, metrics=metrics or {},
-                                                        run_id=run_id, created_at=schema.now_utc(), **m)).inserted_primary_key[0]
+    return runs.insert_trial(engine, study, name, kind, return_moments(returns), parameters, metrics, run_id)
 
 # %% ../../nbs/04f_research.registry.ipynb #9e8d568e
 def study_trials(engine, study:str) -> pd.DataFrame:
     "Every trial of `study`, oldest first."
-    t = schema.trials
-    return database.read_frame(engine, select(t.c.id, t.c.name, t.c.kind, t.c.n_obs, t.c.sharpe, t.c.skew, t.c.kurtosis, t.c.parameters, t.c.metrics,
-                                           t.c.run_id, t.c.created_at).where(t.c.study == study).order_by(t.c.id))
+    return runs.trials_frame(engine, study)
 
 # %% ../../nbs/04f_research.registry.ipynb #0e1268ed
 def study_deflated_sharpe(engine, study:str, returns:pd.Series) -> dict:
@@ -100,23 +94,18 @@ def register_model(
     "Save `model` under the artefact folder and record it as a candidate version."
     version = model_hash(model)
     path = settings.path(settings.models.artefact_dir) / name / version
-    t = schema.model_versions
-    with database.reading(engine) as con:
-        old = con.execute(select(t).where((t.c.name == name) & (t.c.version == version))).first()
-    if old: return row_version(old)
+    old = [r for r in runs.model_version_rows(engine, name, version) if r.version == version]
+    if old: return row_version(old[0])
     save(model, path)
-    with database.transaction(engine) as con:
-        con.execute(t.insert().values(name=name, version=version, study=settings.models.study, kind=kind, parameters=parameters or {},
-                    features=list(features), train_start=pd.Timestamp(train_start).date(), train_end=pd.Timestamp(train_end).date(),
-                    metrics=json.loads(json.dumps(metrics, default=float)), artefact_path=str(path), status="candidate", run_id=run_id, created_at=schema.now_utc()))
+    runs.insert_model_version(engine, name=name, version=version, study=settings.models.study, kind=kind, parameters=parameters or {},
+                              features=list(features), train_start=pd.Timestamp(train_start).date(), train_end=pd.Timestamp(train_end).date(),
+                              metrics=json.loads(json.dumps(metrics, default=float)), artefact_path=str(path), status="candidate", run_id=run_id)
     return get_version(engine, name, version)
 
 # %% ../../nbs/04f_research.registry.ipynb #291b01a4
 def get_version(engine, name:str, version:str) -> ModelVersion:
-    "The registered version `version` of model `name`."
-    t = schema.model_versions
-    with database.reading(engine) as con:
-        r = con.execute(select(t).where((t.c.name == name) & (t.c.version.startswith(version)))).all()
+    "The registered version `version` of model `name` (a prefix of the hash is enough)."
+    r = runs.model_version_rows(engine, name, version)
     if not r: raise ConfigError(f"model {name!r} has no version {version!r}; see `traderbot models list`")
     if len(r) > 1: raise ConfigError(f"model {name!r}: version prefix {version!r} is ambiguous")
     return row_version(r[0])
@@ -124,10 +113,7 @@ def get_version(engine, name:str, version:str) -> ModelVersion:
 # %% ../../nbs/04f_research.registry.ipynb #1df7b4aa
 def model_versions(engine, name:str|None=None) -> pd.DataFrame:
     "Registered versions, newest first."
-    t = schema.model_versions
-    q = select(t.c.name, t.c.version, t.c.kind, t.c.status, t.c.train_start, t.c.train_end, t.c.metrics, t.c.created_at, t.c.promoted_at, t.c.promoted_by)
-    if name: q = q.where(t.c.name == name)
-    return database.read_frame(engine, q.order_by(t.c.id.desc()))
+    return runs.model_versions_frame(engine, name)
 
 # %% ../../nbs/04f_research.registry.ipynb #70fe90b6
 def promotion_problems(metrics:dict, cfg) -> list[str]:
@@ -152,21 +138,15 @@ def promote(engine, settings, name:str, version:str, actor:str) -> ModelVersion:
     v = get_version(engine, name, version)
     problems = promotion_problems(v.metrics, settings.models)
     if problems: raise PromotionRefused(f"model {name} version {v.version[:12]} cannot be promoted: " + "; ".join(problems))
-    t = schema.model_versions
-    with database.transaction(engine) as con:
-        con.execute(t.update().where((t.c.name == name) & (t.c.status == "production")).values(status="retired"))
-        con.execute(t.update().where(t.c.id == v.id).values(status="production", promoted_at=schema.now_utc(), promoted_by=actor))
-        ledger.insert_alert(con, "info", "model", f"model {name} version {v.version[:12]} promoted to production by {actor}",
-                           {"name": name, "version": v.version, "metrics": v.metrics})
+    runs.set_production(engine, name, v.id, actor, f"model {name} version {v.version[:12]} promoted to production by {actor}",
+                        {"name": name, "version": v.version, "metrics": v.metrics})
     return get_version(engine, name, v.version)
 
 # %% ../../nbs/04f_research.registry.ipynb #a1858dbc
 def production_version(engine, name:str) -> ModelVersion|None:
     "The production version of model `name`, or None."
-    t = schema.model_versions
-    with database.reading(engine) as con:
-        r = con.execute(select(t).where((t.c.name == name) & (t.c.status == "production"))).first()
-    return row_version(r) if r else None
+    r = runs.model_version_rows(engine, name, status="production")
+    return row_version(r[-1]) if r else None
 
 # %% ../../nbs/04f_research.registry.ipynb #889617b4
 def load_production(engine, name:str):

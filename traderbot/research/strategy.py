@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError
+from ..data.calendar import TRADING_DAYS
 
 # %% auto #0
-__all__ = ['MOMENTUM_RULES', 'TRADING_DAYS', 'check_momentum_params', 'history_until', 'momentum_signals', 'momentum_weights',
-           'weight_schedule']
+__all__ = ['MOMENTUM_RULES', 'check_momentum_params', 'history_until', 'momentum_signals', 'momentum_weights', 'weight_schedule']
 
 # %% ../../nbs/04a_research.strategy.ipynb #f25525cf
 def _is_int(v): return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
@@ -53,8 +53,6 @@ def history_until(
     return closes.iloc[pos + 1 - rows : pos + 1]
 
 # %% ../../nbs/04a_research.strategy.ipynb #25c54578
-TRADING_DAYS = 252  # sessions per year, for annualising
-
 def momentum_signals(
     closes:pd.DataFrame,  # wide closes: aware timestamps x symbols
     as_of=None,           # session to stand on; None means the last row

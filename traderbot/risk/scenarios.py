@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError
+from ..data.bars import check_returns
 from ..data.sample import load_sectors
 
 # %% auto #0
 __all__ = ['HISTORICAL_SCENARIOS', 'STRESS_COLUMNS', 'round_table', 'market_values', 'daily_returns', 'estimate_betas',
            'stress_row', 'window_prices', 'historical_stress', 'Shock', 'hypothetical_stress', 'stress_table',
-           'check_returns', 'correlation', 'rolling_correlation', 'shrunk_covariance', 'diversification_ratio']
+           'correlation', 'rolling_correlation', 'shrunk_covariance', 'diversification_ratio']
 
 # %% ../../nbs/05b_risk.scenarios.ipynb #d2f4a951
 HISTORICAL_SCENARIOS: Mapping[str, tuple[str, str]] = MappingProxyType({   # read-only
@@ -203,17 +204,6 @@ def stress_table(
     if shocks: parts.append(hypothetical_stress(holdings, shocks, sectors, betas, value))
     return pd.concat(parts).sort_values("pnl", kind="stable")
 
-# %% ../../nbs/05b_risk.scenarios.ipynb #09cdc788
-def check_returns(returns:pd.DataFrame, min_rows:int=2) -> pd.DataFrame:
-    "`returns` if it has two or more columns, enough rows and no missing or infinite values."
-    if returns.shape[1] < 2: raise DataError(f"returns: {returns.shape[1]} column(s); correlation needs two or more symbols")
-    if len(returns) < min_rows: raise DataError(f"returns: {len(returns)} rows; at least {min_rows} are needed")
-    bad = ~np.isfinite(returns.to_numpy(float))
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise DataError(f"returns: {returns.columns[j]} has a missing or non-finite value on {returns.index[i]}; drop or fill it first")
-    return returns
-
 # %% ../../nbs/05b_risk.scenarios.ipynb #be9e2498
 def correlation(
     returns:pd.DataFrame,    # returns, one column per symbol
@@ -221,7 +211,7 @@ def correlation(
 ) -> pd.DataFrame:           # correlation matrix
     "The correlation matrix of `returns`."
     if method not in ("pearson", "spearman"): raise ConfigError(f"method={method!r}: expected pearson or spearman")
-    return check_returns(returns, 3).corr(method=method)
+    return check_returns(returns, 3, min_columns=2).corr(method=method)
 
 # %% ../../nbs/05b_risk.scenarios.ipynb #eff464ea
 def rolling_correlation(
@@ -231,7 +221,7 @@ def rolling_correlation(
 ) -> pd.DataFrame|pd.Series:                  # one column per pair 'A/B', or the average pairwise correlation
     "Trailing-window correlation of pairs, or the average pairwise correlation."
     if not (isinstance(window, int) and window >= 3): raise ConfigError(f"window={window!r}: expected an integer >= 3")
-    check_returns(returns, window)
+    check_returns(returns, window, min_columns=2)
     if pairs is not None:
         missing = [s for p in pairs for s in p if s not in returns.columns]
         if missing: raise DataError(f"pairs: no returns for symbol {missing[0]}")

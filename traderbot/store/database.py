@@ -105,11 +105,14 @@ def current_revision(engine:Engine) -> str|None:
     with reading(engine) as con: return MigrationContext.configure(con).get_current_revision()
 
 # %% ../../nbs/03b_store.database.ipynb #0ec5a5ed
-def schema_differences(engine:Engine) -> list:
-    "Differences between the live database schema and `metadata`, as Alembic's autogenerate sees them."
+def schema_differences(
+    engine:Engine,
+    *others:sa.MetaData,   # the metadata of other owners of tables in this database (the paper venue's book)
+) -> list:
+    "Differences between the live schema and `metadata` plus `others`, as Alembic's autogenerate sees them."
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
-    with reading(engine) as con: return compare_metadata(MigrationContext.configure(con), metadata)
+    with reading(engine) as con: return compare_metadata(MigrationContext.configure(con), [metadata, *others])
 
 # %% ../../nbs/03b_store.database.ipynb #8085ada9
 def open_store(

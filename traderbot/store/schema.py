@@ -12,10 +12,9 @@ import sqlalchemy as sa
 from ..core import StorageError, to_decimal
 
 # %% auto #0
-__all__ = ['metadata', 'accounts', 'pipeline_runs', 'signals', 'orders', 'fills', 'positions', 'equity_snapshots', 'risk_denials',
-           'paper_orders', 'paper_fills', 'paper_accounts', 'trading_state_changes', 'routing_decisions',
-           'reconciliations', 'trials', 'model_versions', 'risk_reports', 'alerts', 'Money', 'Str', 'UTCDateTime',
-           'now_utc']
+__all__ = ['NAMING', 'metadata', 'accounts', 'pipeline_runs', 'signals', 'orders', 'fills', 'positions', 'equity_snapshots',
+           'risk_denials', 'trading_state_changes', 'routing_decisions', 'reconciliations', 'trials', 'model_versions',
+           'risk_reports', 'alerts', 'Money', 'Str', 'UTCDateTime', 'now_utc']
 
 # %% ../../nbs/03a_store.schema.ipynb #dd27edef
 class Money(sa.types.TypeDecorator):
@@ -57,16 +56,17 @@ class UTCDateTime(sa.types.TypeDecorator):
         return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 # %% ../../nbs/03a_store.schema.ipynb #3b6260b1
-metadata = sa.MetaData(naming_convention={
+NAMING = {   # constraint names that are the same on SQLite and PostgreSQL, so migrations can name what they alter
     "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s", "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s"})
+    "pk": "pk_%(table_name)s"}
+metadata = sa.MetaData(naming_convention=NAMING)
 
 def now_utc() -> pd.Timestamp:
     "The current time, aware UTC."
     return pd.Timestamp.now(tz="UTC")
 
-# %% ../../nbs/03a_store.schema.ipynb #d728ef22
+# %% ../../nbs/03a_store.schema.ipynb #185588b6
 accounts = sa.Table("accounts", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("name", Str(40), nullable=False, unique=True),
@@ -79,6 +79,7 @@ accounts = sa.Table("accounts", metadata,
     sa.Column("risk_tolerance", Str(20)),                      # the account profile (revision 0003): None means settings.ini's
     sa.Column("optimizer", Str(20)))
 
+# %% ../../nbs/03a_store.schema.ipynb #4ba59825
 pipeline_runs = sa.Table("pipeline_runs", metadata,
     sa.Column("run_id", Str(64), primary_key=True),
     sa.Column("pipeline", Str(40), nullable=False),
@@ -94,6 +95,7 @@ pipeline_runs = sa.Table("pipeline_runs", metadata,
     sa.Column("finished_at", UTCDateTime),
     sa.Column("duration_s", sa.Float))
 
+# %% ../../nbs/03a_store.schema.ipynb #2160db06
 signals = sa.Table("signals", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False),
@@ -162,36 +164,7 @@ risk_denials = sa.Table("risk_denials", metadata,
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc))
 
-paper_orders = sa.Table("paper_orders", metadata,
-    sa.Column("broker_order_id", Str(64), primary_key=True),
-    sa.Column("client_order_id", Str(64), nullable=False, unique=True),  # a reuse is refused, as at Alpaca
-    sa.Column("account", Str(40), nullable=False),
-    sa.Column("symbol", Str(16), nullable=False),
-    sa.Column("side", Str(4), nullable=False),
-    sa.Column("quantity", Money, nullable=False),
-    sa.Column("status", Str(20), nullable=False),
-    sa.Column("filled_quantity", Money, nullable=False),
-    sa.Column("average_price", Money),
-    sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc),
-    sa.Column("limit_price", Money),                                  # None for a market order (revision 0002)
-    sa.Column("session", sa.Date))                                    # the day a DAY order lives for (revision 0002)
-
-paper_fills = sa.Table("paper_fills", metadata,
-    sa.Column("execution_id", Str(64), primary_key=True),
-    sa.Column("broker_order_id", sa.ForeignKey("paper_orders.broker_order_id"), nullable=False),
-    sa.Column("client_order_id", Str(64), nullable=False),
-    sa.Column("account", Str(40), nullable=False),
-    sa.Column("symbol", Str(16), nullable=False),
-    sa.Column("side", Str(4), nullable=False),
-    sa.Column("quantity", Money, nullable=False),
-    sa.Column("price", Money, nullable=False),
-    sa.Column("commission", Money, nullable=False),
-    sa.Column("timestamp", UTCDateTime, nullable=False))
-
-paper_accounts = sa.Table("paper_accounts", metadata,
-    sa.Column("account", Str(40), primary_key=True),
-    sa.Column("initial_cash", Money, nullable=False))
-
+# %% ../../nbs/03a_store.schema.ipynb #add05dbd
 trading_state_changes = sa.Table("trading_state_changes", metadata,   # the kill switch's history (revision 0002)
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False),
@@ -217,6 +190,7 @@ reconciliations = sa.Table("reconciliations", metadata,               # every co
     sa.Column("error", sa.Text),
     sa.Column("at", UTCDateTime, nullable=False, default=now_utc))
 
+# %% ../../nbs/03a_store.schema.ipynb #591b9359
 trials = sa.Table("trials", metadata,                                 # every backtest or evaluation inside a named study (revision 0004)
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("study", Str(60), nullable=False),
@@ -250,6 +224,7 @@ model_versions = sa.Table("model_versions", metadata,                 # the mode
     sa.Column("promoted_by", Str(80)),
     sa.UniqueConstraint("name", "version", name="uq_model_versions_name_version"))
 
+# %% ../../nbs/03a_store.schema.ipynb #cd416c7e
 risk_reports = sa.Table("risk_reports", metadata,                     # the daily run's risk report, for the dashboard (revision 0005)
     sa.Column("account_id", sa.ForeignKey("accounts.id"), primary_key=True),
     sa.Column("as_of", sa.Date, primary_key=True),

@@ -10,7 +10,8 @@ __all__ = ['metadata', 'connection']
 from alembic import context
 import sqlalchemy as sa
 import importlib
-metadata = importlib.import_module("traderbot.store.schema").metadata  # absolute: Alembic loads this file outside the package
+# every owner of tables in the database: the ledger, and the paper venue's own book (absolute: Alembic loads this file outside the package)
+metadata = [importlib.import_module("traderbot.store.schema").metadata, importlib.import_module("traderbot.brokers.paper").metadata]
 
 connection = context.config.attributes.get("connection")
 if connection is None:
