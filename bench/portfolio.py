@@ -15,7 +15,7 @@ import argparse, statistics, sys, time, warnings
 import numpy as np
 import pandas as pd
 
-from traderbot.portfolio.optimize import optimize as pf
+from traderbot.portfolio import optimize as pf
 
 RISK_AVERSION = 4.0
 

@@ -1,4 +1,4 @@
-"""RELIABILITY.md's catalogue cases that need a real broker adapter: F3 and L3 against the real alpaca-py client
+"""docs/reliability.md's catalogue cases that need a real broker adapter: F3 and L3 against the real alpaca-py client
 over the local fake Alpaca server, F10 against the real ib_async `IB` object driven by FakeTWS, and S3, the live
 opt-in. Each case goes through traderbot's order manager and store, and ends with the ledger check.
 (Tests named after the other catalogue ids, on the paper broker, are in test_reliability.py.)

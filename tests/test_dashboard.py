@@ -1,6 +1,6 @@
 """The Voila dashboards end to end: a seeded store, Voila on 127.0.0.1 with a token, a headless Chromium.
 
-Covers RELIABILITY.md S4 (loopback only, a 32+ character token, no token -> refused) and S5 (tracebacks
+Covers docs/reliability.md S4 (loopback only, a 32+ character token, no token -> refused) and S5 (tracebacks
 hidden, path traversal refused), and checks that the portfolio page shows what the store holds, fresh at
 request time even though Voila pre-heats its kernel, with hostile text shown as text.
 """

@@ -1,6 +1,6 @@
 """The Interactive Brokers adapter against the real `ib_async.IB` object, driven offline by `FakeTWS`.
 
-Each test states an invariant of RELIABILITY.md for IB: orders carry the client order id in `orderRef`, order ids
+Each test states an invariant of docs/reliability.md for IB: orders carry the client order id in `orderRef`, order ids
 only increase per client id (F10), a duplicate is refused before anything is sent, a refusal keeps IB's reason,
 fills carry IB's execution id and commission, money is exact, "no data" is never "zero", a lost connection is a
 retryable error and never "order not found".

@@ -1,7 +1,7 @@
-"""RELIABILITY.md's test catalogue, one test per case, each named after its id.
+"""docs/reliability.md's test catalogue, one test per case, each named after its id.
 
 Every test asserts what must be true after its fault or bad input, and ends with `assert_ledger(engine,
-account_id, broker)`, the ledger check RELIABILITY.md asks for after every case:
+account_id, broker)`, the ledger check docs/reliability.md asks for after every case:
 
 - every order has a (well-formed, unique) client order id;
 - the fills add up to each order's filled quantity and to the positions;
@@ -90,7 +90,7 @@ def broker_cash(broker) -> D:
 
 
 def assert_ledger(engine, account_id: int, broker) -> None:
-    "RELIABILITY.md's ledger check (see the module docstring), exactly."
+    "docs/reliability.md's ledger check (see the module docstring), exactly."
     if broker is not None:
         OrderManager(engine, broker, account_id, LIMITS).sync_open()      # the final reconcile mark
     t_o, t_f, t_p, t_a, t_r = schema.orders, schema.fills, schema.positions, schema.accounts, schema.reconciliations

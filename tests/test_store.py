@@ -2,7 +2,7 @@
 
 Every test takes `store_url` (a fresh empty database) or `engine` (the same, migrated) from conftest.py,
 both parametrized over ["sqlite", "postgresql"]. After anything that touches the ledger, `assert_ledger`
-checks the invariants of RELIABILITY.md: every order has a client order id, fills add up to each order's
+checks the invariants of docs/reliability.md: every order has a client order id, fills add up to each order's
 filled quantity and to the positions, and cash is the initial cash plus the fills' cash flows, exactly.
 """
 from __future__ import annotations

@@ -31,10 +31,9 @@ from .risk.scenarios import HISTORICAL_SCENARIOS, correlation, diversification_r
 from .store import ledger, runs
 
 # %% auto #0
-__all__ = ['LOSS_CODES', 'account_profile', 'target_weights', 'model_picks', 'weights_note', 'optimized', 'forecast_views',
-           'cap_sectors', 'apply_tilts', 'target_schedule', 'equity_marks', 'portfolio_view', 'account_limits',
-           'check_breakers', 'apply_breakers', 'record_limit_alerts', 'momentum_rationale', 'trade_daily',
-           'record_results', 'orders_table', 'risk_report', 'Forecast', 'model_forecast', 'forecast_rationale']
+__all__ = ['account_profile', 'target_weights', 'forecast_views', 'target_schedule', 'portfolio_view', 'account_limits',
+           'check_breakers', 'apply_breakers', 'record_limit_alerts', 'trade_daily', 'record_results', 'risk_report',
+           'Forecast', 'model_forecast']
 
 # %% ../nbs/10_daily.ipynb #e2884623
 def account_profile(engine, settings:Settings, mode:str="paper") -> AccountProfile:
@@ -55,7 +54,7 @@ def target_weights(
     profile = profile or AccountProfile()
     sectors = sector_map(settings) if sectors is None else sectors
     signal = signal_session(closes, day)
-    picks = (model_picks(scores, settings) if scores is not None
+    picks = (_model_picks(scores, settings) if scores is not None
              else momentum_weights(closes, signal, **settings.strategy.model_dump(exclude={"name"})))
     risk = profile.risk(settings.risk)
     caps = profile.sector_caps(risk.max_sector_weight)
@@ -67,34 +66,34 @@ def target_weights(
     sec = pd.Series({s: sectors.get(s, "unknown") for s in names})
     bounds = {g: (0.0, min(caps.get(g, 1.0), risk.max_sector_weight)) for g in sec.unique()}
     if method == "equal" or len(names) < 2: w = pd.Series(min(1 / len(names), cap), index=names)
-    else: w = optimized(rets, method, cap, sec, bounds, settings, profile, None if scores is None else scores.reindex(names))
-    w = cap_sectors(apply_tilts(w, sectors, profile, cap), sec, bounds)
+    else: w = _optimized(rets, method, cap, sec, bounds, settings, profile, None if scores is None else scores.reindex(names))
+    w = _cap_sectors(_apply_tilts(w, sectors, profile, cap), sec, bounds)
     if w.sum() > 0 and len(rets) >= 20:   # with less history the volatility estimate is noise: the weights stay as they are
         target = profile.tolerance(settings.portfolio.risk_tolerance)["target_vol"]
         w = vol_target_weights(rets, target, lookback=len(rets), weights=w, covariance="ledoit_wolf", max_scale=1.0)
     return w.rename("weight").sort_index()
 
 # %% ../nbs/10_daily.ipynb #f45d823f
-def model_picks(scores:pd.Series, settings:Settings) -> pd.Series:
+def _model_picks(scores:pd.Series, settings:Settings) -> pd.Series:
     "The `[strategy] top_n` names with the highest P(up) above `[models] min_probability`, in equal weights (before the optimizer)."
     ok = scores[scores > settings.models.min_probability].sort_values(ascending=False, kind="stable").index[:settings.strategy.top_n]
     return pd.Series(1 / len(ok) if len(ok) else 0.0, index=ok, dtype=float).sort_index()
 
 # %% ../nbs/10_daily.ipynb #8e0db5c5
-def weights_note(settings:Settings, profile:AccountProfile) -> str:
+def _weights_note(settings:Settings, profile:AccountProfile) -> str:
     "How `target_weights` weighed the picks, for each order's rationale."
     method = profile.optimizer or settings.portfolio.optimizer
     tol = profile.risk_tolerance or settings.portfolio.risk_tolerance
     return f" ({method} weights over the picks, scaled down if needed to the {tol} profile's {profile.tolerance(settings.portfolio.risk_tolerance)['target_vol']:.0%} volatility target)"
 
 # %% ../nbs/10_daily.ipynb #cd479fb5
-def optimized(rets:pd.DataFrame, method:str, cap:float, sec:pd.Series, bounds:dict, settings:Settings, profile:AccountProfile,
+def _optimized(rets:pd.DataFrame, method:str, cap:float, sec:pd.Series, bounds:dict, settings:Settings, profile:AccountProfile,
               scores:pd.Series|None=None) -> pd.Series:
     "Weights of `rets`' columns from `traderbot.portfolio.optimize` under the name and sector caps, fully invested when the caps allow it."
     n = len(rets.columns)
     if cap * n < 1 - 1e-9: return pd.Series(cap, index=rets.columns)   # the caps cannot hold a fully invested portfolio: each at its cap
     feasible = sum(min(hi, cap * (sec == g).sum()) for g, (_, hi) in bounds.items()) >= 1 - 1e-9
-    # when the sector caps cannot hold a fully invested portfolio, optimize without them; `cap_sectors` then leaves the excess in cash
+    # when the sector caps cannot hold a fully invested portfolio, optimize without them; `_cap_sectors` then leaves the excess in cash
     kw = dict(covariance=settings.portfolio.covariance, bounds=(0.0, cap), sectors=sec if feasible else None, sector_bounds=bounds if feasible else None)
     delta = profile.tolerance(settings.portfolio.risk_tolerance)["risk_aversion"]
     if method == "black_litterman":
@@ -114,7 +113,7 @@ def forecast_views(scores:pd.Series, rets:pd.DataFrame, horizon:int) -> list:
     return views
 
 # %% ../nbs/10_daily.ipynb #cc05cc14
-def cap_sectors(w:pd.Series, sector:pd.Series, bounds:dict) -> pd.Series:
+def _cap_sectors(w:pd.Series, sector:pd.Series, bounds:dict) -> pd.Series:
     "Scale each sector above its cap down to the cap; the excess stays in cash."
     out = w.copy()
     for g, (_, hi) in bounds.items():
@@ -123,7 +122,7 @@ def cap_sectors(w:pd.Series, sector:pd.Series, bounds:dict) -> pd.Series:
     return out
 
 # %% ../nbs/10_daily.ipynb #53f89f98
-def apply_tilts(w:pd.Series, sectors:dict, profile:AccountProfile, cap:float) -> pd.Series:
+def _apply_tilts(w:pd.Series, sectors:dict, profile:AccountProfile, cap:float) -> pd.Series:
     "Scale each tilted sector's weights by (1 + tilt), keep the total invested, and re-apply the per-name cap."
     tilt = pd.Series({s: 1 + profile.sector_preferences[g].tilt if g in profile.sector_preferences else 1.0 for s, g in ((s, sectors.get(s)) for s in w.index)})
     if (tilt == 1).all(): return w
@@ -145,7 +144,7 @@ def target_schedule(
     return pd.DataFrame.from_dict(rows, orient="index").reindex(closes.index)
 
 # %% ../nbs/10_daily.ipynb #e4ee9d6f
-def equity_marks(engine, account_id:int, day:pd.Timestamp, equity_now:Decimal) -> pd.Series:
+def _equity_marks(engine, account_id:int, day:pd.Timestamp, equity_now:Decimal) -> pd.Series:
     "The account's equity at each snapshot before `day`, then `equity_now` at `day`."
     marks = ledger.equity_history(engine, account_id, before=day)
     return pd.concat([marks.rename(None).rename_axis(None), pd.Series([float(equity_now)], index=[day])])
@@ -155,7 +154,7 @@ def portfolio_view(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timest
                    sectors:dict|None=None) -> tuple[PortfolioView, Decimal, pd.Series]:
     "The gate's `PortfolioView` for the account at the close of `day`, its equity now, and its equity marks."
     equity = ledger_equity(engine, account_id, prices)
-    marks = equity_marks(engine, account_id, day, equity)
+    marks = _equity_marks(engine, account_id, day, equity)
     hold = {s: p.quantity * prices[s] for s, p in ledger.get_positions(engine, account_id).items() if p.quantity}
     rets = closes.loc[:day].pct_change().iloc[-settings.risk.var_lookback:]
     view = PortfolioView(hold, sector_map(settings) if sectors is None else sectors,
@@ -193,7 +192,7 @@ def apply_breakers(engine, account_id:int, checks:list[BreakerCheck], day:pd.Tim
     return new
 
 # %% ../nbs/10_daily.ipynb #56e94a76
-LOSS_CODES = ("DAILY_LOSS_LIMIT", "DRAWDOWN_LIMIT")   # breaches that also move the kill switch to reducing
+_LOSS_CODES = ("DAILY_LOSS_LIMIT", "DRAWDOWN_LIMIT")   # breaches that also move the kill switch to reducing
 
 def record_limit_alerts(engine, account_id:int, orders:list, day:pd.Timestamp, run_id:str|None=None) -> int:
     "A warning alert for each order a portfolio limit denied (once per order); a loss-limit breach also moves an active account to reducing. Returns how many alerts were new."
@@ -205,13 +204,13 @@ def record_limit_alerts(engine, account_id:int, orders:list, day:pd.Timestamp, r
             ledger.record_alert(engine, "warning", f"limit:{code}", o.reason, {"key": f"limit:{o.client_order_id}", "as_of": str(day.date()),
                                "symbol": o.symbol, "side": o.side.value, "quantity": str(o.quantity)}, account_id, run_id)
             n += 1
-    loss = [o for o in orders if o.status.value == "denied" and (o.reason or "").split(":")[0] in LOSS_CODES]
+    loss = [o for o in orders if o.status.value == "denied" and (o.reason or "").split(":")[0] in _LOSS_CODES]
     if loss and ledger.trading_state(engine, account_id) == "active":
         ledger.set_trading_state(engine, account_id, "reducing", "risk limit", loss[0].reason)
     return n
 
 # %% ../nbs/10_daily.ipynb #768d2cae
-def momentum_rationale(closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series, settings:Settings, optimizer_note:str="") -> dict[str, str]:
+def _momentum_rationale(closes:pd.DataFrame, day:pd.Timestamp, weights:pd.Series, settings:Settings, optimizer_note:str="") -> dict[str, str]:
     "Why each symbol got its weight: its momentum rank, momentum and volatility at the signal session before `day`, and how the optimizer weighed it."
     p = settings.strategy
     sig = momentum_signals(closes, signal_session(closes, day), lookback=p.lookback, skip=p.skip, vol_lookback=p.vol_lookback)
@@ -234,8 +233,8 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     profile = ledger.get_profile(engine, acct)
     res = rebalance(engine, broker, account, settings.strategy.name, day, weights, prices,
                     account_limits(settings, profile), is_session(day, settings.data.calendar), b.initial_cash,
-                    rationale=(momentum_rationale(closes, day, weights, settings, weights_note(settings, profile)) if why is None else
-                               {s: f"{why.get(s, 'picked')}; target weight {w:.1%}{weights_note(settings, profile)}" for s, w in weights.items()}),
+                    rationale=(_momentum_rationale(closes, day, weights, settings, _weights_note(settings, profile)) if why is None else
+                               {s: f"{why.get(s, 'picked')}; target weight {w:.1%}{_weights_note(settings, profile)}" for s, w in weights.items()}),
                     run_id=run_id,
                     min_trade_notional=b.min_trade_notional, cost=settings.cost_model(), mode=mode, portfolio=view)
     record_limit_alerts(engine, acct, res.orders, day, run_id)
@@ -246,10 +245,10 @@ def record_results(engine, run_id:str, result, data_hash:str) -> pd.DataFrame:
     "Store the run's summary and data hash; an interactive run is marked succeeded. Returns the summary as a table."
     runs.record_run_fields(engine, run_id, summary=result.summary(), data_hash=data_hash)
     if runs.get_run(engine, run_id)["parameters"].get("interactive"): runs.finish_run(engine, run_id, "succeeded")
-    return orders_table(result)
+    return _orders_table(result)
 
 # %% ../nbs/10_daily.ipynb #e7e9d75d
-def orders_table(result) -> pd.DataFrame:
+def _orders_table(result) -> pd.DataFrame:
     "One row per order of the rebalance: what was asked, what happened, and why the strategy wanted it."
     cols = ["symbol", "side", "quantity", "status", "filled", "average_price", "reason", "why"]
     why = lambda s: result.rationale.get(s, "not in the target weights: sold")
@@ -311,10 +310,10 @@ def model_forecast(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timest
     p = model.predict(panel, rows)
     scores = pd.Series(p.to_numpy(), index=rows.get_level_values(1), name="p_up")
     ex = explain(model, panel, rows, top=top)
-    return Forecast(v.name, v.version, scores, forecast_rationale(v, scores, ex), ex)
+    return Forecast(v.name, v.version, scores, _forecast_rationale(v, scores, ex), ex)
 
 # %% ../nbs/10_daily.ipynb #c99df577
-def forecast_rationale(v, scores:pd.Series, ex:pd.DataFrame) -> dict[str, str]:
+def _forecast_rationale(v, scores:pd.Series, ex:pd.DataFrame) -> dict[str, str]:
     "One sentence per symbol: the model's P(up), members' votes and the top feature attributions."
     out = {}
     for s, p in scores.items():

@@ -20,9 +20,8 @@ from .core import ConfigError, TraderbotError
 from .store import database, runs
 
 # %% auto #0
-__all__ = ['NAME_PATTERN', 'SECRET_WORDS', 'RESERVED', 'PipelineFailed', 'pipelines_dir', 'pipeline_notebook', 'convert',
-           'check_parameters', 'parse_parameters', 'RunOutcome', 'new_run_id', 'git_commit', 'export_html',
-           'run_pipeline', 'kernel_env', 'failure_message', 'record_outcome', 'ensure_run']
+__all__ = ['PipelineFailed', 'pipelines_dir', 'pipeline_notebook', 'check_parameters', 'parse_parameters', 'RunOutcome',
+           'run_pipeline', 'ensure_run']
 
 # %% ../nbs/11_pipeline.ipynb #edbd2852
 class PipelineFailed(TraderbotError):
@@ -32,9 +31,9 @@ class PipelineFailed(TraderbotError):
         self.run_id, self.notebook = run_id, notebook
 
 # %% ../nbs/11_pipeline.ipynb #d95e9631
-NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
-SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential")
-RESERVED = ("run_id", "settings_path")   # set by the runner
+_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential")
+_RESERVED = ("run_id", "settings_path")   # set by the runner
 
 def pipelines_dir(settings:Settings) -> Path:
     "Folder of the pipeline notebooks."
@@ -44,12 +43,12 @@ def pipelines_dir(settings:Settings) -> Path:
 def pipeline_notebook(settings:Settings, name:str) -> Path:
     "Path of pipeline `name`; refuses names that are not one of the notebooks in `nbs/pipelines/`."
     known = sorted(p.stem for p in pipelines_dir(settings).glob("*.ipynb"))
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name not in known:
+    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name) or name not in known:
         raise ConfigError(f"unknown pipeline {name!r}; available: {', '.join(known) or 'none'}")
     return pipelines_dir(settings) / f"{name}.ipynb"
 
 # %% ../nbs/11_pipeline.ipynb #f29b03ec
-def convert(value:str, type_name:str, key:str):
+def _convert(value:str, type_name:str, key:str):
     "A parameter given as text, converted to the type its notebook declares."
     try:
         if type_name == "int": return int(value)
@@ -70,11 +69,11 @@ def check_parameters(
     declared = pm.inspect_notebook(str(notebook))
     out = {}
     for key, value in given.items():
-        if key not in declared or key in RESERVED:
-            raise ConfigError(f"unknown parameter {key!r} for {notebook.stem}; accepted: {sorted(set(declared) - set(RESERVED))}")
-        if any(w in key.lower() for w in SECRET_WORDS):
+        if key not in declared or key in _RESERVED:
+            raise ConfigError(f"unknown parameter {key!r} for {notebook.stem}; accepted: {sorted(set(declared) - set(_RESERVED))}")
+        if any(w in key.lower() for w in _SECRET_WORDS):
             raise ConfigError(f"parameter {key!r} looks like a secret; secrets come from the environment, never parameters")
-        out[key] = convert(str(value), declared[key]["inferred_type_name"], key)
+        out[key] = _convert(str(value), declared[key]["inferred_type_name"], key)
     return out
 
 # %% ../nbs/11_pipeline.ipynb #57d279b5
@@ -99,19 +98,19 @@ class RunOutcome:
     summary: dict|None
 
 # %% ../nbs/11_pipeline.ipynb #01d3a5ce
-def new_run_id(pipeline:str) -> str:
+def _new_run_id(pipeline:str) -> str:
     "A unique, sortable run id such as 'daily-20221228T210501-3fa9c1'."
     return f"{pipeline}-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 # %% ../nbs/11_pipeline.ipynb #0dd465fc
-def git_commit(root:Path) -> str|None:
+def _git_commit(root:Path) -> str|None:
     "The commit checked out at `root`, or None outside a git checkout."
     try: r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired): return None
     return r.stdout.strip() if r.returncode == 0 else None
 
 # %% ../nbs/11_pipeline.ipynb #a85c9ab4
-def export_html(notebook:Path) -> Path:
+def _export_html(notebook:Path) -> Path:
     "Write the HTML report beside an executed notebook."
     from nbconvert import HTMLExporter
     import nbformat
@@ -132,21 +131,21 @@ def run_pipeline(
     params = check_parameters(nb, parameters or {})
     url = resolve_mode(settings, params["mode"]).store_url if "mode" in params else settings.store.url   # live runs: the live ledger
     engine = database.open_store(url, settings.store.busy_timeout_s)
-    run_id = runs.start_run(engine, new_run_id(name), name, params, git_commit(settings.root))
+    run_id = runs.start_run(engine, _new_run_id(name), name, params, _git_commit(settings.root))
     out = settings.path(settings.pipeline.reports_dir) / name / f"{run_id}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     injected = {**params, "run_id": run_id, "settings_path": str(settings_path or settings.root / "settings.ini")}
     error, t0 = None, time.monotonic()
     try:
-        with kernel_env(TRADERBOT__STORE__URL=settings.store.url, TRADERBOT__STORE__LIVE_URL=settings.store.live_url):
+        with _kernel_env(TRADERBOT__STORE__URL=settings.store.url, TRADERBOT__STORE__LIVE_URL=settings.store.live_url):
           pm.execute_notebook(str(nb), str(out), parameters=injected, kernel_name=settings.pipeline.kernel, cwd=str(settings.root),
                             execution_timeout=settings.pipeline.cell_timeout_s, progress_bar=False, log_output=False)
-    except Exception as e: error = failure_message(e)
-    return record_outcome(engine, run_id, out, error, time.monotonic() - t0)
+    except Exception as e: error = _failure_message(e)
+    return _record_outcome(engine, run_id, out, error, time.monotonic() - t0)
 
 # %% ../nbs/11_pipeline.ipynb #805a66a5
 @contextmanager
-def kernel_env(**variables):
+def _kernel_env(**variables):
     "Set environment variables for a kernel started inside the block, restoring them afterwards."
     old = {k: os.environ.get(k) for k in variables}
     os.environ.update(variables)
@@ -157,16 +156,16 @@ def kernel_env(**variables):
             else: os.environ[k] = v
 
 # %% ../nbs/11_pipeline.ipynb #462202b7
-def failure_message(e:Exception) -> str:
+def _failure_message(e:Exception) -> str:
     "The failing cell's error in one or two lines (papermill error, cell timeout, kernel death)."
     from papermill.exceptions import PapermillExecutionError
     if isinstance(e, PapermillExecutionError): return f"cell {e.exec_count}: {e.ename}: {e.evalue}"
     return f"{type(e).__name__}: {e}".strip()
 
 # %% ../nbs/11_pipeline.ipynb #284bb009
-def record_outcome(engine, run_id:str, out:Path, error:str|None, duration:float) -> RunOutcome:
+def _record_outcome(engine, run_id:str, out:Path, error:str|None, duration:float) -> RunOutcome:
     "Export the HTML report, mark the run succeeded or failed, and raise `PipelineFailed` on failure."
-    html = export_html(out) if out.exists() else out.with_suffix(".html")
+    html = _export_html(out) if out.exists() else out.with_suffix(".html")
     status = "failed" if error else "succeeded"
     runs.finish_run(engine, run_id, status, notebook_path=str(out), html_path=str(html), error=error)
     if error: raise PipelineFailed(f"run {run_id} failed: {error}\n  notebook: {out}\n  report:   {html}", run_id, out)
@@ -178,4 +177,4 @@ def ensure_run(engine, run_id:str, pipeline:str, parameters:dict) -> str:
     if run_id:
         if runs.get_run(engine, run_id) is None: raise ConfigError(f"run_id {run_id!r} is not in the store")
         return run_id
-    return runs.start_run(engine, new_run_id(pipeline), pipeline, {**parameters, "interactive": True})
+    return runs.start_run(engine, _new_run_id(pipeline), pipeline, {**parameters, "interactive": True})
