@@ -153,7 +153,7 @@ def intent(engine, aid, account, symbol, side, qty, strategy="manual", as_of=DAY
 
 
 def context(engine, aid, symbol, price, market_open=True, tradable=True) -> OrderContext:
-    "An `OrderContext` from the ledger (equity at `PRICES`), as `execute_one` builds it."
+    "An `OrderContext` from the ledger (equity at `PRICES`), as `_execute_one` builds it."
     pos = ledger.get_positions(engine, aid)
     cash = ledger.account_cash(engine, aid)
     equity = cash + sum((p.quantity * PRICES.get(s, D(0)) for s, p in pos.items()), D(0))

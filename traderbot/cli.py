@@ -23,18 +23,17 @@ from .store import database, ledger
 from .store.runs import runs_frame
 
 # %% auto #0
-__all__ = ['settings_from', 'cmd_run', 'describe_summary', 'cmd_status', 'cmd_db', 'cmd_reconcile', 'cmd_trading_state',
-           'cmd_alerts', 'parse_assignments', 'merge', 'cmd_profile', 'cmd_models', 'cmd_dashboard', 'parser', 'main']
+__all__ = ['parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #3b078087
-def settings_from(args):
+def _settings_from(args):
     "Settings from `--settings`, or the nearest settings.ini."
     return load_settings(args.settings)
 
 # %% ../nbs/13_cli.ipynb #1195406c
-def cmd_run(args) -> int:
+def _cmd_run(args) -> int:
     "traderbot run PIPELINE [-p KEY=VALUE ...] [--from DATE --to DATE]"
-    cfg, params = settings_from(args), parse_parameters(args.parameter or [])
+    cfg, params = _settings_from(args), parse_parameters(args.parameter or [])
     if bool(args.start) != bool(args.end): raise ConfigError("--from and --to go together")
     if args.start and "as_of" in params: raise ConfigError("give either -p as_of=... or --from/--to, not both")
     days = sessions_between(args.start, args.end, cfg.data.calendar) if args.start else [None]
@@ -43,20 +42,20 @@ def cmd_run(args) -> int:
                            settings_path=Path(args.settings).resolve() if args.settings else None)
         print(f"Run {out.run_id}: {out.status} in {out.duration_s:.1f} s")
         print(f"  notebook: {out.notebook}\n  report:   {out.html}")
-        if out.summary: print("  " + describe_summary(out.summary))
+        if out.summary: print("  " + _describe_summary(out.summary))
     return 0
 
 # %% ../nbs/13_cli.ipynb #cc1c2f4c
-def describe_summary(s:dict) -> str:
+def _describe_summary(s:dict) -> str:
     "One line from a rebalance summary."
     return (f"as of {s['as_of']}: {s['planned']} orders planned, {s['sent']} sent now, {s['filled']} filled, "
             f"{s['denied']} denied, {s['rejected']} rejected" + (" (rerun: resumed the stored orders)" if s.get("resumed") else "")
             + f"; equity {s['equity']:,.2f}, cash {s['cash']:,.2f}")
 
 # %% ../nbs/13_cli.ipynb #8e47d58f
-def cmd_status(args) -> int:
+def _cmd_status(args) -> int:
     "traderbot status: latest runs, positions and equity."
-    cfg = settings_from(args)
+    cfg = _settings_from(args)
     eng = database.open_store(cfg.store.url, cfg.store.busy_timeout_s)
     print(f"store: {database.safe_url(cfg.store.url)} (revision {database.current_revision(eng)})")
     runs = runs_frame(eng, limit=5)
@@ -68,18 +67,18 @@ def cmd_status(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #a303f472
-def cmd_db(args) -> int:
+def _cmd_db(args) -> int:
     "traderbot db upgrade|current: migrate the store or show its revision."
-    cfg = settings_from(args)
+    cfg = _settings_from(args)
     eng = database.connect(cfg.store.url, cfg.store.busy_timeout_s)
     if args.action == "upgrade": database.migrate(eng)
     print(f"{database.safe_url(cfg.store.url)}: revision {database.current_revision(eng)}")
     return 0
 
 # %% ../nbs/13_cli.ipynb #16aadbec
-def cmd_reconcile(args) -> int:
+def _cmd_reconcile(args) -> int:
     "traderbot reconcile [--policy adopt|halt]: compare the ledger with the broker now."
-    cfg = settings_from(args); tm = trading_mode(cfg)
+    cfg = _settings_from(args); tm = trading_mode(cfg)
     eng = database.open_store(tm.store_url, cfg.store.busy_timeout_s)
     px = closes(load_bars(list(cfg.data.universe) or None, path=cfg.path(cfg.data.path)))
     day = px.index[-1]
@@ -90,10 +89,10 @@ def cmd_reconcile(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #0127b413
-def cmd_trading_state(args) -> int:
+def _cmd_trading_state(args) -> int:
     "traderbot trading-state [STATE --reason WHY]: show or move the kill switch."
     import getpass
-    cfg = settings_from(args)
+    cfg = _settings_from(args)
     eng = database.open_store(trading_mode(cfg).store_url, cfg.store.busy_timeout_s)
     acct = ledger.account_id(eng, cfg.traderbot.account)
     if args.state:
@@ -105,10 +104,10 @@ def cmd_trading_state(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #2b5598ba
-def cmd_alerts(args) -> int:
+def _cmd_alerts(args) -> int:
     "traderbot alerts [--level L] [--limit N] [--all-accounts]: the latest alerts, newest first."
     import pandas as pd
-    cfg = settings_from(args)
+    cfg = _settings_from(args)
     eng = database.open_store(trading_mode(cfg).store_url, cfg.store.busy_timeout_s)
     al = ledger.alerts_frame(eng, None if args.all_accounts else cfg.traderbot.account, limit=args.limit, level=args.level)
     if not len(al): print("no alerts"); return 0
@@ -117,7 +116,7 @@ def cmd_alerts(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #501ce80e
-def parse_assignments(items:list[str]) -> dict:
+def _parse_assignments(items:list[str]) -> dict:
     "`key=value` pairs of `traderbot profile --set` into a nested profile update (values parsed as JSON when they can be)."
     import json
     out: dict = {}
@@ -132,26 +131,26 @@ def parse_assignments(items:list[str]) -> dict:
     return out
 
 # %% ../nbs/13_cli.ipynb #b35d8021
-def merge(base:dict, update:dict) -> dict:
+def _merge(base:dict, update:dict) -> dict:
     "`base` with `update` merged in, nested dicts merged key by key; a None value removes the key."
     out = dict(base)
     for k, v in update.items():
         if v is None: out.pop(k, None)
-        elif isinstance(v, dict) and isinstance(out.get(k), dict): out[k] = merge(out[k], v)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict): out[k] = _merge(out[k], v)
         else: out[k] = v
     return out
 
 # %% ../nbs/13_cli.ipynb #3599eea6
-def cmd_profile(args) -> int:
+def _cmd_profile(args) -> int:
     "traderbot profile [--set KEY=VALUE ...] [--reset]: show or change the account's profile."
     import getpass, json
-    cfg = settings_from(args)
+    cfg = _settings_from(args)
     tm = trading_mode(cfg)
     eng = database.open_store(tm.store_url, cfg.store.busy_timeout_s)
     acct = ledger.ensure_account(eng, cfg.traderbot.account, tm.mode, cfg.broker.initial_cash)
     if args.set or args.reset:
         current = {} if args.reset else ledger.get_profile(eng, acct).model_dump(exclude_defaults=True)
-        new = parse_profile(merge(current, parse_assignments(args.set or [])), f"account {cfg.traderbot.account!r}'s profile")
+        new = parse_profile(_merge(current, _parse_assignments(args.set or [])), f"account {cfg.traderbot.account!r}'s profile")
         known = set(sector_map(cfg).values())
         unknown = sorted(set(new.sector_preferences) - known) if known else []
         if unknown: raise ConfigError(f"profile: unknown sector(s) {unknown}; the data's sectors are {sorted(known)}")
@@ -167,11 +166,11 @@ def cmd_profile(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #da696e29
-def cmd_models(args) -> int:
+def _cmd_models(args) -> int:
     "traderbot models list|promote NAME VERSION: the model registry."
     import getpass
     import pandas as pd
-    cfg = settings_from(args)
+    cfg = _settings_from(args)
     eng = database.open_store(cfg.store.url, cfg.store.busy_timeout_s)
     if args.action == "promote":
         if not (args.name and args.version): raise ConfigError("models promote: give NAME and VERSION (a prefix of the hash is enough)")
@@ -188,9 +187,9 @@ def cmd_models(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #fe9ae80e
-def cmd_dashboard(args) -> int:
+def _cmd_dashboard(args) -> int:
     "traderbot dashboard: serve nbs/dashboards with Voila on 127.0.0.1 with a random token."
-    serve_dashboards(settings_from(args), port=args.port)
+    serve_dashboards(_settings_from(args), port=args.port)
     return 0
 
 # %% ../nbs/13_cli.ipynb #2b20f3fb
@@ -205,21 +204,21 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-p", "--parameter", action="append", metavar="KEY=VALUE", help="pipeline parameter, e.g. as_of=2022-12-28")
     r.add_argument("--from", dest="start", metavar="DATE", help="run once per trading session from DATE ...")
     r.add_argument("--to", dest="end", metavar="DATE", help="... to DATE (inclusive), oldest first")
-    r.set_defaults(func=cmd_run)
-    sub.add_parser("status", help="latest runs, positions and equity").set_defaults(func=cmd_status)
+    r.set_defaults(func=_cmd_run)
+    sub.add_parser("status", help="latest runs, positions and equity").set_defaults(func=_cmd_status)
     d = sub.add_parser("db", help="migrate the store or show its revision")
-    d.add_argument("action", choices=["upgrade", "current"]); d.set_defaults(func=cmd_db)
+    d.add_argument("action", choices=["upgrade", "current"]); d.set_defaults(func=_cmd_db)
     rc = sub.add_parser("reconcile", help="compare the ledger with the broker; the broker's truth wins")
     rc.add_argument("--policy", choices=["adopt", "halt"], default="adopt", help="adopt the broker's positions and cash, or halt trading")
-    rc.set_defaults(func=cmd_reconcile)
+    rc.set_defaults(func=_cmd_reconcile)
     ts = sub.add_parser("trading-state", help="show or set the kill switch: active, reducing or halted")
     ts.add_argument("state", nargs="?", choices=["active", "reducing", "halted"])
     ts.add_argument("--reason", help="why (recorded)"); ts.add_argument("--actor", help="who (default operator:$USER)")
-    ts.set_defaults(func=cmd_trading_state)
+    ts.set_defaults(func=_cmd_trading_state)
     al = sub.add_parser("alerts", help="the latest alerts: circuit breakers, limit breaches, profile changes")
     al.add_argument("--level", choices=["info", "warning", "critical"]); al.add_argument("--limit", type=int, default=20)
     al.add_argument("--all-accounts", action="store_true", help="alerts of every account, not just settings.ini's")
-    al.set_defaults(func=cmd_alerts)
+    al.set_defaults(func=_cmd_alerts)
     pr = sub.add_parser("profile", help="show or change the account's profile (risk tolerance, optimizer, limits, sectors)",
                         epilog="examples: --set risk_tolerance=conservative  --set optimizer=hrp  --set limits.max_sector_weight=0.3  "
                                "--set sector_preferences.Energy.exclude=true  --set sector_preferences.Financials.cap=0.2  "
@@ -227,13 +226,13 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one field (repeatable); null removes it")
     pr.add_argument("--reset", action="store_true", help="start from an empty profile (settings.ini's values)")
     pr.add_argument("--actor", help="who (default operator:$USER); recorded in the alerts table")
-    pr.set_defaults(func=cmd_profile)
+    pr.set_defaults(func=_cmd_profile)
     mo = sub.add_parser("models", help="the model registry: list versions, promote one to production")
     mo.add_argument("action", choices=["list", "promote"]); mo.add_argument("name", nargs="?"); mo.add_argument("version", nargs="?")
     mo.add_argument("--actor", help="who (default operator:$USER); recorded with the promotion")
-    mo.set_defaults(func=cmd_models)
+    mo.set_defaults(func=_cmd_models)
     dash = sub.add_parser("dashboard", help="serve the Voila dashboards on 127.0.0.1 with a token")
-    dash.add_argument("--port", type=int, default=None); dash.set_defaults(func=cmd_dashboard)
+    dash.add_argument("--port", type=int, default=None); dash.set_defaults(func=_cmd_dashboard)
     return p
 
 # %% ../nbs/13_cli.ipynb #64637ab3

@@ -15,10 +15,10 @@ import re
 import pandas as pd
 
 # %% auto #0
-__all__ = ['SYMBOL_PATTERN', 'TRANSITIONS', 'TERMINAL', 'TraderbotError', 'ConfigError', 'DataError', 'BrokerError',
-           'RateLimited', 'DuplicateOrder', 'OrderRejected', 'RiskLimitBreached', 'StorageError', 'InvalidTransition',
-           'check_symbol', 'to_decimal', 'floor_to_lot', 'Side', 'CostModel', 'OrderStatus', 'check_transition', 'Fill',
-           'Order', 'Position', 'client_order_id', 'DataSource', 'Account', 'Broker']
+__all__ = ['TRANSITIONS', 'TERMINAL', 'TraderbotError', 'ConfigError', 'DataError', 'BrokerError', 'RateLimited',
+           'DuplicateOrder', 'OrderRejected', 'RiskLimitBreached', 'StorageError', 'InvalidTransition', 'check_symbol',
+           'to_decimal', 'floor_to_lot', 'Side', 'CostModel', 'OrderStatus', 'check_transition', 'Fill', 'Order',
+           'Position', 'client_order_id', 'DataSource', 'Account', 'Broker']
 
 # %% ../nbs/00_core.ipynb #6244675a
 class TraderbotError(Exception):
@@ -72,13 +72,13 @@ class InvalidTransition(TraderbotError):
     "An order event that the order state machine does not allow."
 
 # %% ../nbs/00_core.ipynb #77c505bd
-SYMBOL_PATTERN = re.compile(r"[A-Z][A-Z0-9]{0,9}(?:[.\-][A-Z0-9]{1,4})?")
+_SYMBOL_PATTERN = re.compile(r"[A-Z][A-Z0-9]{0,9}(?:[.\-][A-Z0-9]{1,4})?")
 
 def check_symbol(
     symbol:str, # ticker as given by a user, a file or a provider
 ) -> str:       # the same ticker, known to be safe for SQL, paths, URLs and HTML
     "Return `symbol` if it is a plain ASCII ticker, else raise `DataError` naming it."
-    if not isinstance(symbol, str) or not symbol.isascii() or not SYMBOL_PATTERN.fullmatch(symbol):
+    if not isinstance(symbol, str) or not symbol.isascii() or not _SYMBOL_PATTERN.fullmatch(symbol):
         raise DataError(f"invalid symbol {symbol!r}: expected an ASCII ticker such as 'AAPL' or 'BRK.B'")
     return symbol
 

@@ -18,9 +18,7 @@ from ..core import (Account, BrokerError, ConfigError, DuplicateOrder, Fill, Ord
                             RateLimited, Side, to_decimal)
 
 # %% auto #0
-__all__ = ['ALPACA_STATUS', 'PAGE_SIZE', 'MAX_PAGES', 'MAX_OPEN_ORDERS', 'order_status', 'TimeoutAdapter', 'trading_client',
-           'mask', 'api_error_parts', 'broker_error', 'parsing', 'utc_timestamp', 'parse_order', 'parse_fill',
-           'parse_position', 'parse_account', 'order_request', 'AlpacaBroker']
+__all__ = ['ALPACA_STATUS', 'order_status', 'trading_client', 'mask', 'broker_error', 'order_request', 'AlpacaBroker']
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #78cefe26
 ALPACA_STATUS: dict[str, OrderStatus|None] = {   # None: working (ACCEPTED, PARTIALLY_FILLED once something filled)
@@ -43,7 +41,7 @@ def order_status(
     return OrderStatus.FILLED if filled >= quantity > 0 else OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.ACCEPTED
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #b44982f4
-class TimeoutAdapter(HTTPAdapter):
+class _TimeoutAdapter(HTTPAdapter):
     "A requests transport adapter that gives every request `timeout_s` unless the caller set one, and never retries."
     def __init__(self, timeout_s:float):
         super().__init__(max_retries=0)   # urllib3 resends nothing: a lost answer is the order manager's to settle
@@ -65,7 +63,7 @@ def trading_client(
     missing = [a for a in ("_retry", "_retry_codes", "_session") if not hasattr(client, a)]
     if missing: raise BrokerError(f"alpaca-py's RESTClient has no {missing}: cannot switch off its resends or set timeouts; check the pinned alpaca-py version")
     client._retry, client._retry_codes = 0, []   # RESTClient would resend after 429/504, 3 times, 3 s apart
-    for prefix in ("http://", "https://"): client._session.mount(prefix, TimeoutAdapter(timeout_s))
+    for prefix in ("http://", "https://"): client._session.mount(prefix, _TimeoutAdapter(timeout_s))
     return client
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #b33471cc
@@ -76,7 +74,7 @@ def mask(text:str, secrets) -> str:
     return text
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #70b8c209
-def api_error_parts(e:Exception, secrets=()) -> tuple[int|None, int|None, str]:
+def _api_error_parts(e:Exception, secrets=()) -> tuple[int|None, int|None, str]:
     "HTTP status, Alpaca error code and message of an alpaca-py `APIError` `e` (whose text is the response body)."
     try: body = json.loads(str(e))
     except ValueError: body = None
@@ -94,7 +92,7 @@ def broker_error(
     unknown = "the order may or may not exist: settle it by lookup" if submit else "safe to retry"
     if isinstance(e, requests.Timeout): return BrokerError(f"Alpaca {action}: no answer within the timeout; {unknown}", retryable=True)
     if isinstance(e, requests.RequestException): return BrokerError(f"Alpaca {action}: {type(e).__name__} before an answer; {unknown}", retryable=True)
-    status, code, message = api_error_parts(e, secrets)
+    status, code, message = _api_error_parts(e, secrets)
     if status == 429: return RateLimited(f"Alpaca {action}: HTTP 429 {message!r}, the broker is throttling; {unknown}")
     if status is None or status >= 500: return BrokerError(f"Alpaca {action}: HTTP {status} {message!r}; {unknown}", retryable=True)
     if status == 401 or (status == 403 and code is None):
@@ -106,7 +104,7 @@ def broker_error(
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #9204836f
 @contextmanager
-def parsing(kind:str, raw):
+def _parsing(kind:str, raw):
     "Turn a malformed Alpaca answer into a `BrokerError` naming the `kind` of record and its id."
     try: yield
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -114,16 +112,16 @@ def parsing(kind:str, raw):
         raise BrokerError(f"unexpected Alpaca {kind} JSON ({ref}): {type(e).__name__}: {e}") from None
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #12166e6e
-def utc_timestamp(text:str) -> pd.Timestamp:
+def _utc_timestamp(text:str) -> pd.Timestamp:
     "An Alpaca ISO-8601 time as an aware UTC Timestamp."
     ts = pd.Timestamp(text)
     if pd.isna(ts): raise ValueError(f"not a time: {text!r}")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #42c7fff6
-def parse_order(raw:dict) -> Order:
+def _parse_order(raw:dict) -> Order:
     "traderbot's view of one Alpaca order."
-    with parsing("order", raw):
+    with _parsing("order", raw):
         qty, filled = to_decimal(raw["qty"], "qty"), to_decimal(raw.get("filled_qty") or 0, "filled_qty")
         avg = to_decimal(raw["filled_avg_price"], "filled_avg_price") if filled and raw.get("filled_avg_price") is not None else None
         limit = None if raw.get("limit_price") is None else to_decimal(raw["limit_price"], "limit_price")
@@ -131,24 +129,24 @@ def parse_order(raw:dict) -> Order:
                      order_status(raw["status"], filled, qty), filled, avg, str(raw["id"]))
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #c3e18f02
-def parse_fill(raw:dict, client_order_id:str) -> Fill:
+def _parse_fill(raw:dict, client_order_id:str) -> Fill:
     "One FILL activity as a `Fill` of `client_order_id`; commission 0 (Alpaca charges none on US equities)."
-    with parsing("FILL activity", raw):
+    with _parsing("FILL activity", raw):
         side = Side.SELL if raw["side"] == "sell_short" else Side(raw["side"])
         return Fill(str(raw["id"]), client_order_id, raw["symbol"], side, to_decimal(raw["qty"], "qty"),
-                    to_decimal(raw["price"], "price"), Decimal(0), utc_timestamp(raw["transaction_time"]))
+                    to_decimal(raw["price"], "price"), Decimal(0), _utc_timestamp(raw["transaction_time"]))
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #1abf58ed
-def parse_position(raw:dict) -> Position:
+def _parse_position(raw:dict) -> Position:
     "One Alpaca position; a short is negative (Alpaca sends it so; a positive short quantity is negated)."
-    with parsing("position", raw):
+    with _parsing("position", raw):
         qty = to_decimal(raw["qty"], "qty")
         return Position(raw["symbol"], -qty if raw.get("side") == "short" and qty > 0 else qty, to_decimal(raw["avg_entry_price"], "avg_entry_price"))
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #871bfed8
-def parse_account(raw:dict) -> Account:
+def _parse_account(raw:dict) -> Account:
     "Cash and equity from GET /v2/account."
-    with parsing("account", raw): return Account(cash=to_decimal(raw["cash"], "cash"), equity=to_decimal(raw["equity"], "equity"))
+    with _parsing("account", raw): return Account(cash=to_decimal(raw["cash"], "cash"), equity=to_decimal(raw["equity"], "equity"))
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #d900912a
 def order_request(order:Order) -> dict:
@@ -165,7 +163,7 @@ def order_request(order:Order) -> dict:
     return json.loads(json.dumps(body))   # plain JSON values, as they go on the wire
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #dcd08e4a
-PAGE_SIZE, MAX_PAGES, MAX_OPEN_ORDERS = 100, 1000, 500   # Alpaca's largest activity page, our bound on pages, its largest order page
+_PAGE_SIZE, _MAX_PAGES, _MAX_OPEN_ORDERS = 100, 1000, 500   # Alpaca's largest activity page, our bound on pages, its largest order page
 
 def _base_url(paper:bool) -> str:
     "Alpaca's trading endpoint: paper or live."
@@ -222,22 +220,22 @@ def cancel(self:AlpacaBroker, client_order_id:str) -> Order:
 @patch
 def fills(self:AlpacaBroker, client_order_id:str|None=None) -> list[Fill]:
     "Executions from Alpaca's FILL activities, oldest first: of one order, or of the whole account."
-    if client_order_id is None: return [parse_fill(a, self._client_id(a.get("order_id"))) for a in self._activities()]
+    if client_order_id is None: return [_parse_fill(a, self._client_id(a.get("order_id"))) for a in self._activities()]
     o = self.get_order(client_order_id)
     if o is None: return []
-    return [parse_fill(a, client_order_id) for a in self._activities() if a.get("order_id") == o.broker_order_id]
+    return [_parse_fill(a, client_order_id) for a in self._activities() if a.get("order_id") == o.broker_order_id]
 
 @patch
 def _activities(self:AlpacaBroker) -> list[dict]:
     "Every FILL activity, oldest first, page by page (at most `MAX_PAGES`)."
     out, token = [], None
-    for _ in range(MAX_PAGES):
-        page = self._call("list fills", self._client.get, "/account/activities/FILL", {"direction": "asc", "page_size": PAGE_SIZE, "page_token": token})
+    for _ in range(_MAX_PAGES):
+        page = self._call("list fills", self._client.get, "/account/activities/FILL", {"direction": "asc", "page_size": _PAGE_SIZE, "page_token": token})
         if not isinstance(page, list): raise BrokerError(f"Alpaca list fills: expected a JSON list, got {type(page).__name__}")
         out += page
-        if len(page) < PAGE_SIZE: return out
+        if len(page) < _PAGE_SIZE: return out
         token = page[-1].get("id")
-    raise BrokerError(f"Alpaca list fills: more than {MAX_PAGES * PAGE_SIZE} fills; refusing a list that may be cut short")
+    raise BrokerError(f"Alpaca list fills: more than {_MAX_PAGES * _PAGE_SIZE} fills; refusing a list that may be cut short")
 
 @patch
 def _client_id(self:AlpacaBroker, order_id) -> str:
@@ -247,7 +245,7 @@ def _client_id(self:AlpacaBroker, order_id) -> str:
 
 @patch
 def _order(self:AlpacaBroker, raw) -> Order:
-    o = parse_order(raw)
+    o = _parse_order(raw)
     self._client_ids[o.broker_order_id] = o.client_order_id
     return o
 
@@ -257,19 +255,19 @@ def open_orders(self:AlpacaBroker) -> list[Order]:
     "Orders Alpaca still works, any client's."
     from alpaca.trading.enums import QueryOrderStatus
     from alpaca.trading.requests import GetOrdersRequest
-    raw = self._call("list open orders", self._client.get_orders, GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=MAX_OPEN_ORDERS))
-    if len(raw) >= MAX_OPEN_ORDERS: raise BrokerError(f"Alpaca list open orders: {len(raw)} or more; refusing a list that may be cut short")
+    raw = self._call("list open orders", self._client.get_orders, GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=_MAX_OPEN_ORDERS))
+    if len(raw) >= _MAX_OPEN_ORDERS: raise BrokerError(f"Alpaca list open orders: {len(raw)} or more; refusing a list that may be cut short")
     return [self._order(r) for r in raw]
 
 @patch
 def positions(self:AlpacaBroker) -> list[Position]:
     "Positions Alpaca holds."
-    return [parse_position(p) for p in self._call("list positions", self._client.get_all_positions)]
+    return [_parse_position(p) for p in self._call("list positions", self._client.get_all_positions)]
 
 @patch
 def account(self:AlpacaBroker) -> Account:
     "Cash and equity at Alpaca."
-    return parse_account(self._call("read the account", self._client.get_account))
+    return _parse_account(self._call("read the account", self._client.get_account))
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #09b229a4
 @patch

@@ -17,15 +17,15 @@ from ..core import ConfigError
 from ..store import ledger
 
 # %% auto #0
-__all__ = ['make_broker', 'router', 'alpaca_broker', 'ib_broker']
+__all__ = ['make_broker']
 
 # %% ../../nbs/08e_brokers.factory.ipynb #b06a0583
 def make_broker(engine, settings:Settings, prices:dict[str, Decimal], fill_time:pd.Timestamp, mode:str="paper"):
     "The broker `[broker] name` selects; the paper broker is moved to this session (earlier day orders expire)."
     name = settings.broker.name
-    if name == "router": return router(engine, settings, prices, fill_time, mode)
-    if name == "alpaca": return alpaca_broker(settings, live=mode == "live")
-    if name == "ib": return ib_broker(engine, settings)
+    if name == "router": return _router(engine, settings, prices, fill_time, mode)
+    if name == "alpaca": return _alpaca_broker(settings, live=mode == "live")
+    if name == "ib": return _ib_broker(engine, settings)
     market = market_at(prices, fill_time)
     broker = PaperBroker(engine, settings.traderbot.account, market, settings.cost_model(), settings.broker.initial_cash,
                          max_volume_share=settings.broker.max_volume_share)
@@ -33,7 +33,7 @@ def make_broker(engine, settings:Settings, prices:dict[str, Decimal], fill_time:
     return broker
 
 # %% ../../nbs/08e_brokers.factory.ipynb #6b3da770
-def router(engine, settings:Settings, prices:dict[str, Decimal], fill_time:pd.Timestamp, mode:str="paper"):
+def _router(engine, settings:Settings, prices:dict[str, Decimal], fill_time:pd.Timestamp, mode:str="paper"):
     "A `Router` over the `[routing] venues`, each built as if it were the only broker."
     r = settings.routing
     if len(r.venues) < 2 or len(set(r.venues)) != len(r.venues): raise ConfigError("[routing] venues: name two or more different brokers for [broker] name = router")
@@ -41,7 +41,7 @@ def router(engine, settings:Settings, prices:dict[str, Decimal], fill_time:pd.Ti
     return Router(engine, [Venue(v, one(v), commission_bps=r.commission_bps.get(v, 0.0)) for v in r.venues], down_for_s=r.down_for_s)
 
 # %% ../../nbs/08e_brokers.factory.ipynb #5430fcac
-def alpaca_broker(settings:Settings, live:bool):
+def _alpaca_broker(settings:Settings, live:bool):
     "The Alpaca adapter with the keys from the environment; the live endpoint only when `live`."
     sec = settings.secrets
     if not (sec.alpaca_api_key and sec.alpaca_secret_key): raise ConfigError("[broker] name = alpaca needs ALPACA_API_KEY and ALPACA_SECRET_KEY in the environment or .env")
@@ -49,7 +49,7 @@ def alpaca_broker(settings:Settings, live:bool):
                         timeout_s=settings.broker.timeout_s, account_name=settings.traderbot.account)
 
 # %% ../../nbs/08e_brokers.factory.ipynb #e052c067
-def ib_broker(engine, settings:Settings):
+def _ib_broker(engine, settings:Settings):
     "The IB adapter connected to TWS / IB Gateway on this machine; order ids continue after the highest stored."
     b = settings.broker
     ib = connect_ib(b.ib_host, b.ib_port, b.ib_client_id, timeout_s=b.timeout_s)

@@ -21,19 +21,16 @@ from ..core import (Account, BrokerError, ConfigError, DataError, DuplicateOrder
 if TYPE_CHECKING: from ib_async import IB, Trade, Fill as IBFill, Order as IBOrder
 
 # %% auto #0
-__all__ = ['IB_STATUS', 'ENDED', 'CANCEL_CODES', 'UNSET_DOUBLE', 'CONNECTIVITY_CODES', 'LINK_LOST', 'LINK_RESTORED', 'ACTIONS',
-           'SIDES', 'WAITING', 'ib_symbol', 'tb_symbol', 'ib_contract', 'ib_order', 'next_order_id', 'ib_status',
-           'ib_message', 'rejection', 'ib_decimal', 'filled_quantity', 'average_price', 'order_status', 'ib_error',
-           'ib_time', 'ib_order_id', 'order_from_trade', 'fill_from_ib', 'check_seconds', 'IBBroker', 'account_value',
-           'connect_ib']
+__all__ = ['IB_STATUS', 'ib_contract', 'ib_order', 'next_order_id', 'filled_quantity', 'average_price', 'order_status',
+           'ib_error', 'IBBroker', 'connect_ib']
 
 # %% ../../nbs/08c_brokers.ib.ipynb #ca0e0dc8
-def ib_symbol(symbol:str) -> str:
+def _ib_symbol(symbol:str) -> str:
     "IB's spelling of a traderbot ticker: share classes take a space (`BRK.B` -> `BRK B`)."
     return check_symbol(symbol).replace(".", " ")
 
 # %% ../../nbs/08c_brokers.ib.ipynb #328adead
-def tb_symbol(ib_symbol:str) -> str:
+def _tb_symbol(ib_symbol:str) -> str:
     "traderbot's spelling of an IB stock symbol (`BRK B` -> `BRK.B`), checked like any other ticker."
     return check_symbol(str(ib_symbol).replace(" ", "."))
 
@@ -41,7 +38,7 @@ def tb_symbol(ib_symbol:str) -> str:
 def ib_contract(symbol:str):   # -> ib_async's `Stock`
     "A US stock on IB's SMART router, in dollars."
     from ib_async import Stock
-    return Stock(ib_symbol(symbol), "SMART", "USD")
+    return Stock(_ib_symbol(symbol), "SMART", "USD")
 
 # %% ../../nbs/08c_brokers.ib.ipynb #7667e749
 def ib_order(
@@ -75,31 +72,31 @@ IB_STATUS: dict[str, OrderStatus] = {
     "PreSubmitted": _S.ACCEPTED, "Submitted": _S.ACCEPTED, "PendingCancel": _S.ACCEPTED, "ApiUpdate": _S.ACCEPTED,
     "Filled": _S.FILLED, "Cancelled": _S.CANCELED, "ApiCancelled": _S.CANCELED, "Inactive": _S.UNKNOWN,
 }
-ENDED = frozenset({"Cancelled", "ApiCancelled", "Inactive"})   # IB statuses an error can leave an order in
-CANCEL_CODES = frozenset({202})                                # "Order Canceled - reason:": a confirmation, not a refusal
+_ENDED = frozenset({"Cancelled", "ApiCancelled", "Inactive"})   # IB statuses an error can leave an order in
+_CANCEL_CODES = frozenset({202})                                # "Order Canceled - reason:": a confirmation, not a refusal
 
-def ib_status(trade:Trade) -> str:
+def _ib_status(trade:Trade) -> str:
     "IB's status of `trade`, looking through ib_async's `ValidationError` mark to the status before it."
     if trade.orderStatus.status != "ValidationError": return trade.orderStatus.status
     return next((e.status for e in reversed(trade.log) if e.status not in ("", "ValidationError")), "Submitted")
 
 # %% ../../nbs/08c_brokers.ib.ipynb #1958b3b8
-def ib_message(message:str) -> str:
+def _ib_message(message:str) -> str:
     "IB's own error text, without the 'Error 201, reqId 8: ' that ib_async puts in front."
     return re.sub(r"^(Error|Warning) -?\d+, reqId -?\d+: ", "", message)
 
 # %% ../../nbs/08c_brokers.ib.ipynb #8a6190b9
-def rejection(trade:Trade) -> tuple[int, str]|None:
+def _rejection(trade:Trade) -> tuple[int, str]|None:
     "IB's error code and text that ended `trade`, if an error (not a cancel confirmation) ended it."
-    errs = [(e.errorCode, ib_message(e.message)) for e in trade.log if e.errorCode and e.status in ENDED]
-    return errs[-1] if errs and errs[-1][0] not in CANCEL_CODES else None
+    errs = [(e.errorCode, _ib_message(e.message)) for e in trade.log if e.errorCode and e.status in _ENDED]
+    return errs[-1] if errs and errs[-1][0] not in _CANCEL_CODES else None
 
 # %% ../../nbs/08c_brokers.ib.ipynb #e4a41695
-UNSET_DOUBLE = sys.float_info.max   # ib_async.util.UNSET_DOUBLE: what IB sends for "no value"
+_UNSET_DOUBLE = sys.float_info.max   # ib_async.util.UNSET_DOUBLE: what IB sends for "no value"
 
-def ib_decimal(value, name:str) -> Decimal:
+def _ib_decimal(value, name:str) -> Decimal:
     "An IB float as an exact `Decimal` (through its shortest repr); integral values without a trailing `.0`."
-    if value is None or value == UNSET_DOUBLE: raise DataError(f"IB sent no value for {name}")
+    if value is None or value == _UNSET_DOUBLE: raise DataError(f"IB sent no value for {name}")
     d = to_decimal(value, name)
     return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
 
@@ -107,29 +104,29 @@ def ib_decimal(value, name:str) -> Decimal:
 def filled_quantity(trade:Trade) -> Decimal:
     "Shares filled: the most that IB's status, the order record or the executions report."
     said = [trade.orderStatus.filled, trade.order.filledQuantity, sum(f.execution.shares for f in trade.fills)]
-    return max(ib_decimal(v, "filled") for v in said if v is not None and v != UNSET_DOUBLE)
+    return max(_ib_decimal(v, "filled") for v in said if v is not None and v != _UNSET_DOUBLE)
 
 # %% ../../nbs/08c_brokers.ib.ipynb #280005b8
 def average_price(trade:Trade, filled:Decimal) -> Decimal|None:
     "Average fill price: exact from the executions when they cover `filled`, else IB's `avgFillPrice`."
-    ex = [(ib_decimal(f.execution.shares, "shares"), ib_decimal(f.execution.price, "price")) for f in trade.fills]
+    ex = [(_ib_decimal(f.execution.shares, "shares"), _ib_decimal(f.execution.price, "price")) for f in trade.fills]
     if filled and sum(q for q, _ in ex) == filled: return sum(q * p for q, p in ex) / filled
     avg = trade.orderStatus.avgFillPrice
-    return ib_decimal(avg, "avgFillPrice") if filled and avg and avg != UNSET_DOUBLE else None
+    return _ib_decimal(avg, "avgFillPrice") if filled and avg and avg != _UNSET_DOUBLE else None
 
 # %% ../../nbs/08c_brokers.ib.ipynb #3adf7727
 def order_status(trade:Trade) -> tuple[OrderStatus, str|None]:
     "traderbot's status of an IB trade and, for a rejection, IB's reason (see the table)."
-    ib = ib_status(trade)
+    ib = _ib_status(trade)
     if ib not in IB_STATUS:
         raise BrokerError(f"unknown IB order status {ib!r} for orderId {trade.order.orderId} (orderRef {trade.order.orderRef!r})")
-    status, filled, err = IB_STATUS[ib], filled_quantity(trade), rejection(trade)
-    if ib in ENDED and err and filled == 0: return _S.REJECTED, f"IB error {err[0]}: {err[1]}"
+    status, filled, err = IB_STATUS[ib], filled_quantity(trade), _rejection(trade)
+    if ib in _ENDED and err and filled == 0: return _S.REJECTED, f"IB error {err[0]}: {err[1]}"
     return (_S.PARTIALLY_FILLED if status is _S.ACCEPTED and filled > 0 else status), None
 
 # %% ../../nbs/08c_brokers.ib.ipynb #94437915
-CONNECTIVITY_CODES = frozenset({502, 504, 1100, 1101, 1102, 2110})
-LINK_LOST, LINK_RESTORED = frozenset({1100, 2110}), frozenset({1101, 1102})
+_CONNECTIVITY_CODES = frozenset({502, 504, 1100, 1101, 1102, 2110})
+_LINK_LOST, _LINK_RESTORED = frozenset({1100, 2110}), frozenset({1101, 1102})
 
 def ib_error(
     code:int,        # IB's error code
@@ -138,48 +135,48 @@ def ib_error(
 ) -> Exception:      # the traderbot error to raise
     "The traderbot error for IB error `code`."
     text = f"IB error {code}{' on ' + what if what else ''}: {message}"
-    if code in CONNECTIVITY_CODES: return BrokerError(text, retryable=True)
+    if code in _CONNECTIVITY_CODES: return BrokerError(text, retryable=True)
     if code == 103: return BrokerError(f"{text} (an order id was reused; traderbot's id allocation must prevent this)", retryable=False)
     return OrderRejected(text, "BROKER_REJECTED")
 
 # %% ../../nbs/08c_brokers.ib.ipynb #fd037a42
-ACTIONS = {"BUY": Side.BUY, "SELL": Side.SELL, "SSHORT": Side.SELL}
-SIDES = {"BOT": Side.BUY, "SLD": Side.SELL}
+_ACTIONS = {"BUY": Side.BUY, "SELL": Side.SELL, "SSHORT": Side.SELL}
+_SIDES = {"BOT": Side.BUY, "SLD": Side.SELL}
 
-def ib_time(t) -> pd.Timestamp:
+def _ib_time(t) -> pd.Timestamp:
     "An IB execution time as an aware UTC timestamp (naive ones are taken as UTC)."
     ts = pd.Timestamp(t)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 # %% ../../nbs/08c_brokers.ib.ipynb #da5417e0
-def ib_order_id(trade:Trade) -> int:
+def _ib_order_id(trade:Trade) -> int:
     "IB's order id of `trade`; 0 if no record of this session carries it."
     ids = [trade.order.orderId, trade.orderStatus.orderId, *(f.execution.orderId for f in trade.fills)]
     return next((i for i in ids if i and i > 0), 0)
 
 # %% ../../nbs/08c_brokers.ib.ipynb #b7112550
-def order_from_trade(trade:Trade) -> Order:
+def _order_from_trade(trade:Trade) -> Order:
     "traderbot's view of an IB trade."
     o, (status, reason), filled = trade.order, order_status(trade), filled_quantity(trade)
-    if o.action not in ACTIONS: raise BrokerError(f"IB order {o.orderId} ({o.orderRef}): unknown action {o.action!r}")
-    oid = ib_order_id(trade)
-    return Order(o.orderRef, tb_symbol(trade.contract.symbol), ACTIONS[o.action], ib_decimal(o.totalQuantity, "totalQuantity"),
-                 ib_decimal(o.lmtPrice, "lmtPrice") if o.orderType == "LMT" else None, status, filled,
+    if o.action not in _ACTIONS: raise BrokerError(f"IB order {o.orderId} ({o.orderRef}): unknown action {o.action!r}")
+    oid = _ib_order_id(trade)
+    return Order(o.orderRef, _tb_symbol(trade.contract.symbol), _ACTIONS[o.action], _ib_decimal(o.totalQuantity, "totalQuantity"),
+                 _ib_decimal(o.lmtPrice, "lmtPrice") if o.orderType == "LMT" else None, status, filled,
                  average_price(trade, filled), str(oid) if oid else None, reason)
 
 # %% ../../nbs/08c_brokers.ib.ipynb #a54a7d8d
-def fill_from_ib(fill:IBFill, client_order_id:str) -> Fill:
+def _fill_from_ib(fill:IBFill, client_order_id:str) -> Fill:
     "traderbot's `Fill` for an IB execution; commission 0 until IB's commission report for it arrives."
     ex, cr = fill.execution, fill.commissionReport
-    if ex.side not in SIDES: raise BrokerError(f"IB execution {ex.execId}: unknown side {ex.side!r}")
-    arrived = cr.execId == ex.execId and cr.commission != UNSET_DOUBLE
-    return Fill(ex.execId, client_order_id, tb_symbol(fill.contract.symbol), SIDES[ex.side], ib_decimal(ex.shares, "shares"),
-                ib_decimal(ex.price, "price"), ib_decimal(cr.commission, "commission") if arrived else Decimal(0), ib_time(ex.time))
+    if ex.side not in _SIDES: raise BrokerError(f"IB execution {ex.execId}: unknown side {ex.side!r}")
+    arrived = cr.execId == ex.execId and cr.commission != _UNSET_DOUBLE
+    return Fill(ex.execId, client_order_id, _tb_symbol(fill.contract.symbol), _SIDES[ex.side], _ib_decimal(ex.shares, "shares"),
+                _ib_decimal(ex.price, "price"), _ib_decimal(cr.commission, "commission") if arrived else Decimal(0), _ib_time(ex.time))
 
 # %% ../../nbs/08c_brokers.ib.ipynb #05a256fb
-WAITING = frozenset({"PendingSubmit", "ApiPending"})          # sent, not yet acknowledged by TWS
+_WAITING = frozenset({"PendingSubmit", "ApiPending"})          # sent, not yet acknowledged by TWS
 
-def check_seconds(value, name:str) -> float:
+def _check_seconds(value, name:str) -> float:
     "`value` if it is a positive, finite number of seconds, else `ConfigError` naming `name`."
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise ConfigError(f"{name}: expected a positive number of seconds, got {value!r}")
@@ -195,7 +192,7 @@ class IBBroker:
                  account:str="",                                 # IB account number; "" if the login manages one account
                  stored_max_order_id:Callable[[], int]=lambda: 0, # highest IB order id in traderbot's store
                  timeout_s:float=10.0):                          # how long to wait for TWS to answer an order or a cancel
-        check_seconds(timeout_s, "IBBroker timeout_s")
+        _check_seconds(timeout_s, "IBBroker timeout_s")
         self.ib, self.ib_account, self.stored_max_order_id, self.timeout_s = ib, account, stored_max_order_id, timeout_s
         self.high_water, self.link_down = 0, None
         ib.errorEvent += self._on_error
@@ -203,8 +200,8 @@ class IBBroker:
 
     def _on_error(self, req_id, code, message, contract):
         "Follow TWS's reports on its link to IB."
-        if code in LINK_LOST: self.link_down = (code, message)
-        elif code in LINK_RESTORED: self.link_down = None
+        if code in _LINK_LOST: self.link_down = (code, message)
+        elif code in _LINK_RESTORED: self.link_down = None
 
     def _on_disconnect(self): self.link_down = None   # a new session starts with a fresh link
 
@@ -220,7 +217,7 @@ def _find_trade(self:IBBroker, client_order_id:str) -> Trade|None:
     "The session's trade whose orderRef is `client_order_id`, if any."
     hits = list({id(t): t for t in self.ib.trades() if t.order.orderRef == client_order_id}.values())
     if len(hits) > 1:
-        raise BrokerError(f"IB holds {len(hits)} orders with orderRef {client_order_id} (orderIds {[ib_order_id(t) for t in hits]}): reconcile by hand")
+        raise BrokerError(f"IB holds {len(hits)} orders with orderRef {client_order_id} (orderIds {[_ib_order_id(t) for t in hits]}): reconcile by hand")
     return hits[0] if hits else None
 
 @patch
@@ -250,7 +247,7 @@ def submit(self:IBBroker, order:Order) -> Order:
     if self._find_trade(order.client_order_id) is not None or self._executions(order.client_order_id):
         raise DuplicateOrder(f"IB already has an order with orderRef {order.client_order_id}: look it up, do not resend")
     trade = self._place(order, self._next_id())
-    self._wait(trade, WAITING)
+    self._wait(trade, _WAITING)
     return self._acknowledged(trade)
 
 # %% ../../nbs/08c_brokers.ib.ipynb #2deb7573
@@ -276,11 +273,11 @@ def _wait(self:IBBroker, trade:Trade, states:frozenset):
 def _acknowledged(self:IBBroker, trade:Trade) -> Order:
     "IB's view of a just-placed order, or the error its answer (or silence) means."
     what = f"orderId {trade.order.orderId} ({trade.order.orderRef}, {trade.contract.symbol})"
-    if trade.orderStatus.status in WAITING:
+    if trade.orderStatus.status in _WAITING:
         why = "the connection was lost" if not self.ib.isConnected() else f"no answer within {self.timeout_s}s"
         raise BrokerError(f"IB: {what} was sent but not acknowledged ({why}); settle it with get_order", retryable=True)
-    view = order_from_trade(trade)
-    if view.status is _S.REJECTED: raise ib_error(*rejection(trade), what)
+    view = _order_from_trade(trade)
+    if view.status is _S.REJECTED: raise ib_error(*_rejection(trade), what)
     return view
 
 # %% ../../nbs/08c_brokers.ib.ipynb #bc881702
@@ -289,7 +286,7 @@ def get_order(self:IBBroker, client_order_id:str) -> Order|None:
     "IB's view of the order whose orderRef is `client_order_id`, or None if IB never saw it."
     self._check_connected()
     trade = self._find_trade(client_order_id)
-    if trade is not None: return order_from_trade(trade)
+    if trade is not None: return _order_from_trade(trade)
     if self._executions(client_order_id):
         raise BrokerError(f"IB reports executions of {client_order_id} but not the order: reconcile before resending", retryable=True)
     return None
@@ -304,8 +301,8 @@ def cancel(self:IBBroker, client_order_id:str) -> Order:
     if not trade.isDone():
         try: self.ib.cancelOrder(trade.order)
         except ConnectionError as e: raise BrokerError(f"IB: could not cancel {client_order_id}: {e}", retryable=True) from e
-        self._wait(trade, WAITING | {"PendingCancel"})
-    return order_from_trade(trade)
+        self._wait(trade, _WAITING | {"PendingCancel"})
+    return _order_from_trade(trade)
 
 # %% ../../nbs/08c_brokers.ib.ipynb #51f04e82
 @patch
@@ -317,7 +314,7 @@ def fills(self:IBBroker, client_order_id:str|None=None) -> list[Fill]:
         ex = f.execution
         if not ex.orderRef or (client_order_id and ex.orderRef != client_order_id): continue
         if self.ib_account and ex.acctNumber not in ("", self.ib_account): continue
-        out.setdefault(ex.execId, fill_from_ib(f, ex.orderRef))
+        out.setdefault(ex.execId, _fill_from_ib(f, ex.orderRef))
     return sorted(out.values(), key=lambda x: (x.timestamp, x.execution_id))
 
 # %% ../../nbs/08c_brokers.ib.ipynb #e460d5aa
@@ -327,7 +324,7 @@ def _one_account(self:IBBroker, accounts:set):
     if not self.ib_account and len(accounts) > 1:
         raise ConfigError(f"IB login manages several accounts {sorted(accounts)}: pass IBBroker(account=...)")
 
-def account_value(values:list, tag:str, account:str="") -> Decimal:
+def _account_value(values:list, tag:str, account:str="") -> Decimal:
     "IB's USD value of `tag` among `values`; a `BrokerError` if IB has not sent it."
     hits = [v.value for v in values if v.tag == tag and v.currency == "USD" and v.value not in ("", None)]
     if not hits: raise BrokerError(f"IB sent no {tag} in USD for account {account or '(any)'}: refusing to read it as zero", retryable=True)
@@ -340,7 +337,7 @@ def positions(self:IBBroker) -> list[Position]:
     self._check_connected()
     rows = [p for p in self.ib.positions(self.ib_account) if p.contract.secType == "STK"]
     self._one_account({p.account for p in rows})
-    out = [Position(tb_symbol(p.contract.symbol), ib_decimal(p.position, "position"), ib_decimal(p.avgCost, "avgCost")) for p in rows]
+    out = [Position(_tb_symbol(p.contract.symbol), _ib_decimal(p.position, "position"), _ib_decimal(p.avgCost, "avgCost")) for p in rows]
     return sorted(out, key=lambda p: p.symbol)
 
 # %% ../../nbs/08c_brokers.ib.ipynb #273e51be
@@ -351,7 +348,7 @@ def account(self:IBBroker) -> Account:
     values = [*self.ib.accountValues(self.ib_account), *self.ib.wrapper.acctSummary.values()]
     values = [v for v in values if not self.ib_account or v.account == self.ib_account]
     self._one_account({v.account for v in values if v.tag in ("TotalCashValue", "NetLiquidation")})
-    return Account(cash=account_value(values, "TotalCashValue", self.ib_account), equity=account_value(values, "NetLiquidation", self.ib_account))
+    return Account(cash=_account_value(values, "TotalCashValue", self.ib_account), equity=_account_value(values, "NetLiquidation", self.ib_account))
 
 # %% ../../nbs/08c_brokers.ib.ipynb #e8708836
 @patch
@@ -359,7 +356,7 @@ def open_orders(self:IBBroker) -> list[Order]:
     "traderbot's orders that IB still works (orders without an orderRef are not traderbot's)."
     self._check_connected()
     trades = [t for t in self.ib.openTrades() if t.order.orderRef and (not self.ib_account or t.order.account in ("", self.ib_account))]
-    return [o for o in map(order_from_trade, trades) if o.status not in TERMINAL]
+    return [o for o in map(_order_from_trade, trades) if o.status not in TERMINAL]
 
 # %% ../../nbs/08c_brokers.ib.ipynb #9d9bee17
 def _check_connect_args(host, port, client_id, timeout_s):
@@ -368,7 +365,7 @@ def _check_connect_args(host, port, client_id, timeout_s):
     if not (isinstance(host, str) and host.strip()): raise ConfigError(f"IB host: expected a host name or address, got {host!r}")
     if not (is_int(port) and 0 < port < 65536): raise ConfigError(f"IB port: expected 1-65535, got {port!r}")
     if not (is_int(client_id) and client_id >= 0): raise ConfigError(f"IB client_id: expected an integer >= 0, got {client_id!r}")
-    check_seconds(timeout_s, "IB timeout_s")
+    _check_seconds(timeout_s, "IB timeout_s")
 
 def connect_ib(
     host:str="127.0.0.1",  # where TWS / IB Gateway runs

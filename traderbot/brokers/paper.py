@@ -23,7 +23,7 @@ from ..store.schema import Money, NAMING, Str, UTCDateTime, now_utc
 
 # %% auto #0
 __all__ = ['metadata', 'paper_orders', 'paper_fills', 'paper_accounts', 'PaperMarket', 'market_at', 'fill_price', 'fillable',
-           'PaperBroker', 'paper_order', 'broker_order_id']
+           'PaperBroker', 'broker_order_id']
 
 # %% ../../nbs/08a_brokers.paper.ipynb #c534aa9c
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class PaperBroker:
     def __repr__(self): return f"PaperBroker(account={self.account_name!r}, session={self.market.session})"
 
 # %% ../../nbs/08a_brokers.paper.ipynb #43b3eff0
-def paper_order(r) -> Order:
+def _paper_order(r) -> Order:
     "An `Order` from a `paper_orders` row: the venue's view."
     return Order(r.client_order_id, r.symbol, Side(r.side), r.quantity, limit_price=r.limit_price, status=OrderStatus(r.status),
                  filled_quantity=r.filled_quantity, average_price=r.average_price, broker_order_id=r.broker_order_id)
@@ -196,14 +196,14 @@ def get_order(self:PaperBroker, client_order_id:str) -> Order|None:
     t = paper_orders
     q = select(t).where((t.c.client_order_id == client_order_id) & (t.c.account == self.account_name))
     with database.reading(self.engine) as con: r = con.execute(q).first()
-    return paper_order(r) if r else None
+    return _paper_order(r) if r else None
 
 @patch
 def open_orders(self:PaperBroker) -> list[Order]:
     "Orders the paper book still works."
     t = paper_orders
     q = select(t).where((t.c.account == self.account_name) & t.c.status.in_(["accepted", "partially_filled"])).order_by(t.c.created_at)
-    with database.reading(self.engine) as con: return [paper_order(r) for r in con.execute(q)]
+    with database.reading(self.engine) as con: return [_paper_order(r) for r in con.execute(q)]
 
 @patch
 def fills(self:PaperBroker, client_order_id:str|None=None) -> list[Fill]:

@@ -10,8 +10,8 @@ from sqlalchemy.engine import Engine
 import ipywidgets as widgets
 import pandas as pd
 
-from .widgets import TABLE_CSS, account_exists, empty_dashboard, equity_chart, frame_table
-from ..store.ledger import equity_curve, fills_frame, orders_frame, positions_frame
+from .widgets import TABLE_CSS, empty_dashboard, equity_chart, frame_table
+from ..store.ledger import account_exists, equity_curve, fills_frame, orders_frame, positions_frame
 from ..store.runs import runs_frame
 
 # %% auto #0

@@ -11,48 +11,48 @@ import ipywidgets as widgets
 import pandas as pd
 
 from ..config import Settings
-from .widgets import TABLE_CSS, account_exists, empty_dashboard, frame_table
+from .widgets import TABLE_CSS, empty_dashboard, frame_table
 from ..risk.report import stored_risk_report
+from ..store.ledger import account_exists
 
 # %% auto #0
-__all__ = ['RISK_CSS', 'pct', 'money', 'measures_frame', 'stress_frame', 'limits_widget', 'heat_color', 'correlation_heatmap',
-           'no_report', 'risk_dashboard']
+__all__ = ['risk_dashboard']
 
 # %% ../../nbs/12c_dashboard.risk.ipynb #789b6069
-RISK_CSS = """
+_RISK_CSS = """
 .tb-heat td { text-align: right; padding: 4px 8px; font-variant-numeric: tabular-nums; }
 .tb-heat th { padding: 4px 8px; }
 .tb-over td { color: #b00020; font-weight: bold; }
 """
 
-def pct(x) -> str:
+def _pct(x) -> str:
     "A fraction as a percentage with two decimals; blank when missing."
     return "" if x is None or pd.isna(x) else f"{x:.2%}"
 
 # %% ../../nbs/12c_dashboard.risk.ipynb #2a1b4143
-def money(x) -> str:
+def _money(x) -> str:
     "An amount with thousands separators and cents; blank when missing."
     return "" if x is None or pd.isna(x) else f"{x:,.2f}"
 
 # %% ../../nbs/12c_dashboard.risk.ipynb #17512860
-def measures_frame(m:pd.DataFrame) -> pd.DataFrame:
+def _measures_frame(m:pd.DataFrame) -> pd.DataFrame:
     "VaR/ES by method, formatted."
     if m.empty: return m
     return pd.DataFrame({"method": m["method"], "level": m["level"].map(lambda v: f"{v:.0%}"), "horizon (days)": m["horizon_days"].astype(str),
-                         "VaR %": m["var_pct"].map(pct), "ES %": m["es_pct"].map(pct), "VaR": m["var"].map(money), "ES": m["es"].map(money)})
+                         "VaR %": m["var_pct"].map(_pct), "ES %": m["es_pct"].map(_pct), "VaR": m["var"].map(_money), "ES": m["es"].map(_money)})
 
 # %% ../../nbs/12c_dashboard.risk.ipynb #5e3c137a
-def stress_frame(s:pd.DataFrame) -> pd.DataFrame:
+def _stress_frame(s:pd.DataFrame) -> pd.DataFrame:
     "The stress table, formatted (P&L % and index % arrive in percent points)."
     if s.empty: return s
     day = lambda t: "" if pd.isna(t) else pd.Timestamp(t).strftime("%Y-%m-%d")
     return pd.DataFrame({"scenario": s.index, "kind": s["kind"].to_numpy(), "start": s["start"].map(day).to_numpy(), "end": s["end"].map(day).to_numpy(),
-                         "P&L": s["pnl"].map(money).to_numpy(), "P&L %": (s["pnl_pct"] / 100).map(pct).to_numpy(),
-                         "worst symbol": s["worst_symbol"].to_numpy(), "index %": (s["index_pct"] / 100).map(pct).to_numpy(),
+                         "P&L": s["pnl"].map(_money).to_numpy(), "P&L %": (s["pnl_pct"] / 100).map(_pct).to_numpy(),
+                         "worst symbol": s["worst_symbol"].to_numpy(), "index %": (s["index_pct"] / 100).map(_pct).to_numpy(),
                          "proxied by beta": s["proxied"].astype(str).to_numpy()})
 
 # %% ../../nbs/12c_dashboard.risk.ipynb #8d4cb58e
-def limits_widget(lim:pd.DataFrame) -> widgets.HTML:
+def _limits_widget(lim:pd.DataFrame) -> widgets.HTML:
     "Limit use; a row at or above 100 % is marked."
     shown = pd.DataFrame({"limit": lim["limit"], "value": lim["value"].map(lambda v: f"{v:.2%}"), "limit value": lim["limit_value"].map(lambda v: f"{v:.2%}"),
                           "use": lim["use"].map(lambda v: f"{v:.0%}"), "detail": lim["detail"]})
@@ -62,19 +62,19 @@ def limits_widget(lim:pd.DataFrame) -> widgets.HTML:
     return w
 
 # %% ../../nbs/12c_dashboard.risk.ipynb #c5d26fbe
-def heat_color(v:float) -> str:
+def _heat_color(v:float) -> str:
     "Background for a correlation: white at 0, red towards +1, blue towards -1."
     a = min(1.0, abs(float(v)))
     r, g, b = (255, int(255 * (1 - a)), int(255 * (1 - a))) if v >= 0 else (int(255 * (1 - a)), int(255 * (1 - a)), 255)
     return f"rgb({r},{g},{b})"
 
 # %% ../../nbs/12c_dashboard.risk.ipynb #6342466d
-def correlation_heatmap(corr:pd.DataFrame, ratio:float|None=None) -> widgets.HTML:
+def _correlation_heatmap(corr:pd.DataFrame, ratio:float|None=None) -> widgets.HTML:
     "The correlation matrix as a coloured HTML table (class 'tb-correlation'), values written in each cell."
     if corr.empty: body = '<p class="tb-empty-table">Fewer than two positions: no correlations.</p>'
     else:
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in corr.columns)
-        rows = "".join(f"<tr><th>{html.escape(str(i))}</th>" + "".join(f'<td style="background:{heat_color(v)}">{v:.2f}</td>' for v in corr.loc[i]) + "</tr>"
+        rows = "".join(f"<tr><th>{html.escape(str(i))}</th>" + "".join(f'<td style="background:{_heat_color(v)}">{v:.2f}</td>' for v in corr.loc[i]) + "</tr>"
                        for i in corr.index)
         body = f'<table class="tb-heat"><thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table>'
         if ratio is not None: body += f"<p>Diversification ratio (Ledoit-Wolf covariance): <b>{ratio:.2f}</b></p>"
@@ -83,7 +83,7 @@ def correlation_heatmap(corr:pd.DataFrame, ratio:float|None=None) -> widgets.HTM
     return w
 
 # %% ../../nbs/12c_dashboard.risk.ipynb #df117942
-def no_report(account:str) -> widgets.VBox:
+def _no_report(account:str) -> widgets.VBox:
     "What a visitor sees before the daily run stored a risk report."
     msg = widgets.HTML(f"<h2>No risk report for account <b>{html.escape(account)}</b> yet.</h2>"
                        "<p>The daily run stores one at each close: run <code>make run</code>, then reload this page.</p>")
@@ -99,7 +99,7 @@ def risk_dashboard(
     account = settings.traderbot.account
     if not account_exists(engine, account): return empty_dashboard(account)
     rep = stored_risk_report(engine, account)
-    if rep is None: return no_report(account)
+    if rep is None: return _no_report(account)
     hist = rep.measures.set_index("method")["var_pct"].get("historical") if not rep.measures.empty else None
     head = widgets.HTML(f"<h2>Account <b>{html.escape(account)}</b> at the close of {rep.as_of}: equity <b>{rep.equity:,.2f}</b>, "
                         f"trading is <b>{html.escape(rep.trading_state)}</b>"
@@ -107,10 +107,10 @@ def risk_dashboard(
     head.add_class("tb-risk-headline")
     brk = rep.breakers.assign(value=rep.breakers["value"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.4g}"))[["breaker", "value", "threshold", "tripped", "action", "message"]]
     al = rep.alerts[["created_at", "level", "source", "message"]] if len(rep.alerts) else rep.alerts
-    box = widgets.VBox([widgets.HTML(f"<style>{TABLE_CSS}{RISK_CSS}</style>"), head,
-        frame_table(measures_frame(rep.measures), "tb-var", "No positions: nothing at risk.", "Value at risk and expected shortfall (one day)"),
-        frame_table(stress_frame(rep.stress), "tb-stress", "No positions: nothing to stress.", "Stress scenarios (P&L on the current holdings)"),
-        correlation_heatmap(rep.correlation, rep.diversification_ratio), limits_widget(rep.limits),
+    box = widgets.VBox([widgets.HTML(f"<style>{TABLE_CSS}{_RISK_CSS}</style>"), head,
+        frame_table(_measures_frame(rep.measures), "tb-var", "No positions: nothing at risk.", "Value at risk and expected shortfall (one day)"),
+        frame_table(_stress_frame(rep.stress), "tb-stress", "No positions: nothing to stress.", "Stress scenarios (P&L on the current holdings)"),
+        _correlation_heatmap(rep.correlation, rep.diversification_ratio), _limits_widget(rep.limits),
         frame_table(brk, "tb-breakers", "No breakers.", "Circuit breakers"),
         frame_table(al, "tb-alerts", "No alerts.", "Latest alerts")])
     box.add_class("tb-dashboard")

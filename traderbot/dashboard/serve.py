@@ -18,13 +18,12 @@ import time
 from ..core import ConfigError, TraderbotError
 
 # %% auto #0
-__all__ = ['LOOPBACK_HOSTS', 'new_token', 'free_port', 'dashboard_command', 'voila_env', 'wait_for_voila', 'log_tail',
-           'start_dashboards', 'stop_dashboards', 'serve_dashboards']
+__all__ = ['free_port', 'dashboard_command', 'start_dashboards', 'stop_dashboards', 'serve_dashboards']
 
 # %% ../../nbs/12d_dashboard.serve.ipynb #2d88f800
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
-def new_token() -> str:
+def _new_token() -> str:
     "A fresh random dashboard token (43 URL-safe characters)."
     return secrets.token_urlsafe(32)
 
@@ -42,13 +41,13 @@ def dashboard_command(
     port:int=0,              # 0 picks a free port
 ) -> list[str]:              # argv that starts Voila (the token goes in the environment: see `voila_env`)
     "The Voila command line serving `notebooks_dir` on loopback with token auth and no tracebacks."
-    if host not in LOOPBACK_HOSTS: raise ConfigError(f"dashboard host {host!r} refused: dashboards listen on 127.0.0.1 only")
+    if host not in _LOOPBACK_HOSTS: raise ConfigError(f"dashboard host {host!r} refused: dashboards listen on 127.0.0.1 only")
     return [sys.executable, "-m", "voila", str(notebooks_dir), "--no-browser", f"--port={port or free_port()}",
             "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--token", "--show_tracebacks=False",
             "--preheat_kernel=True", "--pool_size=1"]
 
 # %% ../../nbs/12d_dashboard.serve.ipynb #81f51e91
-def voila_env(
+def _voila_env(
     token:str,                   # the dashboard token, 32+ characters
     env:dict[str,str]|None=None, # base environment; default os.environ
 ) -> dict[str,str]:
@@ -57,7 +56,7 @@ def voila_env(
     return {**(os.environ if env is None else env), "JUPYTER_TOKEN": token}
 
 # %% ../../nbs/12d_dashboard.serve.ipynb #1341f47b
-def wait_for_voila(
+def _wait_for_voila(
     proc:subprocess.Popen, # the Voila process
     port:int,
     log_path:Path,         # Voila's output, quoted in errors
@@ -66,7 +65,7 @@ def wait_for_voila(
     "Return once Voila serves its static files on `port`; raise if it exits or the timeout passes."
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None: raise TraderbotError(f"voila exited with code {proc.returncode}:\n{log_tail(log_path)}")
+        if proc.poll() is not None: raise TraderbotError(f"voila exited with code {proc.returncode}:\n{_log_tail(log_path)}")
         con = http.client.HTTPConnection("127.0.0.1", port, timeout=2)  # not urllib: a proxy setting must not apply
         try:
             con.request("GET", "/voila/static/voila.js")
@@ -74,10 +73,10 @@ def wait_for_voila(
         except (OSError, http.client.HTTPException): pass
         finally: con.close()
         time.sleep(0.2)
-    raise TraderbotError(f"voila did not answer on 127.0.0.1:{port} within {timeout_s:.0f} s:\n{log_tail(log_path)}")
+    raise TraderbotError(f"voila did not answer on 127.0.0.1:{port} within {timeout_s:.0f} s:\n{_log_tail(log_path)}")
 
 # %% ../../nbs/12d_dashboard.serve.ipynb #ad4e6ff5
-def log_tail(path:Path, lines:int=20) -> str:
+def _log_tail(path:Path, lines:int=20) -> str:
     "The last `lines` lines of a log file ('' if it is missing)."
     p = Path(path)
     return "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) if p.is_file() else ""
@@ -91,16 +90,16 @@ def start_dashboards(
     timeout_s:float=60.0,        # how long to wait for Voila to answer
 ) -> tuple[subprocess.Popen, str]: # the running Voila and the URL with its token
     "Start Voila for `<root>/nbs/dashboards` on loopback and wait until it answers."
-    port, token = (settings.dashboard.port if port is None else port) or free_port(), new_token()
+    port, token = (settings.dashboard.port if port is None else port) or free_port(), _new_token()
     cmd = dashboard_command(settings.root / "nbs" / "dashboards", settings.dashboard.host, port)
-    env = voila_env(token, env)
+    env = _voila_env(token, env)
     if (settings.root / "settings.ini").is_file(): env.setdefault("TRADERBOT_SETTINGS", str(settings.root / "settings.ini"))
     log_path = Path(log_path or settings.path(settings.pipeline.reports_dir) / "dashboard.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=settings.root, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    try: wait_for_voila(proc, port, log_path, timeout_s)
+    try: _wait_for_voila(proc, port, log_path, timeout_s)
     except BaseException: stop_dashboards(proc); raise
     return proc, f"http://127.0.0.1:{port}/?token={token}"
 

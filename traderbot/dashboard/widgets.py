@@ -9,17 +9,11 @@ import html
 import io
 import os
 
-from sqlalchemy.engine import Engine
 import ipywidgets as widgets
 import pandas as pd
-import sqlalchemy as sa
-
-from ..core import StorageError
-from ..store.ledger import account_id
 
 # %% auto #0
-__all__ = ['TABLE_CSS', 'format_decimal', 'format_cell', 'frame_table', 'equity_chart', 'svg_line_chart', 'account_exists',
-           'empty_dashboard', 'wait_for_visitor']
+__all__ = ['TABLE_CSS', 'format_decimal', 'format_cell', 'frame_table', 'equity_chart', 'empty_dashboard', 'wait_for_visitor']
 
 # %% ../../nbs/12a_dashboard.widgets.ipynb #347e83b4
 def format_decimal(
@@ -70,12 +64,12 @@ def equity_chart(
 ) -> widgets.HTML:   # class 'tb-equity-chart'
     "The equity curve as an inline SVG line chart, or a note when there are no snapshots."
     if curve.empty: w = widgets.HTML('<p class="tb-empty-table">No equity snapshots yet: the daily run records one per session.</p>')
-    else: w = widgets.HTML(svg_line_chart(curve.index.tz_convert(None).to_numpy(), curve.to_numpy(), "Equity"))
+    else: w = widgets.HTML(_svg_line_chart(curve.index.tz_convert(None).to_numpy(), curve.to_numpy(), "Equity"))
     w.add_class("tb-equity-chart")
     return w
 
 # %% ../../nbs/12a_dashboard.widgets.ipynb #bd03b699
-def svg_line_chart(x, y, title:str) -> str:
+def _svg_line_chart(x, y, title:str) -> str:
     "An inline `<svg>` element with a line chart of `y` against dates `x`."
     from matplotlib.figure import Figure
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, DayLocator
@@ -89,14 +83,6 @@ def svg_line_chart(x, y, title:str) -> str:
     buf = io.StringIO(); fig.savefig(buf, format="svg")
     svg = buf.getvalue()
     return svg[svg.index("<svg"):]  # drop the XML prolog and doctype: it is inlined into HTML
-
-# %% ../../nbs/12a_dashboard.widgets.ipynb #91e957b4
-def account_exists(engine:Engine, account:str) -> bool:
-    "Whether the store has a schema and an account called `account`."
-    if not sa.inspect(engine).has_table("accounts"): return False  # a store no pipeline has opened yet
-    try: account_id(engine, account)
-    except StorageError: return False
-    return True
 
 # %% ../../nbs/12a_dashboard.widgets.ipynb #ee64856a
 def empty_dashboard(account:str) -> widgets.VBox:

@@ -18,13 +18,11 @@ from ..data.calendar import EXCHANGE_TZ
 from ..store import ledger
 
 # %% auto #0
-__all__ = ['SESSION', 'MAX_CLIENT_ORDER_ID', 'HALTING', 'aware_utc', 'Clock', 'SystemClock', 'SimulatedClock', 'Slice',
-           'check_quantity', 'allocate', 'check_window', 'twap_slices', 'session_buckets', 'profile_from_bars',
-           'default_volume_profile', 'profile_weights', 'bucket_overlaps', 'vwap_slices', 'ChildOrders', 'child_order',
-           'check_children', 'run_algo', 'manager_submit']
+__all__ = ['SESSION', 'Clock', 'SystemClock', 'SimulatedClock', 'Slice', 'allocate', 'twap_slices', 'profile_from_bars',
+           'default_volume_profile', 'vwap_slices', 'ChildOrders', 'child_order', 'run_algo', 'manager_submit']
 
 # %% ../../nbs/09b_execution.algos.ipynb #2775bbbb
-def aware_utc(
+def _aware_utc(
     t,         # a Timestamp or anything `pd.Timestamp` accepts; must carry a time zone
     name:str,  # parameter name, used in the error message
 ) -> pd.Timestamp:
@@ -55,20 +53,20 @@ class SystemClock:
 
     def sleep_until(self, t:pd.Timestamp) -> None:
         "Sleep until the wall clock reaches `t`, re-reading it after every step."
-        t = aware_utc(t, "t")
+        t = _aware_utc(t, "t")
         while (left := (t - self.now()).total_seconds()) > 0: time.sleep(min(left, self.max_step))
 
 # %% ../../nbs/09b_execution.algos.ipynb #05625345
 class SimulatedClock:
     "Simulated time: `sleep_until` jumps forward at once and records the time it was asked to wait for."
     def __init__(self, start): # aware start time
-        self.t, self.waits = aware_utc(start, "start"), []
+        self.t, self.waits = _aware_utc(start, "start"), []
 
     def now(self) -> pd.Timestamp: return self.t
 
     def sleep_until(self, t:pd.Timestamp) -> None:
         "Record `t` in `waits` and advance to it (time never goes backwards)."
-        t = aware_utc(t, "t")
+        t = _aware_utc(t, "t")
         self.waits.append(t)
         self.t = max(self.t, t)
 
@@ -81,12 +79,12 @@ class Slice:
     quantity: Decimal       # shares, > 0
 
     def __post_init__(self):
-        object.__setattr__(self, "time", aware_utc(self.time, "Slice.time"))
+        object.__setattr__(self, "time", _aware_utc(self.time, "Slice.time"))
         if not isinstance(self.quantity, Decimal) or self.quantity <= 0:
             raise ConfigError(f"Slice.quantity must be a positive Decimal, got {self.quantity!r}")
 
 # %% ../../nbs/09b_execution.algos.ipynb #7458d9b4
-def check_quantity(
+def _check_quantity(
     quantity,                # parent quantity, > 0
     lot=Decimal(1),          # smallest tradable increment, > 0
 ) -> tuple[Decimal, Decimal]: # (quantity, lot) as Decimals
@@ -112,9 +110,9 @@ def allocate(
     return qtys
 
 # %% ../../nbs/09b_execution.algos.ipynb #6dd35c22
-def check_window(start, end) -> tuple[pd.Timestamp, pd.Timestamp]:
+def _check_window(start, end) -> tuple[pd.Timestamp, pd.Timestamp]:
     "`start` and `end` as aware UTC Timestamps with `end > start`, or `ConfigError`."
-    start, end = aware_utc(start, "start"), aware_utc(end, "end")
+    start, end = _aware_utc(start, "start"), _aware_utc(end, "end")
     if end <= start: raise ConfigError(f"end ({end}) must be after start ({start})")
     return start, end
 
@@ -127,8 +125,8 @@ def twap_slices(
     lot=Decimal(1),          # smallest tradable increment
 ) -> list[Slice]:            # evenly spaced slices in [start, end) summing exactly to `quantity`
     "Split `quantity` into `n` equal children evenly spaced over `[start, end)`."
-    q, lot = check_quantity(quantity, lot)
-    start, end = check_window(start, end)
+    q, lot = _check_quantity(quantity, lot)
+    start, end = _check_window(start, end)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ConfigError(f"n must be an integer >= 1, got {n!r}")
     step = (end - start) / int(n)
@@ -138,7 +136,7 @@ def twap_slices(
 # %% ../../nbs/09b_execution.algos.ipynb #c2d9a527
 SESSION = ("09:30", "16:00")       # regular US equity session, local time
 
-def session_buckets(
+def _session_buckets(
     freq:str="30min",              # bucket length
     session:tuple[str, str]=SESSION, # (open, close) as "HH:MM", local time
 ) -> list[dt.time]:                # bucket start times, open to close
@@ -160,7 +158,7 @@ def profile_from_bars(
     idx = bars.index
     ts = idx.get_level_values("timestamp") if isinstance(idx, pd.MultiIndex) else idx
     if not isinstance(ts, pd.DatetimeIndex) or ts.tz is None: raise DataError("bars: timestamps must be timezone-aware")
-    wall, buckets = ts.tz_convert(tz).tz_localize(None), session_buckets(freq, session)
+    wall, buckets = ts.tz_convert(tz).tz_localize(None), _session_buckets(freq, session)
     k = np.asarray(((wall - wall.normalize()) - pd.Timedelta(f"{session[0]}:00")) // pd.Timedelta(freq))
     sym = idx.get_level_values("symbol") if "symbol" in idx.names else ""
     df = pd.DataFrame({"symbol": sym, "day": wall.normalize(), "k": k, "volume": bars["volume"].to_numpy(float)})
@@ -177,13 +175,13 @@ def default_volume_profile(
 ) -> pd.Series:             # share per half-hour bucket of the 09:30-16:00 New York session; sums to 1
     "A stylised U-shaped intraday volume profile for US equities (an assumption, not measured)."
     if not curvature >= 0: raise ConfigError(f"curvature must be >= 0, got {curvature!r}")
-    buckets = session_buckets("30min", SESSION)
+    buckets = _session_buckets("30min", SESSION)
     x = np.linspace(-1, 1, len(buckets))      # x_i = (i - 6) / 6 for the 13 buckets
     w = 1 + curvature * x ** 2
     return pd.Series(w / w.sum(), index=pd.Index(buckets, name="bucket"), name="volume_share")
 
 # %% ../../nbs/09b_execution.algos.ipynb #34e04282
-def profile_weights(
+def _profile_weights(
     profile:pd.Series,       # share per bucket, keyed by local time of day, evenly spaced
 ) -> tuple[list[dt.time], list[Decimal], pd.Timedelta]: # bucket starts, weights, bucket length
     "Validate `profile` and return its buckets, Decimal weights and bucket length."
@@ -198,9 +196,9 @@ def profile_weights(
     return list(profile.index), w, gaps.pop()
 
 # %% ../../nbs/09b_execution.algos.ipynb #e473d00e
-def bucket_overlaps(profile:pd.Series, start:pd.Timestamp, end:pd.Timestamp, tz:str=EXCHANGE_TZ) -> tuple[list, list]:
+def _bucket_overlaps(profile:pd.Series, start:pd.Timestamp, end:pd.Timestamp, tz:str=EXCHANGE_TZ) -> tuple[list, list]:
     "Start time (UTC) and pro-rated weight of each profile bucket that overlaps `[start, end)`."
-    buckets, w, length = profile_weights(profile)
+    buckets, w, length = _profile_weights(profile)
     day, times, weights = start.tz_convert(tz).date(), [], []
     for b, wb in zip(buckets, w):
         b0 = pd.Timestamp.combine(day, b).tz_localize(tz).tz_convert("UTC")
@@ -217,19 +215,19 @@ def vwap_slices(
     lot=Decimal(1),                # smallest tradable increment
 ) -> list[Slice]:                  # one slice per overlapping bucket, summing exactly to `quantity`
     "Split `quantity` over `[start, end)` in proportion to the expected volume of each bucket."
-    q, lot = check_quantity(quantity, lot)
-    start, end = check_window(start, end)
+    q, lot = _check_quantity(quantity, lot)
+    start, end = _check_window(start, end)
     if (end - pd.Timedelta(1, "ns")).tz_convert(EXCHANGE_TZ).date() != start.tz_convert(EXCHANGE_TZ).date():
         raise ConfigError(f"start ({start}) and end ({end}) must fall on the same {EXCHANGE_TZ} date")
-    times, weights = bucket_overlaps(default_volume_profile() if profile is None else profile, start, end)
+    times, weights = _bucket_overlaps(default_volume_profile() if profile is None else profile, start, end)
     if sum(weights, Decimal(0)) <= 0:
         raise ConfigError(f"window start={start} end={end} holds no expected volume: it misses the profile's session")
     qtys = allocate(q, weights, lot, remainder_to=weights.index(max(weights)))
     return [Slice(i, t, x) for i, (t, x) in enumerate(zip(times, qtys)) if x > 0]
 
 # %% ../../nbs/09b_execution.algos.ipynb #25205e62
-MAX_CLIENT_ORDER_ID = 48    # Alpaca's limit on client order ids; traderbot's parent ids are about 30
-HALTING = frozenset({OrderStatus.DENIED, OrderStatus.REJECTED})   # a child in these stops the run
+_MAX_CLIENT_ORDER_ID = 48    # Alpaca's limit on client order ids; traderbot's parent ids are about 30
+_HALTING = frozenset({OrderStatus.DENIED, OrderStatus.REJECTED})   # a child in these stops the run
 
 class ChildOrders(list):
     "The children's resulting orders; `halted_by` (the refused child) and `unsent` say whether and where the run stopped."
@@ -246,14 +244,14 @@ def child_order(
     return Order(f"{parent.client_order_id}-{s.index:02d}", parent.symbol, parent.side, s.quantity, limit_price=parent.limit_price)
 
 # %% ../../nbs/09b_execution.algos.ipynb #f448245b
-def check_children(parent:Order, slices:list[Slice], children:list[Order]) -> None:
+def _check_children(parent:Order, slices:list[Slice], children:list[Order]) -> None:
     "Refuse a schedule that exceeds the parent, repeats an index or makes an id too long."
     total = sum((s.quantity for s in slices), Decimal(0))
     if total > parent.quantity:
         raise ConfigError(f"slices total {total} exceeds the quantity {parent.quantity} of parent {parent.client_order_id}")
     if len({s.index for s in slices}) != len(slices): raise ConfigError(f"slices of {parent.client_order_id} repeat an index")
-    if any(len(c.client_order_id) > MAX_CLIENT_ORDER_ID for c in children):
-        raise ConfigError(f"child ids of {parent.client_order_id} exceed {MAX_CLIENT_ORDER_ID} characters")
+    if any(len(c.client_order_id) > _MAX_CLIENT_ORDER_ID for c in children):
+        raise ConfigError(f"child ids of {parent.client_order_id} exceed {_MAX_CLIENT_ORDER_ID} characters")
 
 # %% ../../nbs/09b_execution.algos.ipynb #6dc70c7d
 def run_algo(
@@ -264,12 +262,12 @@ def run_algo(
 ) -> ChildOrders:                     # the children's orders; `.halted_by` and `.unsent` say if it stopped early
     "Send each slice of `parent` as a child order at its time, stopping at the first refusal."
     children = [child_order(parent, s) for s in slices]
-    check_children(parent, slices, children)
+    _check_children(parent, slices, children)
     done = []
     for i, (s, child) in enumerate(zip(slices, children)):
         clock.sleep_until(s.time)
         done.append(result := submit(child))
-        if result.status in HALTING: return ChildOrders(done, halted_by=result, unsent=slices[i + 1:])
+        if result.status in _HALTING: return ChildOrders(done, halted_by=result, unsent=slices[i + 1:])
     return ChildOrders(done)
 
 # %% ../../nbs/09b_execution.algos.ipynb #5e047d90

@@ -17,10 +17,8 @@ from ..risk.gate import OrderContext, PortfolioView, RiskLimits, check_order
 from ..store import ledger
 
 # %% auto #0
-__all__ = ['OPEN', 'plan_orders', 'execute_order', 'send', 'sync_from_broker', 'OrderManager', 'Reconciliation',
-           'broker_snapshot', 'reconcile', 'settle_unsent', 'differences', 'ledger_differences', 'resolve', 'jsonable',
-           'ledger_problems', 'cash_and_position_problems', 'RebalanceResult', 'rebalance', 'execute_one',
-           'ledger_equity', 'finish_rebalance']
+__all__ = ['OPEN', 'plan_orders', 'execute_order', 'OrderManager', 'Reconciliation', 'reconcile', 'ledger_differences',
+           'ledger_problems', 'RebalanceResult', 'rebalance', 'ledger_equity']
 
 # %% ../../nbs/09a_execution.manager.ipynb #95a0b48d
 def plan_orders(
@@ -65,19 +63,19 @@ def execute_order(
     order = ledger.get_order(engine, client_order_id)
     if order.status in (OrderStatus.SUBMITTED, OrderStatus.UNKNOWN):
         remote = broker.get_order(client_order_id)
-        if remote is not None: return sync_from_broker(engine, broker, account_id, order, remote), False
+        if remote is not None: return _sync_from_broker(engine, broker, account_id, order, remote), False
         order = ledger.save_order(engine, order.with_status(OrderStatus.UNKNOWN)) if order.status is OrderStatus.SUBMITTED else order
-        return send(engine, broker, account_id, order), True   # the broker never saw it: same id, sent once
+        return _send(engine, broker, account_id, order), True   # the broker never saw it: same id, sent once
     if order.status is not OrderStatus.NEW: return order, False
     denial = check_order(order, ctx, limits)
     if denial:
         return ledger.save_order(engine, order.with_status(OrderStatus.DENIED, reason=f"{denial.code}: {denial.message}"), denial=denial), False
     if throttled:   # recorded, not denied: a later run (or retry) sends it once the broker accepts requests again
         return ledger.save_order(engine, replace(order, reason=f"RATE_LIMITED: {throttled}"), denial=("RATE_LIMITED", throttled)), False
-    return send(engine, broker, account_id, ledger.save_order(engine, order.with_status(OrderStatus.SUBMITTED))), True
+    return _send(engine, broker, account_id, ledger.save_order(engine, order.with_status(OrderStatus.SUBMITTED))), True
 
 # %% ../../nbs/09a_execution.manager.ipynb #16137afa
-def send(engine:Engine, broker, account_id:int, order:Order) -> Order:
+def _send(engine:Engine, broker, account_id:int, order:Order) -> Order:
     "Submit an order that is stored as SUBMITTED or UNKNOWN, and record the outcome."
     try: remote = broker.submit(order)
     except OrderRejected as e: return ledger.save_order(engine, order.with_status(OrderStatus.REJECTED, reason=str(e)))
@@ -88,10 +86,10 @@ def send(engine:Engine, broker, account_id:int, order:Order) -> Order:
         if order.status is OrderStatus.UNKNOWN: return order
         why = "RATE_LIMITED" if isinstance(e, RateLimited) else "broker error"
         return ledger.save_order(engine, order.with_status(OrderStatus.UNKNOWN, reason=f"{why}: {e}"))
-    return sync_from_broker(engine, broker, account_id, order, remote)
+    return _sync_from_broker(engine, broker, account_id, order, remote)
 
 # %% ../../nbs/09a_execution.manager.ipynb #f36f1a1b
-def sync_from_broker(engine:Engine, broker, account_id:int, order:Order, remote:Order) -> Order:
+def _sync_from_broker(engine:Engine, broker, account_id:int, order:Order, remote:Order) -> Order:
     "Adopt the broker's acknowledgement, fills (de-duplicated by execution id) and final status."
     if order.status in (OrderStatus.SUBMITTED, OrderStatus.UNKNOWN):
         ack = OrderStatus.PARTIALLY_FILLED if order.filled_quantity > 0 else OrderStatus.ACCEPTED   # keep fills already recorded
@@ -126,7 +124,7 @@ class OrderManager:
         local = ledger.get_order(self.engine, client_order_id)
         if local.status not in OPEN: return local
         remote = self.broker.get_order(client_order_id)
-        return local if remote is None else sync_from_broker(self.engine, self.broker, self.account_id, local, remote)
+        return local if remote is None else _sync_from_broker(self.engine, self.broker, self.account_id, local, remote)
 
     def sync_open(self) -> list[Order]:
         "Sync every order the ledger still considers open."
@@ -138,7 +136,7 @@ class OrderManager:
         if local.status is OrderStatus.NEW: return ledger.save_order(self.engine, local.with_status(OrderStatus.CANCELED, reason="cancelled before sending"))
         if local.status not in OPEN: return local
         remote = self.broker.cancel(client_order_id)
-        return sync_from_broker(self.engine, self.broker, self.account_id, local, remote)
+        return _sync_from_broker(self.engine, self.broker, self.account_id, local, remote)
 
 # %% ../../nbs/09a_execution.manager.ipynb #a428601d
 @dataclass
@@ -149,7 +147,7 @@ class Reconciliation:
     actions: list = field(default_factory=list)
 
 # %% ../../nbs/09a_execution.manager.ipynb #1b9656a2
-def broker_snapshot(broker) -> tuple[dict, Decimal, list[str]]:
+def _broker_snapshot(broker) -> tuple[dict, Decimal, list[str]]:
     "The broker's positions, cash and open client order ids; any failure is a `BrokerError`."
     try:
         pos = {p.symbol: p.quantity for p in broker.positions()}
@@ -169,12 +167,12 @@ def reconcile(
     if policy not in ("adopt", "halt"): raise StorageError(f"reconciliation policy {policy!r}: expected adopt or halt")
     session = session or getattr(getattr(broker, "market", None), "session", None)
     try:
-        if session is not None: settle_unsent(engine, broker, account_id, session)
+        if session is not None: _settle_unsent(engine, broker, account_id, session)
         om = OrderManager(engine, broker, account_id, None)
         om.sync_open()
         for f in broker.fills():   # executions the ledger missed, and commissions reported after the fill
             if ledger.get_order(engine, f.client_order_id) is not None: ledger.record_fill(engine, account_id, f)
-        theirs, cash, their_open = broker_snapshot(broker)
+        theirs, cash, their_open = _broker_snapshot(broker)
     except BrokerError as e:
         ledger.record_reconciliation(engine, account_id, broker.name, "failed", {}, [], error=str(e))
         raise BrokerError(f"reconciliation with {broker.name} failed, trading does not start: {e}", retryable=e.retryable) from e
@@ -182,13 +180,13 @@ def reconcile(
     except Exception as e:   # an adapter's unexpected error is still a failed query, never "flat"
         ledger.record_reconciliation(engine, account_id, broker.name, "failed", {}, [], error=f"{type(e).__name__}: {e}")
         raise BrokerError(f"reconciliation with {broker.name} failed, trading does not start: {type(e).__name__}: {e}", retryable=True) from e
-    diff = differences(engine, account_id, theirs, cash, their_open)
-    rec = resolve(engine, account_id, diff, policy)
-    ledger.record_reconciliation(engine, account_id, broker.name, rec.status, jsonable(diff), rec.actions)
+    diff = _differences(engine, account_id, theirs, cash, their_open)
+    rec = _resolve(engine, account_id, diff, policy)
+    ledger.record_reconciliation(engine, account_id, broker.name, rec.status, _jsonable(diff), rec.actions)
     return rec
 
 # %% ../../nbs/09a_execution.manager.ipynb #d9c19cfd
-def settle_unsent(engine:Engine, broker, account_id:int, session) -> list[str]:
+def _settle_unsent(engine:Engine, broker, account_id:int, session) -> list[str]:
     "Expire SUBMITTED/UNKNOWN orders of earlier sessions that the broker never received: their day is over."
     gone = [c for c in ledger.unsent_orders(engine, account_id, before=session) if broker.get_order(c) is None]
     for c in gone:
@@ -196,7 +194,7 @@ def settle_unsent(engine:Engine, broker, account_id:int, session) -> list[str]:
     return gone
 
 # %% ../../nbs/09a_execution.manager.ipynb #c06bcb77
-def differences(engine:Engine, account_id:int, theirs:dict, cash:Decimal, their_open:list[str]) -> dict:
+def _differences(engine:Engine, account_id:int, theirs:dict, cash:Decimal, their_open:list[str]) -> dict:
     "Position, cash and open-order differences between the ledger and the broker."
     ours = {s: p.quantity for s, p in ledger.get_positions(engine, account_id).items()}
     pos = {s: (ours.get(s, Decimal(0)), theirs.get(s, Decimal(0))) for s in sorted(set(ours) | set(theirs))
@@ -209,14 +207,14 @@ def differences(engine:Engine, account_id:int, theirs:dict, cash:Decimal, their_
 def ledger_differences(engine:Engine, account_id:int, broker) -> dict[str, tuple[Decimal, Decimal]]:
     "Symbols whose quantity in traderbot's ledger differs from the broker's: {symbol: (ours, broker's)}."
     theirs = {p.symbol: p.quantity for p in broker.positions()}
-    return differences(engine, account_id, theirs, ledger.account_cash(engine, account_id), [])["positions"]
+    return _differences(engine, account_id, theirs, ledger.account_cash(engine, account_id), [])["positions"]
 
 # %% ../../nbs/09a_execution.manager.ipynb #7cbe6611
-def resolve(engine:Engine, account_id:int, diff:dict, policy:str) -> Reconciliation:
+def _resolve(engine:Engine, account_id:int, diff:dict, policy:str) -> Reconciliation:
     "Apply `policy` to the differences found."
     if not diff["positions"] and diff["cash"] is None and not diff["unknown_open_orders"]: return Reconciliation("clean")
     if policy == "halt" or diff["unknown_open_orders"]:
-        ledger.set_trading_state(engine, account_id, "halted", "reconciliation", f"ledger differs from broker: {jsonable(diff)}")
+        ledger.set_trading_state(engine, account_id, "halted", "reconciliation", f"ledger differs from broker: {_jsonable(diff)}")
         return Reconciliation("halted", diff, ["halted trading"])
     theirs = {sym: b for sym, (_, b) in diff["positions"].items()}
     ledger.adopt_positions(engine, account_id, theirs, None if diff["cash"] is None else diff["cash"][1])
@@ -225,10 +223,10 @@ def resolve(engine:Engine, account_id:int, diff:dict, policy:str) -> Reconciliat
     return Reconciliation("adjusted", diff, actions)
 
 # %% ../../nbs/09a_execution.manager.ipynb #bdd7220d
-def jsonable(x):
+def _jsonable(x):
     "`x` with Decimals as strings, for JSON columns and messages."
-    if isinstance(x, dict): return {k: jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return [jsonable(v) for v in x]
+    if isinstance(x, dict): return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return [_jsonable(v) for v in x]
     return str(x) if isinstance(x, Decimal) else x
 
 # %% ../../nbs/09a_execution.manager.ipynb #b72301d0
@@ -240,10 +238,10 @@ def ledger_problems(engine:Engine, account_id:int, broker=None) -> list[str]:
     out += [f"{r.client_order_id}: filled {r.filled_quantity} but fills sum to {by_order.get(r.client_order_id, 0)}"
             for r in orders_.itertuples() if r.filled_quantity != by_order.get(r.client_order_id, Decimal(0))]
     out += [f"{r.client_order_id}: left {r.status}" for r in orders_.itertuples() if r.status in ("submitted", "unknown")]
-    return out + cash_and_position_problems(engine, account_id, fills_, broker)
+    return out + _cash_and_position_problems(engine, account_id, fills_, broker)
 
 # %% ../../nbs/09a_execution.manager.ipynb #004e54ee
-def cash_and_position_problems(engine:Engine, account_id:int, fills_:pd.DataFrame, broker) -> list[str]:
+def _cash_and_position_problems(engine:Engine, account_id:int, fills_:pd.DataFrame, broker) -> list[str]:
     "Positions against the fills (and the broker), cash against the fills' cash flows."
     signed = {}
     for r in fills_.itertuples(): signed[r.symbol] = signed.get(r.symbol, Decimal(0)) + (r.quantity if r.side == "buy" else -r.quantity)
@@ -307,11 +305,11 @@ def rebalance(
     res = RebalanceResult(as_of=str(pd.Timestamp(as_of).date()), run_id=run_id, planned=len(existing), rationale=rationale or {},
                           resumed=bool(existing) and existing[0].status is not OrderStatus.NEW)
     om = OrderManager(engine, broker, acct, limits)
-    for o in existing: res.orders.append(execute_one(om, o, prices, market_open, res, portfolio))
-    return finish_rebalance(engine, acct, prices, as_of, run_id, res)
+    for o in existing: res.orders.append(_execute_one(om, o, prices, market_open, res, portfolio))
+    return _finish_rebalance(engine, acct, prices, as_of, run_id, res)
 
 # %% ../../nbs/09a_execution.manager.ipynb #5b7e2c55
-def execute_one(om:OrderManager, o:Order, prices, market_open, res:RebalanceResult, portfolio:PortfolioView|None=None) -> Order:
+def _execute_one(om:OrderManager, o:Order, prices, market_open, res:RebalanceResult, portfolio:PortfolioView|None=None) -> Order:
     "Execute one order of a rebalance with up-to-date equity, position, cash and holdings, counting what happened."
     positions = ledger.get_positions(om.engine, om.account_id)
     held = positions.get(o.symbol)
@@ -331,7 +329,7 @@ def ledger_equity(engine:Engine, account_id:int, prices:dict[str, Decimal]) -> D
     return ledger.account_cash(engine, account_id) + sum((p.quantity * prices[s] for s, p in pos.items()), Decimal(0))
 
 # %% ../../nbs/09a_execution.manager.ipynb #1dc22a03
-def finish_rebalance(engine, acct, prices, as_of, run_id, res:RebalanceResult) -> RebalanceResult:
+def _finish_rebalance(engine, acct, prices, as_of, run_id, res:RebalanceResult) -> RebalanceResult:
     "Count outcomes and record the equity snapshot at `as_of`."
     for st, name in [(OrderStatus.FILLED, "filled"), (OrderStatus.DENIED, "denied"), (OrderStatus.REJECTED, "rejected"), (OrderStatus.UNKNOWN, "unknown")]:
         setattr(res, name, sum(o.status is st for o in res.orders))

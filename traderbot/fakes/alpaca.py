@@ -19,17 +19,15 @@ import threading
 import uuid
 
 # %% auto #0
-__all__ = ['ERRORS', 'CLOSED', 'TIME_IN_FORCE', 'ROUTES', 'FAULTS', 'decimal_text', 'parse_number', 'utc_text', 'error_body',
-           'Reply', 'alpaca_error', 'invalid_order', 'order_json', 'asset_id', 'fill_activity', 'position_of',
-           'position_json', 'account_json', 'AlpacaBook', 'match_route', 'fault_reply', 'FakeAlpaca']
+__all__ = ['AlpacaBook', 'FakeAlpaca']
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #70f283de
-def decimal_text(d:Decimal) -> str:
+def _decimal_text(d:Decimal) -> str:
     "A Decimal as Alpaca writes amounts: a plain string with no exponent and no trailing zeros."
     return format(Decimal(d).normalize(), "f")
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #24aca7a6
-def parse_number(value) -> Decimal|None:
+def _parse_number(value) -> Decimal|None:
     "A finite Decimal from a JSON string or number, as Alpaca accepts for `qty` and prices; None if it is not one."
     if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)): return None
     try: d = Decimal(str(value))
@@ -37,18 +35,18 @@ def parse_number(value) -> Decimal|None:
     return d if d.is_finite() else None
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #2a0d8601
-def utc_text(t:datetime) -> str:
+def _utc_text(t:datetime) -> str:
     "An aware time as Alpaca writes it: ISO-8601, UTC, microseconds, `Z`."
     return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #88b4a2c7
-def error_body(code:int, message:str) -> dict:
+def _error_body(code:int, message:str) -> dict:
     "Alpaca's error JSON."
     return {"code": code, "message": message}
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #2ab1f772
 @dataclass
-class Reply:
+class _Reply:
     "What the fake answers to one request."
     status: int
     body: object = None     # a JSON value; a str is sent as text/html (a gateway page); None sends an empty body
@@ -56,27 +54,27 @@ class Reply:
     drop: bool = False      # close the connection without answering
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #7c85aa81
-ERRORS = {   # name -> (HTTP status, body) as Alpaca sends them
-    "unauthorized":   (401, error_body(40110000, "request is not authorized")),
-    "duplicate":      (422, error_body(40010001, "client_order_id must be unique")),
-    "buying_power":   (403, error_body(40310000, "insufficient buying power")),
-    "not_found":      (404, error_body(40410000, "order not found")),
-    "not_cancelable": (422, error_body(42210000, "order is not cancelable")),
-    "rate_limited":   (429, error_body(42910000, "rate limit exceeded")),
-    "internal":       (500, error_body(50010000, "internal server error")),
+_ERRORS = {   # name -> (HTTP status, body) as Alpaca sends them
+    "unauthorized":   (401, _error_body(40110000, "request is not authorized")),
+    "duplicate":      (422, _error_body(40010001, "client_order_id must be unique")),
+    "buying_power":   (403, _error_body(40310000, "insufficient buying power")),
+    "not_found":      (404, _error_body(40410000, "order not found")),
+    "not_cancelable": (422, _error_body(42210000, "order is not cancelable")),
+    "rate_limited":   (429, _error_body(42910000, "rate limit exceeded")),
+    "internal":       (500, _error_body(50010000, "internal server error")),
     "gateway":        (504, "<html><body><h1>504 Gateway Time-out</h1></body></html>"),
 }
 
-def alpaca_error(name:str, message:str|None=None) -> Reply:
+def _alpaca_error(name:str, message:str|None=None) -> _Reply:
     "A `Reply` carrying Alpaca's error `name` from `ERRORS`, optionally with another message."
-    status, body = ERRORS[name]
-    return Reply(status, dict(body, message=message) if message and isinstance(body, dict) else body)
+    status, body = _ERRORS[name]
+    return _Reply(status, dict(body, message=message) if message and isinstance(body, dict) else body)
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #3409daba
-CLOSED = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"})   # GET /v2/orders?status=closed
-TIME_IN_FORCE = frozenset({"day", "gtc", "opg", "cls", "ioc", "fok"})
+_CLOSED = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"})   # GET /v2/orders?status=closed
+_TIME_IN_FORCE = frozenset({"day", "gtc", "opg", "cls", "ioc", "fok"})
 
-def invalid_order(
+def _invalid_order(
     body,        # the parsed JSON of POST /v2/orders
     known:set,   # tradable symbols
 ) -> str|None:   # Alpaca's 422 message, or None if the order is acceptable
@@ -85,41 +83,41 @@ def invalid_order(
     if body.get("symbol") not in known: return f'asset "{body.get("symbol")}" not found'
     if body.get("side") not in ("buy", "sell"): return "side must be buy or sell"
     if body.get("type") not in ("market", "limit"): return f"order type {body.get('type')!r} is not supported by this fake"
-    if body.get("time_in_force") not in TIME_IN_FORCE: return "invalid time_in_force"
-    if (q := parse_number(body.get("qty"))) is None or q <= 0: return "qty must be > 0"
-    if body["type"] == "limit" and ((lp := parse_number(body.get("limit_price"))) is None or lp <= 0): return "limit_price must be > 0"
+    if body.get("time_in_force") not in _TIME_IN_FORCE: return "invalid time_in_force"
+    if (q := _parse_number(body.get("qty"))) is None or q <= 0: return "qty must be > 0"
+    if body["type"] == "limit" and ((lp := _parse_number(body.get("limit_price"))) is None or lp <= 0): return "limit_price must be > 0"
     if len(str(body.get("client_order_id") or "")) > 48: return "client_order_id must be no more than 48 characters"
     return None
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #be2b2c19
-def order_json(oid:str, cid:str, body:dict, now:datetime) -> dict:
+def _order_json(oid:str, cid:str, body:dict, now:datetime) -> dict:
     "A new order as Alpaca's JSON: status accepted, nothing filled."
-    t, limit = utc_text(now), parse_number(body.get("limit_price"))
+    t, limit = _utc_text(now), _parse_number(body.get("limit_price"))
     nulls = ("filled_at", "expired_at", "expires_at", "canceled_at", "failed_at", "replaced_at", "replaced_by", "replaces",
              "notional", "filled_avg_price", "stop_price", "legs", "trail_percent", "trail_price", "hwm", "subtag", "source")
     return {**dict.fromkeys(nulls), "id": oid, "client_order_id": cid, "created_at": t, "updated_at": t, "submitted_at": t,
-            "asset_id": asset_id(body["symbol"]), "symbol": body["symbol"], "asset_class": "us_equity",
-            "qty": decimal_text(parse_number(body["qty"])), "filled_qty": "0", "order_class": "", "order_type": body["type"],
+            "asset_id": _asset_id(body["symbol"]), "symbol": body["symbol"], "asset_class": "us_equity",
+            "qty": _decimal_text(_parse_number(body["qty"])), "filled_qty": "0", "order_class": "", "order_type": body["type"],
             "type": body["type"], "side": body["side"], "position_intent": "buy_to_open" if body["side"] == "buy" else "sell_to_close",
-            "time_in_force": body["time_in_force"], "limit_price": None if limit is None else decimal_text(limit),
+            "time_in_force": body["time_in_force"], "limit_price": None if limit is None else _decimal_text(limit),
             "status": "accepted", "extended_hours": bool(body.get("extended_hours"))}
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #04e1b863
-def asset_id(symbol:str) -> str:
+def _asset_id(symbol:str) -> str:
     "A stable UUID per symbol, standing in for Alpaca's asset id."
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"alpaca-asset/{symbol}"))
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #4be2f327
-def fill_activity(o:dict, qty:Decimal, price:Decimal, now:datetime, account_id:str) -> dict:
+def _fill_activity(o:dict, qty:Decimal, price:Decimal, now:datetime, account_id:str) -> dict:
     "The FILL activity of one execution of order `o` (already updated by it), as Alpaca lists it."
     return {"id": f"{now:%Y%m%d%H%M%S}{now.microsecond // 1000:03d}::{uuid.uuid4()}", "account_id": account_id,
-            "activity_type": "FILL", "transaction_time": utc_text(now), "type": "fill" if o["status"] == "filled" else "partial_fill",
-            "price": decimal_text(price), "qty": decimal_text(qty), "side": o["side"], "symbol": o["symbol"],
-            "leaves_qty": decimal_text(Decimal(o["qty"]) - Decimal(o["filled_qty"])), "order_id": o["id"],
+            "activity_type": "FILL", "transaction_time": _utc_text(now), "type": "fill" if o["status"] == "filled" else "partial_fill",
+            "price": _decimal_text(price), "qty": _decimal_text(qty), "side": o["side"], "symbol": o["symbol"],
+            "leaves_qty": _decimal_text(Decimal(o["qty"]) - Decimal(o["filled_qty"])), "order_id": o["id"],
             "cum_qty": o["filled_qty"], "order_status": o["status"]}
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #799fb20c
-def position_of(fills:list[dict]) -> tuple[Decimal, Decimal]:
+def _position_of(fills:list[dict]) -> tuple[Decimal, Decimal]:
     "Signed quantity and average entry price after FILL activities (average cost; reset when the position flips)."
     qty, avg = Decimal(0), Decimal(0)
     for f in fills:
@@ -130,21 +128,21 @@ def position_of(fills:list[dict]) -> tuple[Decimal, Decimal]:
     return qty, avg
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #ffe2ac4e
-def position_json(symbol:str, qty:Decimal, avg:Decimal, px:Decimal) -> dict:
+def _position_json(symbol:str, qty:Decimal, avg:Decimal, px:Decimal) -> dict:
     "One open position at price `px` as Alpaca's JSON; a short has a negative `qty`."
-    mv, cost, t = qty * px, qty * avg, decimal_text
+    mv, cost, t = qty * px, qty * avg, _decimal_text
     pl, plpc = mv - cost, ((mv - cost) / abs(cost)).quantize(Decimal("1e-10")) if cost else Decimal(0)
-    return {"asset_id": asset_id(symbol), "symbol": symbol, "exchange": "NASDAQ", "asset_class": "us_equity", "asset_marginable": True,
+    return {"asset_id": _asset_id(symbol), "symbol": symbol, "exchange": "NASDAQ", "asset_class": "us_equity", "asset_marginable": True,
             "qty": t(qty), "qty_available": t(qty), "avg_entry_price": t(avg), "side": "long" if qty > 0 else "short",
             "market_value": t(mv), "cost_basis": t(cost), "unrealized_pl": t(pl), "unrealized_plpc": t(plpc),
             "unrealized_intraday_pl": t(pl), "unrealized_intraday_plpc": t(plpc), "current_price": t(px), "lastday_price": t(px), "change_today": "0"}
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #874a995d
-def account_json(account_id:str, cash:Decimal, positions:list[dict]) -> dict:
+def _account_json(account_id:str, cash:Decimal, positions:list[dict]) -> dict:
     "GET /v2/account's JSON: cash, equity and the flags alpaca-py's `TradeAccount` reads."
     mv = [Decimal(p["market_value"]) for p in positions]
     long, short = sum((m for m in mv if m > 0), Decimal(0)), sum((m for m in mv if m < 0), Decimal(0))
-    t, equity = decimal_text, cash + long + short
+    t, equity = _decimal_text, cash + long + short
     flags = dict.fromkeys(["pattern_day_trader", "trading_blocked", "transfers_blocked", "account_blocked", "trade_suspended_by_user", "shorting_enabled"], False)
     return {**flags, "id": account_id, "account_number": "PA3FAKE00001", "status": "ACTIVE", "currency": "USD", "cash": t(cash),
             "buying_power": t(cash), "regt_buying_power": t(cash), "non_marginable_buying_power": t(cash), "equity": t(equity),
@@ -170,43 +168,43 @@ class AlpacaBook:
 
     def price(self, symbol:str) -> Decimal|None:
         "The configured fill price of `symbol`, or None."
-        return parse_number(self.prices[symbol]) if symbol in self.prices else None
+        return _parse_number(self.prices[symbol]) if symbol in self.prices else None
 
     def order(self, client_order_id:str) -> dict:
         "The order JSON of `client_order_id` (KeyError if Alpaca never saw it)."
         return self.orders[self.by_client_id[client_order_id]]
 
-    def submit(self, body) -> Reply:
+    def submit(self, body) -> _Reply:
         "POST /v2/orders: refuse like Alpaca (422 invalid or reused id, 403 buying power) or record and acknowledge."
-        if (problem := invalid_order(body, set(self.prices))): return alpaca_error("duplicate", problem)   # 422, code 40010001
+        if (problem := _invalid_order(body, set(self.prices))): return _alpaca_error("duplicate", problem)   # 422, code 40010001
         cid = body.get("client_order_id") or str(uuid.uuid4())
-        if cid in self.by_client_id: return alpaca_error("duplicate")
-        px = parse_number(body.get("limit_price")) or self.price(body["symbol"])
-        if body["side"] == "buy" and parse_number(body["qty"]) * px > self.cash: return alpaca_error("buying_power")
-        slices = [parse_number(q) for q in self.fill_plan.get(body["symbol"], [])]
+        if cid in self.by_client_id: return _alpaca_error("duplicate")
+        px = _parse_number(body.get("limit_price")) or self.price(body["symbol"])
+        if body["side"] == "buy" and _parse_number(body["qty"]) * px > self.cash: return _alpaca_error("buying_power")
+        slices = [_parse_number(q) for q in self.fill_plan.get(body["symbol"], [])]
         if any(q is None or q <= 0 for q in slices): raise ValueError(f"fill_plan for {body['symbol']} must list positive sizes")
-        o = order_json(str(uuid.uuid4()), cid, body, self.clock())
+        o = _order_json(str(uuid.uuid4()), cid, body, self.clock())
         self.orders[o["id"]], self.by_client_id[cid], self._slices[o["id"]] = o, o["id"], slices
         ack = dict(o)
         if self.auto_fill: self.fill_all(o)
-        return Reply(200, ack)
+        return _Reply(200, ack)
 
     def execute(self, o:dict, qty:Decimal, price:Decimal) -> dict:
         "Fill `qty` of order `o` at `price`: update the order and the cash, record and return a FILL activity."
         before, total, now = Decimal(o["filled_qty"]), Decimal(o["qty"]), self.clock()
         if qty is None or qty <= 0 or before + qty > total: raise ValueError(f"a fill of {qty} does not fit order {o['client_order_id']} ({before} of {total} filled)")
         avg = (Decimal(o["filled_avg_price"] or 0) * before + price * qty) / (before + qty)
-        o.update(filled_qty=decimal_text(before + qty), filled_avg_price=decimal_text(avg), updated_at=utc_text(now))
-        if before + qty == total: o.update(status="filled", filled_at=utc_text(now))
-        elif o["status"] not in CLOSED: o["status"] = "partially_filled"   # a late fill keeps a cancelled order cancelled
+        o.update(filled_qty=_decimal_text(before + qty), filled_avg_price=_decimal_text(avg), updated_at=_utc_text(now))
+        if before + qty == total: o.update(status="filled", filled_at=_utc_text(now))
+        elif o["status"] not in _CLOSED: o["status"] = "partially_filled"   # a late fill keeps a cancelled order cancelled
         self.cash -= (qty if o["side"] == "buy" else -qty) * price
-        self.activities.append(fill_activity(o, qty, price, now, self.account_id))
+        self.activities.append(_fill_activity(o, qty, price, now, self.account_id))
         return self.activities[-1]
 
     def fill_price(self, o:dict) -> Decimal|None:
         "The price a working order fills at now, or None (closed, no price, or a limit the price has not reached)."
-        px, limit = self.price(o["symbol"]), parse_number(o["limit_price"])
-        if o["status"] in CLOSED or px is None: return None
+        px, limit = self.price(o["symbol"]), _parse_number(o["limit_price"])
+        if o["status"] in _CLOSED or px is None: return None
         if limit is not None and (px > limit if o["side"] == "buy" else px < limit): return None
         return px
 
@@ -229,54 +227,54 @@ class AlpacaBook:
         "Add an execution by hand (default: the rest, at the symbol's price), even to a cancelled order."
         with self.lock:
             o = self.order(client_order_id)
-            qty = Decimal(o["qty"]) - Decimal(o["filled_qty"]) if qty is None else parse_number(qty)
-            return self.execute(o, qty, self.price(o["symbol"]) if price is None else parse_number(price))
+            qty = Decimal(o["qty"]) - Decimal(o["filled_qty"]) if qty is None else _parse_number(qty)
+            return self.execute(o, qty, self.price(o["symbol"]) if price is None else _parse_number(price))
 
     def set_status(self, client_order_id:str, status:str) -> None:
         "Force an order's status string, e.g. one Alpaca has never sent."
-        with self.lock: self.order(client_order_id).update(status=status, updated_at=utc_text(self.clock()))
+        with self.lock: self.order(client_order_id).update(status=status, updated_at=_utc_text(self.clock()))
 
-    def cancel(self, order_id:str) -> Reply:
+    def cancel(self, order_id:str) -> _Reply:
         "DELETE /v2/orders/{id}: 204 and cancelled; 404 if unknown; 422 once the order is closed."
         o = self.orders.get(order_id)
-        if o is None: return alpaca_error("not_found")
-        if o["status"] in CLOSED: return alpaca_error("not_cancelable")
-        o.update(status="canceled", canceled_at=utc_text(self.clock()), updated_at=utc_text(self.clock()))
-        return Reply(204)
+        if o is None: return _alpaca_error("not_found")
+        if o["status"] in _CLOSED: return _alpaca_error("not_cancelable")
+        o.update(status="canceled", canceled_at=_utc_text(self.clock()), updated_at=_utc_text(self.clock()))
+        return _Reply(204)
 
-    def list_orders(self, query:dict) -> Reply:
+    def list_orders(self, query:dict) -> _Reply:
         "GET /v2/orders with Alpaca's `status` (default open), `limit` (default 50, at most 500), `direction` and `symbols`."
-        keep = {"open": lambda o: o["status"] not in CLOSED, "closed": lambda o: o["status"] in CLOSED, "all": lambda o: True}
-        status, limit = query.get("status", "open"), parse_number(query.get("limit", "50"))
-        if status not in keep or limit is None or not 1 <= limit <= 500: return alpaca_error("duplicate", "invalid status or limit")
+        keep = {"open": lambda o: o["status"] not in _CLOSED, "closed": lambda o: o["status"] in _CLOSED, "all": lambda o: True}
+        status, limit = query.get("status", "open"), _parse_number(query.get("limit", "50"))
+        if status not in keep or limit is None or not 1 <= limit <= 500: return _alpaca_error("duplicate", "invalid status or limit")
         symbols = set(query["symbols"].split(",")) if query.get("symbols") else None
         rows = [o for o in self.orders.values() if keep[status](o) and (symbols is None or o["symbol"] in symbols)]
-        return Reply(200, sorted(rows, key=lambda o: o["submitted_at"], reverse=query.get("direction", "desc") == "desc")[:int(limit)])
+        return _Reply(200, sorted(rows, key=lambda o: o["submitted_at"], reverse=query.get("direction", "desc") == "desc")[:int(limit)])
 
-    def list_activities(self, kind:str, query:dict) -> Reply:
+    def list_activities(self, kind:str, query:dict) -> _Reply:
         "GET /v2/account/activities/{kind}: newest first unless direction=asc, pages of `page_size` <= 100 after `page_token`."
-        size = parse_number(query.get("page_size", "100"))
-        if size is None or not 1 <= size <= 100: return alpaca_error("duplicate", "page_size must be between 1 and 100")
+        size = _parse_number(query.get("page_size", "100"))
+        if size is None or not 1 <= size <= 100: return _alpaca_error("duplicate", "page_size must be between 1 and 100")
         items = [a for a in self.activities if a["activity_type"] == kind][::1 if query.get("direction", "desc") == "asc" else -1]
         if (token := query.get("page_token")):
             ids = [a["id"] for a in items]
             items = items[ids.index(token) + 1:] if token in ids else []
-        return Reply(200, items[:int(size)])
+        return _Reply(200, items[:int(size)])
 
     def positions(self) -> list[dict]:
         "GET /v2/positions: every non-zero position, by symbol, at the configured prices."
         out = []
         for sym in sorted({a["symbol"] for a in self.activities}):
-            qty, avg = position_of([a for a in self.activities if a["symbol"] == sym])
-            if qty != 0: out.append(position_json(sym, qty, avg, self.price(sym) or avg))
+            qty, avg = _position_of([a for a in self.activities if a["symbol"] == sym])
+            if qty != 0: out.append(_position_json(sym, qty, avg, self.price(sym) or avg))
         return out
 
     def account(self) -> dict:
         "GET /v2/account."
-        return account_json(self.account_id, self.cash, self.positions())
+        return _account_json(self.account_id, self.cash, self.positions())
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #ba07ac73
-ROUTES = {   # 'METHOD /template' -> path pattern; the routes alpaca-py 0.44's TradingClient uses for traderbot
+_ROUTES = {   # 'METHOD /template' -> path pattern; the routes alpaca-py 0.44's TradingClient uses for traderbot
     "POST /v2/orders": r"/v2/orders",
     "GET /v2/orders": r"/v2/orders",
     "GET /v2/orders:by_client_order_id": r"/v2/orders:by_client_order_id",
@@ -286,20 +284,20 @@ ROUTES = {   # 'METHOD /template' -> path pattern; the routes alpaca-py 0.44's T
     "GET /v2/account": r"/v2/account",
     "GET /v2/account/activities/{type}": r"/v2/account/activities/(?P<type>[A-Z_]+)",
 }
-FAULTS = ("timeout_after_accept", "hang", "http_429", "http_500", "http_504", "reject", "drop_connection")
+_FAULTS = ("timeout_after_accept", "hang", "http_429", "http_500", "http_504", "reject", "drop_connection")
 
-def match_route(method:str, path:str) -> tuple[str, dict]:
+def _match_route(method:str, path:str) -> tuple[str, dict]:
     "The route a request matches ('METHOD /template') and its path parameters; unknown paths keep their own name."
-    for route, pattern in ROUTES.items():
+    for route, pattern in _ROUTES.items():
         if route.split(" ")[0] == method and (m := re.fullmatch(pattern, path)): return route, m.groupdict()
     return f"{method} {path}", {}
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #5d555119
-def fault_reply(fault:str, hang_s:float) -> Reply|None:
+def _fault_reply(fault:str, hang_s:float) -> _Reply|None:
     "The answer a fault gives *instead of* the book's; None for `timeout_after_accept`, which delays the book's answer."
-    return {"hang": Reply(*ERRORS["gateway"], delay_s=hang_s), "http_429": alpaca_error("rate_limited"),
-            "http_500": alpaca_error("internal"), "http_504": alpaca_error("gateway"), "reject": alpaca_error("buying_power"),
-            "drop_connection": Reply(0, drop=True)}.get(fault)
+    return {"hang": _Reply(*_ERRORS["gateway"], delay_s=hang_s), "http_429": _alpaca_error("rate_limited"),
+            "http_500": _alpaca_error("internal"), "http_504": _alpaca_error("gateway"), "reject": _alpaca_error("buying_power"),
+            "drop_connection": _Reply(0, drop=True)}.get(fault)
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #c994ee52
 class _Handler(BaseHTTPRequestHandler):
@@ -314,12 +312,12 @@ class _Handler(BaseHTTPRequestHandler):
     def serve(self):
         n = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(n) if 0 < n <= self.MAX_BODY else b""
-        reply = self.server.fake.respond(self.command, self.path, self.headers, raw) if n <= self.MAX_BODY else Reply(413, error_body(41300000, "body too large"))
+        reply = self.server.fake.respond(self.command, self.path, self.headers, raw) if n <= self.MAX_BODY else _Reply(413, _error_body(41300000, "body too large"))
         if reply.drop: return self.drop()
         if reply.delay_s and self.server.fake.stopping.wait(reply.delay_s): return
         self.answer(reply)
 
-    def answer(self, reply:Reply):
+    def answer(self, reply:_Reply):
         html = isinstance(reply.body, str)
         data = b"" if reply.body is None else (reply.body if html else json.dumps(reply.body)).encode()
         try:
@@ -369,8 +367,8 @@ class FakeAlpaca(AlpacaBook):
 
     def inject(self, fault:str, route:str|None=None) -> None:
         "Queue `fault` for the next request (to `route`, e.g. 'POST /v2/orders', if given); it is used once."
-        if fault not in FAULTS: raise ValueError(f"unknown fault {fault!r}; expected one of {FAULTS}")
-        if route is not None and route not in ROUTES: raise ValueError(f"unknown route {route!r}; expected one of {list(ROUTES)}")
+        if fault not in _FAULTS: raise ValueError(f"unknown fault {fault!r}; expected one of {_FAULTS}")
+        if route is not None and route not in _ROUTES: raise ValueError(f"unknown route {route!r}; expected one of {list(_ROUTES)}")
         with self.lock: self.faults.append((fault, route))
 
     def count(self, route:str) -> int:
@@ -390,34 +388,34 @@ class FakeAlpaca(AlpacaBook):
                 return fault
         return None
 
-    def dispatch(self, route:str, params:dict, query:dict, body) -> Reply:
+    def dispatch(self, route:str, params:dict, query:dict, body) -> _Reply:
         "The book's answer to one authenticated request."
         if route == "POST /v2/orders": return self.submit(body)
         if route == "GET /v2/orders": return self.list_orders(query)
         if route == "GET /v2/orders:by_client_order_id":
             oid = self.by_client_id.get(query.get("client_order_id", ""))
-            return Reply(200, self.orders[oid]) if oid else alpaca_error("not_found")
-        if route == "GET /v2/orders/{id}": return Reply(200, self.orders[params["id"]]) if params["id"] in self.orders else alpaca_error("not_found")
+            return _Reply(200, self.orders[oid]) if oid else _alpaca_error("not_found")
+        if route == "GET /v2/orders/{id}": return _Reply(200, self.orders[params["id"]]) if params["id"] in self.orders else _alpaca_error("not_found")
         if route == "DELETE /v2/orders/{id}": return self.cancel(params["id"])
-        if route == "GET /v2/positions": return Reply(200, self.positions())
-        if route == "GET /v2/account": return Reply(200, self.account())
+        if route == "GET /v2/positions": return _Reply(200, self.positions())
+        if route == "GET /v2/account": return _Reply(200, self.account())
         if route == "GET /v2/account/activities/{type}": return self.list_activities(params["type"], query)
-        return Reply(404, error_body(40410000, "endpoint not found"))
+        return _Reply(404, _error_body(40410000, "endpoint not found"))
 
-    def respond(self, method:str, target:str, headers, raw:bytes=b"") -> Reply:
+    def respond(self, method:str, target:str, headers, raw:bytes=b"") -> _Reply:
         "Answer one HTTP request: count it, check the keys, apply a queued fault, then let the book answer."
         parts = urlsplit(target)
-        route, params = match_route(method, parts.path)
+        route, params = _match_route(method, parts.path)
         with self.lock:
             self.requests[route] += 1
-            if not self.authorized(headers): return alpaca_error("unauthorized")
+            if not self.authorized(headers): return _alpaca_error("unauthorized")
             fault = self.take_fault(route)
-            if (early := fault_reply(fault, self.hang_s)): return early
+            if (early := _fault_reply(fault, self.hang_s)): return early
             try: body = json.loads(raw) if raw else None
-            except ValueError: return Reply(400, error_body(40010000, "request body format is invalid"))
+            except ValueError: return _Reply(400, _error_body(40010000, "request body format is invalid"))
             if raw: self.bodies.append((route, body))
             try: reply = self.dispatch(route, params, {k: v[-1] for k, v in parse_qs(parts.query).items()}, body)
-            except Exception as e: reply = Reply(500, error_body(50010000, f"fake error: {type(e).__name__}: {e}"))   # a misconfigured test, said out loud
+            except Exception as e: reply = _Reply(500, _error_body(50010000, f"fake error: {type(e).__name__}: {e}"))   # a misconfigured test, said out loud
         if fault == "timeout_after_accept": reply.delay_s = self.hang_s
         return reply
 

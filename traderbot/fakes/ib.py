@@ -12,15 +12,15 @@ from ib_async import CommissionReport, Contract, Execution, IB, Order as IBOrder
 from ib_async.util import dataclassAsDict
 
 # %% auto #0
-__all__ = ['ACCOUNT', 'CLOCK', 'DONE', 'REJECT_201', 'BookEntry', 'FakeTWS', 'plain_order']
+__all__ = ['ACCOUNT', 'REJECT_201', 'FakeTWS']
 
 # %% ../../nbs/07b_fakes.ib.ipynb #4d60b454
 ACCOUNT = "DU1234567"                                          # a paper-trading account number
-CLOCK = dt.datetime(2022, 12, 28, 20, 59, tzinfo=dt.timezone.utc)   # execution time unless a fill says otherwise
-DONE = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
+_CLOCK = dt.datetime(2022, 12, 28, 20, 59, tzinfo=dt.timezone.utc)   # execution time unless a fill says otherwise
+_DONE = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
 
 @dataclass
-class BookEntry:
+class _BookEntry:
     "One order as TWS holds it."
     order_id: int
     client_id: int
@@ -45,8 +45,8 @@ class FakeTWS:
                  client_id:int=1,          # API client id of the session
                  account:str=ACCOUNT,      # the one managed account
                  on_order:str="accept"):   # what TWS does with new orders: accept, reject or silent
-        self.client_id, self.account, self.on_order, self.clock = client_id, account, on_order, CLOCK
-        self.book: dict[int, BookEntry] = {}
+        self.client_id, self.account, self.on_order, self.clock = client_id, account, on_order, _CLOCK
+        self.book: dict[int, _BookEntry] = {}
         self.placed: list[int] = []        # order id of every placeOrder that reached the socket
         self.cancels: list[int] = []       # order id of every cancelOrder
         self.modified: list[int] = []      # placeOrder calls that TWS took as a modification of an open order
@@ -108,10 +108,10 @@ def _replay(self:FakeTWS):
     for sym, (qty, cost) in self.positions.items(): w.position(self.account, self._contract(sym), qty, cost)
     for (tag, cur), val in self.account_values.items(): w.updateAccountValue(tag, val, cur, self.account)
     for e in self.book.values():
-        if e.status not in DONE: self._open_order(e); self._status(e)
+        if e.status not in _DONE: self._open_order(e); self._status(e)
     w._results["completedOrders"] = []           # what reqCompletedOrdersAsync sets up before the answers
     for e in self.book.values():
-        if e.status in DONE: w.completedOrder(self._contract(e.contract.symbol), plain_order(e.order, orderId=0, clientId=0,
+        if e.status in _DONE: w.completedOrder(self._contract(e.contract.symbol), _plain_order(e.order, orderId=0, clientId=0,
                                               filledQuantity=e.filled), OrderState(status=e.status))
     w.completedOrdersEnd(); w._results.pop("completedOrders", None)
     for e in self.book.values():
@@ -120,7 +120,7 @@ def _replay(self:FakeTWS):
             if report is not None: w.commissionReport(replace(report))
 
 # %% ../../nbs/07b_fakes.ib.ipynb #b95c8668
-def plain_order(order:IBOrder, **changes) -> IBOrder:
+def _plain_order(order:IBOrder, **changes) -> IBOrder:
     "A plain `ib_async.Order` copy of `order` (any subclass), with `changes` applied."
     return IBOrder(**{**dataclassAsDict(order), **changes})
 
@@ -130,14 +130,14 @@ def _place_order(self:FakeTWS, orderId:int, contract:Contract, order:IBOrder):
     "Client.placeOrder: what TWS receives."
     self.placed.append(orderId)
     old = self.book.get(orderId)
-    if old is not None and old.status not in DONE:
+    if old is not None and old.status not in _DONE:
         self.modified.append(orderId)
-        old.order = plain_order(old.order, totalQuantity=order.totalQuantity, lmtPrice=order.lmtPrice, orderRef=order.orderRef)
+        old.order = _plain_order(old.order, totalQuantity=order.totalQuantity, lmtPrice=order.lmtPrice, orderRef=order.orderRef)
         return
     used = max((e.order_id for e in self.book.values() if e.client_id == self.client_id), default=0)
     self._perm += 1
-    entry = BookEntry(orderId, self.client_id, self._perm, self._contract(contract.symbol),
-                      plain_order(order, orderId=orderId, clientId=self.client_id, permId=self._perm))
+    entry = _BookEntry(orderId, self.client_id, self._perm, self._contract(contract.symbol),
+                      _plain_order(order, orderId=orderId, clientId=self.client_id, permId=self._perm))
     if orderId <= used: self._dups[orderId] = entry
     else: self.book[orderId] = entry
 
@@ -156,7 +156,7 @@ def _on_new_order(self:FakeTWS, trade):
 
 # %% ../../nbs/07b_fakes.ib.ipynb #847b3c5a
 @patch
-def _entry(self:FakeTWS, key:int|str) -> BookEntry:
+def _entry(self:FakeTWS, key:int|str) -> _BookEntry:
     "The book entry for an order id or an orderRef (the latest with that ref)."
     if isinstance(key, int): return self.book[key]
     hits = [e for e in self.book.values() if e.order.orderRef == key]
@@ -170,12 +170,12 @@ def _contract(self:FakeTWS, symbol:str) -> Contract:
     return Stock(symbol, "SMART", "USD", conId=con_id, localSymbol=symbol, tradingClass="NMS")
 
 @patch
-def _open_order(self:FakeTWS, e:BookEntry):
+def _open_order(self:FakeTWS, e:_BookEntry):
     "TWS's openOrder message for `e`."
-    self.ib.wrapper.openOrder(e.order_id, self._contract(e.contract.symbol), plain_order(e.order), OrderState(status=e.status))
+    self.ib.wrapper.openOrder(e.order_id, self._contract(e.contract.symbol), _plain_order(e.order), OrderState(status=e.status))
 
 @patch
-def _status(self:FakeTWS, e:BookEntry, last_price:float=0.0):
+def _status(self:FakeTWS, e:_BookEntry, last_price:float=0.0):
     "TWS's orderStatus message for `e`."
     self.ib.wrapper.orderStatus(e.order_id, e.status, e.filled, e.remaining, e.avg_price, e.perm_id, 0, last_price, e.client_id, "")
 
@@ -210,7 +210,7 @@ def _on_cancel(self:FakeTWS, trade):
     "IB.cancelOrderEvent: TWS confirms with error 202, then orderStatus Cancelled."
     e = self.book[trade.order.orderId]
     self.cancels.append(e.order_id)
-    if e.status in DONE: return
+    if e.status in _DONE: return
     e.status = "Cancelled"
     self.error(202, "Order Canceled - reason:", e.order_id); self._status(e)
 
@@ -235,7 +235,7 @@ def fill(self:FakeTWS,
     exec_id = exec_id or f"0000e0d5.6523f60b.{self._exec:02d}.01"
     e.avg_price = (e.avg_price * e.filled + price * shares) / (e.filled + shares)
     e.filled += shares
-    e.status = "Filled" if e.remaining == 0 else (e.status if e.status in DONE else "Submitted")
+    e.status = "Filled" if e.remaining == 0 else (e.status if e.status in _DONE else "Submitted")
     ex = Execution(execId=exec_id, time=time or self.clock, acctNumber=self.account, exchange="ISLAND",
                    side="BOT" if e.order.action == "BUY" else "SLD", shares=shares, price=price, permId=e.perm_id,
                    clientId=e.client_id, orderId=e.order_id, cumQty=e.filled, avgPrice=e.avg_price, orderRef=e.order.orderRef)

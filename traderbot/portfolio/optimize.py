@@ -19,22 +19,14 @@ from ..data.bars import check_returns
 from ..data.calendar import TRADING_DAYS
 
 # %% auto #0
-__all__ = ['METHODS', 'COVARIANCES', 'MIN_OBSERVATIONS', 'TOL', 'CONSTRAINT_COLUMNS', 'SOLVERS', 'OBJECTIVES', 'day', 'estimate',
-           'portfolio_summary', 'WeightConstraints', 'symbol_bounds', 'sector_map', 'constraint_rows',
-           'weight_constraints', 'linear_program', 'sector_reason', 'check_feasible', 'max_return', 'quiet',
-           'riskfolio_portfolio', 'riskfolio_convex', 'cvxpy_convex', 'convex_weights', 'project', 'hrp_weights',
-           'prepare', 'finish', 'optimize', 'efficient_frontier', 'View', 'BLResult', 'implied_returns', 'view_matrix',
-           'black_litterman']
+__all__ = ['METHODS', 'estimate', 'portfolio_summary', 'WeightConstraints', 'weight_constraints', 'quiet', 'riskfolio_convex',
+           'optimize', 'efficient_frontier', 'View', 'BLResult', 'implied_returns', 'black_litterman']
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #ce9bc138
 METHODS = ("min_variance", "max_sharpe", "target_return", "mean_variance", "hrp", "risk_parity", "equal")
-COVARIANCES = {"ledoit_wolf": "ledoit", "sample": "hist"}   # our name -> riskfolio's method_cov
-MIN_OBSERVATIONS = 30
-TOL = 1e-6        # how far a solver's answer may miss a constraint (weights are fractions)
-
-def day(ts) -> str:
-    "A timestamp as YYYY-MM-DD for messages."
-    return str(ts.date()) if isinstance(ts, pd.Timestamp) else str(ts)
+_COVARIANCES = {"ledoit_wolf": "ledoit", "sample": "hist"}   # our name -> riskfolio's method_cov
+_MIN_OBSERVATIONS = 30
+_TOL = 1e-6        # how far a solver's answer may miss a constraint (weights are fractions)
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #80757eab
 def _optimizer_returns(
@@ -42,10 +34,10 @@ def _optimizer_returns(
     covariance:str="ledoit_wolf",  # ledoit_wolf or sample: the sample covariance needs more rows
 ) -> pd.DataFrame:                 # the same returns as floats
     "`check_returns` with what the optimizers need: a known covariance estimator, and enough rows for it."
-    if covariance not in COVARIANCES: raise ConfigError(f"covariance={covariance!r}: expected one of {tuple(COVARIANCES)}")
+    if covariance not in _COVARIANCES: raise ConfigError(f"covariance={covariance!r}: expected one of {tuple(_COVARIANCES)}")
     k = returns.shape[1] if isinstance(returns, pd.DataFrame) else 0
-    need = max(MIN_OBSERVATIONS, k + 1 if covariance == "sample" else 0)
-    why = " (a sample covariance needs more rows than symbols; covariance='ledoit_wolf' does not)" if need > MIN_OBSERVATIONS else ""
+    need = max(_MIN_OBSERVATIONS, k + 1 if covariance == "sample" else 0)
+    why = " (a sample covariance needs more rows than symbols; covariance='ledoit_wolf' does not)" if need > _MIN_OBSERVATIONS else ""
     return check_returns(returns, min_rows=need, why=why)
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #aa22b8c5
@@ -57,7 +49,7 @@ def estimate(
     import riskfolio as rp
     r = _optimizer_returns(returns, covariance)
     mu = rp.mean_vector(r, method="hist").iloc[0] * TRADING_DAYS
-    cov = rp.covar_matrix(r, method=COVARIANCES[covariance]) * TRADING_DAYS
+    cov = rp.covar_matrix(r, method=_COVARIANCES[covariance]) * TRADING_DAYS
     return mu.rename("mu"), cov
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #51e45343
@@ -96,7 +88,7 @@ class WeightConstraints:
         "What is left of `max_turnover` for the symbols in the universe."
         return None if self.max_turnover is None else self.max_turnover - self.outside
 
-    def violations(self, w:np.ndarray, tol:float=TOL) -> dict:
+    def violations(self, w:np.ndarray, tol:float=_TOL) -> dict:
         "Constraints that weights `w` break by more than `tol`, with the amount."
         out = {"sum of weights = 1": abs(w.sum() - 1), "bounds (lower)": np.max(self.lower - w), "bounds (upper)": np.max(w - self.upper)}
         out |= dict(zip(self.rows, self.A @ w - self.b))
@@ -104,9 +96,9 @@ class WeightConstraints:
         return {k: float(v) for k, v in out.items() if v > tol}
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #9432af32
-CONSTRAINT_COLUMNS = ["Disabled", "Type", "Set", "Position", "Sign", "Weight", "Type Relative", "Relative Set", "Relative", "Factor"]
+_CONSTRAINT_COLUMNS = ["Disabled", "Type", "Set", "Position", "Sign", "Weight", "Type Relative", "Relative Set", "Relative", "Factor"]
 
-def symbol_bounds(symbols:list, bounds, long_only:bool) -> tuple[np.ndarray, np.ndarray]:
+def _symbol_bounds(symbols:list, bounds, long_only:bool) -> tuple[np.ndarray, np.ndarray]:
     "Lower and upper weight per symbol from one (lo, hi) pair or a dict symbol -> (lo, hi)."
     default = (0.0, 1.0) if long_only else (-1.0, 1.0)
     if bounds is None: bounds = default
@@ -121,7 +113,7 @@ def symbol_bounds(symbols:list, bounds, long_only:bool) -> tuple[np.ndarray, np.
     return lo, hi
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #f664d7a4
-def sector_map(symbols:list, sectors:pd.Series|None, sector_bounds:dict|None) -> pd.Series|None:
+def _sector_map(symbols:list, sectors:pd.Series|None, sector_bounds:dict|None) -> pd.Series|None:
     "The sector of each symbol, checked against `sector_bounds`."
     if not sector_bounds: return None
     if sectors is None: raise ConfigError("sector_bounds: given without sectors (a Series symbol -> sector, e.g. load_sectors())")
@@ -133,7 +125,7 @@ def sector_map(symbols:list, sectors:pd.Series|None, sector_bounds:dict|None) ->
     return sec
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #e1b5ed2c
-def constraint_rows(symbols:list, lo:np.ndarray, hi:np.ndarray, sec:pd.Series|None, sector_bounds:dict|None, long_only:bool) -> tuple[np.ndarray, np.ndarray, tuple]:
+def _constraint_rows(symbols:list, lo:np.ndarray, hi:np.ndarray, sec:pd.Series|None, sector_bounds:dict|None, long_only:bool) -> tuple[np.ndarray, np.ndarray, tuple]:
     "A w <= b for the non-default bounds and the sector bounds, through riskfolio's `assets_constraints`."
     import riskfolio as rp
     rows, names, n = [], [], len(symbols)
@@ -147,7 +139,7 @@ def constraint_rows(symbols:list, lo:np.ndarray, hi:np.ndarray, sec:pd.Series|No
         if h < 1: add("Classes", name, "<=", h, f"sector {name!r}")
     if not rows: return np.zeros((0, n)), np.zeros(0), ()
     classes = pd.DataFrame({"Assets": list(symbols), "Sector": list(sec) if sec is not None else [""] * n})
-    A, b = rp.assets_constraints(pd.DataFrame(rows, columns=CONSTRAINT_COLUMNS), classes)
+    A, b = rp.assets_constraints(pd.DataFrame(rows, columns=_CONSTRAINT_COLUMNS), classes)
     return A, b.ravel(), tuple(names)
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #d13491ff
@@ -162,9 +154,9 @@ def weight_constraints(
 ) -> WeightConstraints:
     "Checked constraints for a portfolio of `symbols`."
     symbols = list(symbols)
-    lo, hi = symbol_bounds(symbols, bounds, long_only)
-    sec = sector_map(symbols, sectors, sector_bounds)
-    A, b, names = constraint_rows(symbols, lo, hi, sec, sector_bounds, long_only)
+    lo, hi = _symbol_bounds(symbols, bounds, long_only)
+    sec = _sector_map(symbols, sectors, sector_bounds)
+    A, b, names = _constraint_rows(symbols, lo, hi, sec, sector_bounds, long_only)
     if max_turnover is not None and not (max_turnover >= 0): raise ConfigError(f"max_turnover={max_turnover!r}: expected a number >= 0")
     if max_turnover is not None and current is None: raise ConfigError("max_turnover: needs the current weights (current=)")
     cur = pd.Series(dtype=float) if current is None else pd.Series(current, dtype=float)
@@ -174,7 +166,7 @@ def weight_constraints(
                              cur.reindex(symbols).fillna(0.0).to_numpy(), max_turnover, outside, long_only)
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #4dad6d22
-def linear_program(spec:WeightConstraints, objective:np.ndarray, turnover:str|None=None):   # -> scipy's OptimizeResult
+def _linear_program(spec:WeightConstraints, objective:np.ndarray, turnover:str|None=None):   # -> scipy's OptimizeResult
     "scipy linprog over [w, s]: sum w = 1, bounds, A w <= b; turnover 'limit' adds sum s <= budget, 'minimise' minimises sum s."
     n = len(spec.symbols)
     m = 2 * n if turnover else n
@@ -189,7 +181,7 @@ def linear_program(spec:WeightConstraints, objective:np.ndarray, turnover:str|No
                    bounds=list(zip(spec.lower, spec.upper)) + [(0, None)] * (m - n), method="highs")
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #87675f72
-def sector_reason(spec:WeightConstraints) -> str:
+def _sector_reason(spec:WeightConstraints) -> str:
     "Why the sector bounds leave no fully invested portfolio."
     room = floor = 0.0
     for name, members in pd.Series(spec.symbols, index=spec.symbols).groupby(spec.sectors.to_numpy()):
@@ -197,34 +189,34 @@ def sector_reason(spec:WeightConstraints) -> str:
         l, h = spec.sector_bounds.get(name, (0.0, 1.0))
         room += min(h, spec.upper[idx].sum()); floor += max(l, spec.lower[idx].sum())
     caps = ", ".join(f"{k} {v[1]:g}" for k, v in spec.sector_bounds.items())
-    if room < 1 - TOL: return f"the sectors can hold at most {room:.4g} in all (caps: {caps}), less than the 1 a fully invested portfolio needs"
-    if floor > 1 + TOL: return f"the sector floors add up to {floor:.4g}, more than 1"
+    if room < 1 - _TOL: return f"the sectors can hold at most {room:.4g} in all (caps: {caps}), less than the 1 a fully invested portfolio needs"
+    if floor > 1 + _TOL: return f"the sector floors add up to {floor:.4g}, more than 1"
     return "together with bounds they leave no fully invested portfolio"
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #7c960fc6
-def check_feasible(spec:WeightConstraints) -> None:
+def _check_feasible(spec:WeightConstraints) -> None:
     "Raise `ConfigError` naming the first constraint that no fully invested portfolio can meet."
-    if spec.lower.sum() > 1 + TOL: raise ConfigError(f"bounds: the lower bounds add up to {spec.lower.sum():.4g}, more than 1")
-    if spec.upper.sum() < 1 - TOL: raise ConfigError(f"bounds: the upper bounds add up to {spec.upper.sum():.4g}, less than 1")
-    if len(spec.b) and linear_program(spec, np.zeros(len(spec.symbols))).status == 2:
-        raise ConfigError(f"sector_bounds: {sector_reason(spec)}" if spec.sectors is not None else "bounds: the per-symbol bounds leave no fully invested portfolio")
+    if spec.lower.sum() > 1 + _TOL: raise ConfigError(f"bounds: the lower bounds add up to {spec.lower.sum():.4g}, more than 1")
+    if spec.upper.sum() < 1 - _TOL: raise ConfigError(f"bounds: the upper bounds add up to {spec.upper.sum():.4g}, less than 1")
+    if len(spec.b) and _linear_program(spec, np.zeros(len(spec.symbols))).status == 2:
+        raise ConfigError(f"sector_bounds: {_sector_reason(spec)}" if spec.sectors is not None else "bounds: the per-symbol bounds leave no fully invested portfolio")
     if spec.max_turnover is None: return
-    if spec.turnover_budget < -TOL:
+    if spec.turnover_budget < -_TOL:
         raise ConfigError(f"max_turnover={spec.max_turnover}: selling the {spec.outside:.4g} held outside the returns' symbols already exceeds it")
-    need = linear_program(spec, np.zeros(len(spec.symbols)), turnover="minimise").fun + spec.outside
-    if need > spec.max_turnover + TOL:
+    need = _linear_program(spec, np.zeros(len(spec.symbols)), turnover="minimise").fun + spec.outside
+    if need > spec.max_turnover + _TOL:
         raise ConfigError(f"max_turnover={spec.max_turnover}: meeting bounds and sector_bounds from `current` needs a turnover of at least {need:.4g}")
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #ec5c691a
-def max_return(spec:WeightConstraints, mu:pd.Series) -> float:
+def _max_return(spec:WeightConstraints, mu:pd.Series) -> float:
     "The highest expected return any portfolio meeting `spec` has."
-    res = linear_program(spec, -mu.to_numpy(), turnover="limit" if spec.max_turnover is not None else None)
+    res = _linear_program(spec, -mu.to_numpy(), turnover="limit" if spec.max_turnover is not None else None)
     return float(-res.fun)
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #21ee2488
-SOLVERS = {"CLARABEL": dict(tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10),   # tighter than the defaults: weights
+_SOLVERS = {"CLARABEL": dict(tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10),   # tighter than the defaults: weights
            "SCS": dict(eps_abs=1e-9, eps_rel=1e-9)}                                 # then match closed forms to ~1e-8, not ~1e-5
-OBJECTIVES = {"min_variance": "MinRisk", "target_return": "MinRisk", "mean_variance": "Utility", "max_sharpe": "Sharpe", "max_return": "MaxRet"}
+_OBJECTIVES = {"min_variance": "MinRisk", "target_return": "MinRisk", "mean_variance": "Utility", "max_sharpe": "Sharpe", "max_return": "MaxRet"}
 
 @contextlib.contextmanager
 def quiet():
@@ -235,13 +227,13 @@ def quiet():
         yield
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #9336d304
-def riskfolio_portfolio(returns:pd.DataFrame, mu:pd.Series, cov:pd.DataFrame, spec:WeightConstraints, **kw):
+def _riskfolio_portfolio(returns:pd.DataFrame, mu:pd.Series, cov:pd.DataFrame, spec:WeightConstraints, **kw):
     "A riskfolio `Portfolio` with our annualised moments, constraint rows and solver tolerances."
     import riskfolio as rp
     port = rp.Portfolio(returns=returns, **kw)
     port.mu, port.cov = mu.to_frame().T, cov                       # annualised moments: rf and target_return are annual too
     if len(spec.b): port.ainequality, port.binequality = spec.A, spec.b[:, None]
-    port.solvers, port.sol_params = list(SOLVERS), SOLVERS
+    port.solvers, port.sol_params = list(_SOLVERS), _SOLVERS
     return port
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #c355cb9d
@@ -257,15 +249,15 @@ def riskfolio_convex(
 ) -> np.ndarray:                      # weights in `spec.symbols` order
     "Weights of a convex mean-variance problem, by riskfolio's `Portfolio.optimization`."
     short = np.clip(-spec.lower, 0, None)
-    port = riskfolio_portfolio(returns, mu, cov, spec, sht=not spec.long_only, uppersht=float(short.max(initial=0)),
+    port = _riskfolio_portfolio(returns, mu, cov, spec, sht=not spec.long_only, uppersht=float(short.max(initial=0)),
                                budgetsht=float(short.sum()), upperlng=float(spec.upper.max()))
     if method == "target_return": port.lowerret = target_return
-    with quiet(): w = port.optimization(model="Classic", rm="MV", obj=OBJECTIVES[method], rf=rf, l=(risk_aversion or 0) / 2, hist=True)
+    with quiet(): w = port.optimization(model="Classic", rm="MV", obj=_OBJECTIVES[method], rf=rf, l=(risk_aversion or 0) / 2, hist=True)
     if w is None: raise ConfigError(f"method {method!r}: riskfolio found no solution under the constraints")
     return w["weights"].to_numpy()
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #740e2d01
-def cvxpy_convex(
+def _cvxpy_convex(
     method:str, mu:pd.Series, cov:pd.DataFrame, spec:WeightConstraints,   # as in `riskfolio_convex`, spec with a turnover budget
     rf:float=0.0, target_return:float|None=None, risk_aversion:float|None=None,
 ) -> np.ndarray:                      # weights in `spec.symbols` order
@@ -282,12 +274,12 @@ def cvxpy_convex(
     if method == "mean_variance": objective = cp.Maximize(m @ w - risk_aversion / 2 * risk)
     elif method == "max_return": objective = cp.Maximize(m @ w)
     else: objective = cp.Minimize(risk)
-    cp.Problem(objective, cons).solve(solver="CLARABEL", **SOLVERS["CLARABEL"])
+    cp.Problem(objective, cons).solve(solver="CLARABEL", **_SOLVERS["CLARABEL"])
     if w.value is None: raise ConfigError(f"method {method!r}: no solution under the constraints and max_turnover={spec.max_turnover}")
     return w.value / (k.value if method == "max_sharpe" else 1.0)
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #a651bc9d
-def convex_weights(
+def _convex_weights(
     method:str, returns:pd.DataFrame, mu:pd.Series, cov:pd.DataFrame, spec:WeightConstraints,   # as in `riskfolio_convex`
     rf:float=0.0, target_return:float|None=None, risk_aversion:float|None=None,
 ) -> np.ndarray:                      # weights in `spec.symbols` order
@@ -296,22 +288,22 @@ def convex_weights(
         raise ConfigError(f"risk_aversion={risk_aversion!r}: method 'mean_variance' needs a positive risk aversion")
     if method == "target_return":
         if target_return is None: raise ConfigError("target_return: method 'target_return' needs an annual target return")
-        top = max_return(spec, mu)
-        if target_return > top + TOL: raise ConfigError(f"target_return={target_return}: the highest expected return under the constraints is {top:.4g}")
-    if method == "max_sharpe" and max_return(spec, mu) <= rf:
+        top = _max_return(spec, mu)
+        if target_return > top + _TOL: raise ConfigError(f"target_return={target_return}: the highest expected return under the constraints is {top:.4g}")
+    if method == "max_sharpe" and _max_return(spec, mu) <= rf:
         raise ConfigError(f"rf={rf}: no portfolio under the constraints expects more than rf, so max_sharpe is undefined; use min_variance")
     args = (method, mu, cov, spec, rf, target_return, risk_aversion)
-    return cvxpy_convex(*args) if spec.max_turnover is not None else riskfolio_convex(method, returns, *args[1:])
+    return _cvxpy_convex(*args) if spec.max_turnover is not None else riskfolio_convex(method, returns, *args[1:])
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #e9c0cc65
-def project(w:np.ndarray, spec:WeightConstraints) -> np.ndarray:
+def _project(w:np.ndarray, spec:WeightConstraints) -> np.ndarray:
     "The portfolio meeting every constraint that is nearest to `w` in least squares."
     import cvxpy as cp
     x = cp.Variable(len(w))
     cons = [cp.sum(x) == 1, x >= spec.lower, x <= spec.upper]
     if len(spec.b): cons.append(spec.A @ x <= spec.b)
     if spec.max_turnover is not None: cons.append(cp.norm1(x - spec.current) <= spec.turnover_budget)
-    cp.Problem(cp.Minimize(cp.sum_squares(x - w)), cons).solve(solver="CLARABEL", **SOLVERS["CLARABEL"])
+    cp.Problem(cp.Minimize(cp.sum_squares(x - w)), cons).solve(solver="CLARABEL", **_SOLVERS["CLARABEL"])
     if x.value is None: raise ConfigError("no portfolio meets the constraints")
     return x.value
 
@@ -320,22 +312,22 @@ def _constrained_risk_parity(returns:pd.DataFrame, mu:pd.Series, cov:pd.DataFram
     "Equal risk contribution weights under `spec`'s bounds and sector rows, by riskfolio's `rp_optimization`."
     # Without constraints this is `sizing.risk_parity_weights` (exact, by Newton's method); with bounds or sector caps it is a
     # different problem (risk budgeting under linear constraints), which needs a convex solver: riskfolio's formulation.
-    port = riskfolio_portfolio(returns, mu, cov, spec)
+    port = _riskfolio_portfolio(returns, mu, cov, spec)
     with quiet(): w = port.rp_optimization(model="Classic", rm="MV", rf=0, b=None, hist=True)
     if w is None: raise ConfigError("method 'risk_parity': riskfolio found no solution under the constraints")
     return w["weights"].to_numpy()
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #897a0d26
-def hrp_weights(returns:pd.DataFrame, spec:WeightConstraints, covariance:str="ledoit_wolf") -> np.ndarray:
+def _hrp_weights(returns:pd.DataFrame, spec:WeightConstraints, covariance:str="ledoit_wolf") -> np.ndarray:
     "Hierarchical risk parity weights, by riskfolio's `HCPortfolio` (single linkage, Pearson correlation)."
     import riskfolio as rp
     idx = list(spec.symbols)
     hc = rp.HCPortfolio(returns=returns, w_max=pd.Series(spec.upper, index=idx), w_min=pd.Series(spec.lower, index=idx))
-    with quiet(): w = hc.optimization(model="HRP", codependence="pearson", rm="MV", method_cov=COVARIANCES[covariance], linkage="single", leaf_order=True)
+    with quiet(): w = hc.optimization(model="HRP", codependence="pearson", rm="MV", method_cov=_COVARIANCES[covariance], linkage="single", leaf_order=True)
     return w["weights"].to_numpy()
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #2c2b296f
-def prepare(
+def _prepare(
     returns:pd.DataFrame, covariance:str="ledoit_wolf",   # as in `optimize`
     bounds=None, sectors:pd.Series|None=None, sector_bounds:dict|None=None,
     current:pd.Series|None=None, max_turnover:float|None=None, long_only:bool=True,
@@ -343,12 +335,12 @@ def prepare(
     "Checked returns, annualised moments and checked, feasible constraints."
     r = _optimizer_returns(returns, covariance)
     spec = weight_constraints(r.columns, bounds, sectors, sector_bounds, current, max_turnover, long_only)
-    check_feasible(spec)
+    _check_feasible(spec)
     mu, cov = estimate(r, covariance)
     return r, mu, cov, spec
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #1e3cf7d0
-def finish(w:np.ndarray, spec:WeightConstraints, method:str) -> pd.Series:
+def _finish(w:np.ndarray, spec:WeightConstraints, method:str) -> pd.Series:
     "Weights as a Series, with solver dust removed and every constraint checked."
     w = np.where(np.abs(w) < 1e-10, 0.0, w)
     w = w / w.sum()
@@ -375,12 +367,12 @@ def optimize(
     "Fully invested target weights of `returns`' symbols by `method` under the constraints."
     if method not in METHODS: raise ConfigError(f"method={method!r}: expected one of {METHODS}")
     if not long_only and method in ("hrp", "risk_parity", "equal"): raise ConfigError(f"method {method!r} is long-only; drop long_only=False")
-    r, mu, cov, spec = prepare(returns, covariance, bounds, sectors, sector_bounds, current, max_turnover, long_only)
+    r, mu, cov, spec = _prepare(returns, covariance, bounds, sectors, sector_bounds, current, max_turnover, long_only)
     if method == "equal": w = np.full(len(mu), 1 / len(mu))
-    elif method == "hrp": w = hrp_weights(r, spec, covariance)
+    elif method == "hrp": w = _hrp_weights(r, spec, covariance)
     elif method == "risk_parity": w = _constrained_risk_parity(r, mu, cov, spec)
-    else: return finish(convex_weights(method, r, mu, cov, spec, rf, target_return, risk_aversion), spec, method)
-    return finish(project(w, spec) if spec.violations(w, 1e-9) else w, spec, method)
+    else: return _finish(_convex_weights(method, r, mu, cov, spec, rf, target_return, risk_aversion), spec, method)
+    return _finish(_project(w, spec) if spec.violations(w, 1e-9) else w, spec, method)
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #5331b36c
 def efficient_frontier(
@@ -393,8 +385,8 @@ def efficient_frontier(
 ) -> pd.DataFrame:                     # one row per portfolio: return, volatility, sharpe (annualised), then one weight column per symbol
     "Least-variance portfolios for evenly spaced expected returns between the minimum-variance and the maximum-return portfolio."
     if not (isinstance(points, int) and points >= 2): raise ConfigError(f"points={points!r}: expected an integer >= 2")
-    r, mu, cov, spec = prepare(returns, covariance, **constraints)
-    solve = lambda method, target=None: finish(convex_weights(method, r, mu, cov, spec, rf, target), spec, method)
+    r, mu, cov, spec = _prepare(returns, covariance, **constraints)
+    solve = lambda method, target=None: _finish(_convex_weights(method, r, mu, cov, spec, rf, target), spec, method)
     low, high = solve("min_variance"), solve("max_return")
     targets = np.linspace(float(mu @ low), float(mu @ high), points)
     ws = [low] + [solve("target_return", t) for t in targets[1:-1]] + [high]
@@ -436,7 +428,7 @@ def implied_returns(
     return pd.Series(risk_aversion * cov.to_numpy() @ weights.reindex(cov.index).to_numpy(float), index=cov.index, name="prior")
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #7a5e71db
-def view_matrix(views:list, symbols:list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _view_matrix(views:list, symbols:list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "P (one row per view), Q and the confidences."
     P = np.zeros((len(views), len(symbols)))
     for k, v in enumerate(views):
@@ -458,7 +450,7 @@ def black_litterman(
 ) -> BLResult:
     "Black-Litterman posterior returns from an equilibrium prior and `views`, with its mean-variance weights."
     if not (risk_aversion > 0 and tau > 0): raise ConfigError(f"risk_aversion={risk_aversion!r}, tau={tau!r}: both must be positive")
-    r, mu, cov, spec = prepare(returns, covariance, **constraints)
+    r, mu, cov, spec = _prepare(returns, covariance, **constraints)
     symbols = list(cov.index)
     if prior_weights is None: w0 = pd.Series(1 / len(symbols), index=symbols)
     else:
@@ -469,7 +461,7 @@ def black_litterman(
         w0 = w0 / w0.sum()
     pi = implied_returns(cov, w0, risk_aversion)
     S, post, post_cov = cov.to_numpy(), pi.to_numpy(), cov.to_numpy() * (1 + tau)
-    P, Q, c = view_matrix(list(views), symbols)
+    P, Q, c = _view_matrix(list(views), symbols)
     omega = (1 / c - 1) * np.diag(P @ (tau * S) @ P.T)
     if len(views):
         K = P @ (tau * S) @ P.T + np.diag(omega)
@@ -478,5 +470,5 @@ def black_litterman(
         post = post + gain @ (Q - P @ post)
         post_cov = S + tau * S - gain @ P @ (tau * S)
     posterior = pd.Series(post, index=symbols, name="posterior")
-    w = finish(convex_weights("mean_variance", r, posterior, cov, spec, risk_aversion=risk_aversion), spec, "mean_variance")
+    w = _finish(_convex_weights("mean_variance", r, posterior, cov, spec, risk_aversion=risk_aversion), spec, "mean_variance")
     return BLResult(pi, posterior, pd.DataFrame(post_cov, index=symbols, columns=symbols), w, pd.Series(omega, name="omega"))

@@ -16,20 +16,16 @@ from ..data.calendar import EXCHANGE_TZ
 from ..store import ledger
 
 # %% auto #0
-__all__ = ['FILL_COLUMNS', 'METHODS', 'WASH_DAYS', 'EPS', 'LOT_COLUMNS', 'REALISED_COLUMNS', 'numbers', 'normalise_fills', 'Lot',
-           'is_long_term', 'choose_lots', 'named_lots', 'close_lots', 'split_row', 'split_lot', 'wash', 'within_window',
-           'run_symbol', 'LotBook', 'lots_frame', 'realised_frame', 'check_specific', 'build_lots', 'lots_from_store',
-           'TaxRates', 'estimate_tax', 'RebalancePlan', 'rebalance_inputs', 'tracking_errors', 'plan_fills',
-           'make_plan', 'naive_rebalance', 'lots_at', 'recent_losses', 'take', 'sell_down', 'buy_up',
-           'tax_aware_rebalance']
+__all__ = ['METHODS', 'normalise_fills', 'is_long_term', 'LotBook', 'build_lots', 'lots_from_store', 'TaxRates', 'estimate_tax',
+           'RebalancePlan', 'naive_rebalance', 'tax_aware_rebalance']
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #0aac9d8c
-FILL_COLUMNS = ("symbol", "side", "quantity", "price", "commission", "time", "fill_id")
+_FILL_COLUMNS = ("symbol", "side", "quantity", "price", "commission", "time", "fill_id")
 METHODS = ("fifo", "hifo", "lifo", "specific")
-WASH_DAYS = 30       # a purchase within 30 days before or after a loss sale washes it
-EPS = 1e-9           # shares below this are nothing
+_WASH_DAYS = 30       # a purchase within 30 days before or after a loss sale washes it
+_EPS = 1e-9           # shares below this are nothing
 
-def numbers(df:pd.DataFrame, col:str) -> np.ndarray:
+def _numbers(df:pd.DataFrame, col:str) -> np.ndarray:
     "Column `col` as floats (Decimals welcome); a DataError names the fill with a bad value."
     out = []
     for fid, sym, v in zip(df["fill_id"], df["symbol"], df[col]):
@@ -46,9 +42,9 @@ def normalise_fills(
 ) -> pd.DataFrame:        # the same, floats and UTC times, with the New York trade `date`, in time order
     "Checked fills in time order, with their trade dates."
     df = fills.rename(columns={"timestamp": "time", "execution_id": "fill_id"})
-    missing = [c for c in FILL_COLUMNS if c not in df.columns]
+    missing = [c for c in _FILL_COLUMNS if c not in df.columns]
     if missing: raise DataError(f"fills: missing columns {missing}")
-    df = df[list(FILL_COLUMNS)].reset_index(drop=True).copy()
+    df = df[list(_FILL_COLUMNS)].reset_index(drop=True).copy()
     df["fill_id"] = df["fill_id"].astype(str)
     if df["fill_id"].duplicated().any(): raise DataError(f"fills: fill_id {df['fill_id'][df['fill_id'].duplicated()].iloc[0]!r} appears twice")
     for fid, sym, side, t in zip(df["fill_id"], df["symbol"], df["side"], df["time"]):
@@ -56,14 +52,14 @@ def normalise_fills(
         if getattr(side, "value", side) not in ("buy", "sell"): raise DataError(f"fill {fid} ({sym}): side={side!r}; expected 'buy' or 'sell'")
         if pd.Timestamp(t).tzinfo is None: raise DataError(f"fill {fid} ({sym}): time {t} is naive; fills need aware times")
     df["side"] = [getattr(s, "value", s) for s in df["side"]]
-    for col in ("quantity", "price", "commission"): df[col] = numbers(df, col)
+    for col in ("quantity", "price", "commission"): df[col] = _numbers(df, col)
     df["time"] = pd.to_datetime([pd.Timestamp(t).tz_convert("UTC") for t in df["time"]], utc=True)
     df["date"] = df["time"].dt.tz_convert(EXCHANGE_TZ).dt.tz_localize(None).dt.normalize()
     return df.sort_values("time", kind="stable").reset_index(drop=True)
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #268d5e57
 @dataclass
-class Lot:
+class _Lot:
     "An open lot while the book is being built (mutable; the book's tables are the output)."
     symbol: str
     lot_id: str
@@ -87,33 +83,33 @@ def is_long_term(
     return pd.to_datetime(close_date) > pd.to_datetime(holding_start) + pd.DateOffset(years=1)
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #f3dcaf66
-def choose_lots(lots:list[Lot], f, method:str, chosen:dict|None) -> list[tuple[Lot, float]]:
+def _choose_lots(lots:list[_Lot], f, method:str, chosen:dict|None) -> list[tuple[_Lot, float]]:
     "The (lot, shares) a sell fill `f` closes, by `method` or by the lots `chosen` for it."
     held = sum(l.quantity for l in lots)
-    if f.quantity > held + EPS:
+    if f.quantity > held + _EPS:
         raise DataError(f"{f.symbol}: sell of {f.quantity:g} shares on {f.date:%Y-%m-%d} (fill {f.fill_id}) but only {held:g} held; lots cannot go short")
-    if chosen is not None: return named_lots(lots, f, chosen)
+    if chosen is not None: return _named_lots(lots, f, chosen)
     order = {"fifo": lots, "lifo": lots[::-1], "hifo": sorted(lots, key=lambda l: -l.basis_per_share)}[method]
-    take, left = [], f.quantity
+    _take, left = [], f.quantity
     for l in order:
-        if left <= EPS: break
-        q = min(l.quantity, left); take.append((l, q)); left -= q
-    return take
+        if left <= _EPS: break
+        q = min(l.quantity, left); _take.append((l, q)); left -= q
+    return _take
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #18236b81
-def named_lots(lots:list[Lot], f, chosen:dict) -> list[tuple[Lot, float]]:
+def _named_lots(lots:list[_Lot], f, chosen:dict) -> list[tuple[_Lot, float]]:
     "The lots named for sell `f`, checked to be open, large enough, and to add up to the sale."
     by_id = {l.lot_id: l for l in lots}
     for lot_id, q in chosen.items():
         if lot_id not in by_id: raise DataError(f"{f.symbol}: fill {f.fill_id} on {f.date:%Y-%m-%d} names lot {lot_id!r}, which is not open")
-        if not 0 < q <= by_id[lot_id].quantity + EPS:
+        if not 0 < q <= by_id[lot_id].quantity + _EPS:
             raise DataError(f"{f.symbol}: fill {f.fill_id} on {f.date:%Y-%m-%d} takes {q:g} shares of lot {lot_id!r}, which holds {by_id[lot_id].quantity:g}")
-    if abs(sum(chosen.values()) - f.quantity) > EPS * max(1.0, f.quantity):
+    if abs(sum(chosen.values()) - f.quantity) > _EPS * max(1.0, f.quantity):
         raise DataError(f"{f.symbol}: fill {f.fill_id} sells {f.quantity:g} shares but its named lots add up to {sum(chosen.values()):g}")
     return [(by_id[k], min(float(q), by_id[k].quantity)) for k, q in chosen.items()]
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #1f863283
-def close_lots(take:list[tuple[Lot, float]], f) -> list[dict]:
+def _close_lots(take:list[tuple[_Lot, float]], f) -> list[dict]:
     "Close the chosen shares at fill `f`; one realised row per lot."
     rows = []
     for lot, q in take:
@@ -125,9 +121,9 @@ def close_lots(take:list[tuple[Lot, float]], f) -> list[dict]:
     return rows
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #5ba3880c
-def split_row(row:dict, m:float, rows:list[dict]) -> dict:
+def _split_row(row:dict, m:float, rows:list[dict]) -> dict:
     "The part of realised `row` covering `m` shares (the row itself when that is all of it)."
-    if m >= row["quantity"] - EPS: return row
+    if m >= row["quantity"] - _EPS: return row
     frac = m / row["quantity"]
     part = dict(row, **{k: row[k] * frac for k in ("quantity", "proceeds", "basis", "raw_gain")})
     for k in ("quantity", "proceeds", "basis", "raw_gain"): row[k] -= part[k]
@@ -135,9 +131,9 @@ def split_row(row:dict, m:float, rows:list[dict]) -> dict:
     return part
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #36059dbb
-def split_lot(lot:Lot, m:float, lots:list[Lot], splits:dict) -> Lot:
+def _split_lot(lot:_Lot, m:float, lots:list[_Lot], splits:dict) -> _Lot:
     "The part of `lot` holding `m` shares (the lot itself when that is all of it), inserted just after it."
-    if m >= lot.quantity - EPS: return lot
+    if m >= lot.quantity - _EPS: return lot
     splits[lot.lot_id] = splits.get(lot.lot_id, 0) + 1
     part = replace(lot, lot_id=f"{lot.lot_id}.w{splits[lot.lot_id]}", quantity=m)
     lot.quantity -= m
@@ -145,10 +141,10 @@ def split_lot(lot:Lot, m:float, lots:list[Lot], splits:dict) -> Lot:
     return part
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #0dd917c3
-def wash(row:dict, lot:Lot, lots:list[Lot], rows:list[dict], splits:dict) -> dict|None:
+def _wash(row:dict, lot:_Lot, lots:list[_Lot], rows:list[dict], splits:dict) -> dict|None:
     "Wash as much of loss `row` as `lot` can replace; returns what is left of the row unwashed, or None."
     m = min(row["quantity"], lot.quantity)
-    part, rep = split_row(row, m, rows), split_lot(lot, m, lots, splits)
+    part, rep = _split_row(row, m, rows), _split_lot(lot, m, lots, splits)
     loss = -part["raw_gain"]
     part.update(wash_sale_disallowed=loss, deferred_to_lot=rep.lot_id)
     rep.basis_per_share += loss / m; rep.wash_per_share += loss / m
@@ -156,40 +152,40 @@ def wash(row:dict, lot:Lot, lots:list[Lot], rows:list[dict], splits:dict) -> dic
     return None if part is row else row
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #17c1f25e
-def within_window(earlier:pd.Timestamp, later:pd.Timestamp) -> bool:
+def _within_window(earlier:pd.Timestamp, later:pd.Timestamp) -> bool:
     "Are two trade dates at most 30 days apart (in this order)?"
-    return 0 <= (later - earlier).days <= WASH_DAYS
+    return 0 <= (later - earlier).days <= _WASH_DAYS
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #995e0a36
-def run_symbol(g:pd.DataFrame, method:str, specific:dict) -> tuple[list[Lot], list[dict]]:
+def _run_symbol(g:pd.DataFrame, method:str, specific:dict) -> tuple[list[_Lot], list[dict]]:
     "Open lots and realised rows of one symbol's fills (in time order)."
     lots, rows, pending, splits = [], [], [], {}
     for seq, f in enumerate(g.itertuples(index=False)):
         if f.side == "buy":
-            lot = Lot(f.symbol, f.fill_id, seq, f.time, f.date, f.date, f.quantity, f.price + f.commission / f.quantity,
+            lot = _Lot(f.symbol, f.fill_id, seq, f.time, f.date, f.date, f.quantity, f.price + f.commission / f.quantity,
                       f.price + f.commission / f.quantity, buy_fill_id=f.fill_id)
             lots.append(lot)
-            pending = [r for r in pending if within_window(r["close_date"], f.date)]
+            pending = [r for r in pending if _within_window(r["close_date"], f.date)]
             for i, r in enumerate(pending):
                 if lot.used: break
-                pending[i] = wash(r, lot, lots, rows, splits)
+                pending[i] = _wash(r, lot, lots, rows, splits)
             pending = [r for r in pending if r is not None]
             continue
-        new = close_lots(choose_lots(lots, f, method, specific.get(f.fill_id)), f)
+        new = _close_lots(_choose_lots(lots, f, method, specific.get(f.fill_id)), f)
         rows += new
-        lots[:] = [l for l in lots if l.quantity > EPS]
+        lots[:] = [l for l in lots if l.quantity > _EPS]
         for loss in [r for r in new if r["raw_gain"] < 0]:
             rest = loss
-            for cand in [l for l in lots if not l.used and l.seq > loss["seq"] and within_window(l.open_date, f.date)]:
-                rest = wash(rest, cand, lots, rows, splits)
+            for cand in [l for l in lots if not l.used and l.seq > loss["seq"] and _within_window(l.open_date, f.date)]:
+                rest = _wash(rest, cand, lots, rows, splits)
                 if rest is None: break
             if rest is not None: pending.append(rest)
     return lots, rows
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #df50c6ab
-LOT_COLUMNS = ["symbol", "lot_id", "open_date", "holding_start", "quantity", "cost_per_share", "basis_per_share", "basis",
+_LOT_COLUMNS = ["symbol", "lot_id", "open_date", "holding_start", "quantity", "cost_per_share", "basis_per_share", "basis",
                "wash_adjustment", "open_time", "buy_fill_id"]
-REALISED_COLUMNS = ["symbol", "lot_id", "open_date", "holding_start", "close_date", "quantity", "proceeds", "basis", "gain",
+_REALISED_COLUMNS = ["symbol", "lot_id", "open_date", "holding_start", "close_date", "quantity", "proceeds", "basis", "gain",
                     "term", "wash_sale_disallowed", "deferred_to_lot", "sell_fill_id"]
 
 @dataclass(frozen=True, eq=False)
@@ -206,25 +202,25 @@ class LotBook:
         return self.open_lots.groupby("symbol")["quantity"].sum().astype(float).rename("quantity")
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #f83ae614
-def lots_frame(lots:list[Lot]) -> pd.DataFrame:
+def _lots_frame(lots:list[_Lot]) -> pd.DataFrame:
     "The open lots as a table, money to cents."
     df = pd.DataFrame([dict(l.__dict__, basis=l.quantity * l.basis_per_share, wash_adjustment=l.quantity * l.wash_per_share) for l in lots],
-                      columns=list(Lot.__dataclass_fields__) + ["basis", "wash_adjustment"])
+                      columns=list(_Lot.__dataclass_fields__) + ["basis", "wash_adjustment"])
     df[["basis", "wash_adjustment"]] = df[["basis", "wash_adjustment"]].astype(float).round(2)
     df[["cost_per_share", "basis_per_share"]] = df[["cost_per_share", "basis_per_share"]].astype(float).round(6)
-    return df[LOT_COLUMNS].reset_index(drop=True)
+    return df[_LOT_COLUMNS].reset_index(drop=True)
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #e970844a
-def realised_frame(rows:list[dict]) -> pd.DataFrame:
+def _realised_frame(rows:list[dict]) -> pd.DataFrame:
     "The realised rows as a table, in order of sale, money to cents."
-    df = pd.DataFrame(rows, columns=REALISED_COLUMNS[:8] + ["raw_gain", "wash_sale_disallowed", "deferred_to_lot", "sell_fill_id"])
+    df = pd.DataFrame(rows, columns=_REALISED_COLUMNS[:8] + ["raw_gain", "wash_sale_disallowed", "deferred_to_lot", "sell_fill_id"])
     df["gain"] = df["raw_gain"].astype(float) + df["wash_sale_disallowed"].astype(float)
     df["term"] = np.where(is_long_term(df["holding_start"], df["close_date"]), "long", "short") if len(df) else []
     for col in ("proceeds", "basis", "gain", "wash_sale_disallowed"): df[col] = df[col].astype(float).round(2)
-    return df[REALISED_COLUMNS].sort_values("close_date", kind="stable").reset_index(drop=True)
+    return df[_REALISED_COLUMNS].sort_values("close_date", kind="stable").reset_index(drop=True)
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #cd213f0f
-def check_specific(specific:dict|None, df:pd.DataFrame, method:str) -> dict:
+def _check_specific(specific:dict|None, df:pd.DataFrame, method:str) -> dict:
     "The named lots per sell fill, checked against the fills."
     specific = {str(k): {str(l): float(q) for l, q in v.items()} for k, v in (specific or {}).items()}
     sells = set(df.loc[df.side == "sell", "fill_id"])
@@ -243,12 +239,12 @@ def build_lots(
     "Tax lots and realised gains (with wash sales) from fills."
     if method not in METHODS: raise ConfigError(f"method={method!r}: expected one of {METHODS}")
     df = normalise_fills(fills)
-    specific = check_specific(specific, df, method)
+    specific = _check_specific(specific, df, method)
     lots, rows = [], []
     for _, g in df.groupby("symbol", sort=True):
-        l, r = run_symbol(g, method, specific)
+        l, r = _run_symbol(g, method, specific)
         lots += l; rows += r
-    return LotBook(lots_frame(lots), realised_frame(rows), method, df, specific)
+    return LotBook(_lots_frame(lots), _realised_frame(rows), method, df, specific)
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #0056e575
 def lots_from_store(
@@ -305,7 +301,7 @@ class RebalancePlan:
     specific: dict                    # the lots each sale names
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #637260ad
-def rebalance_inputs(book:LotBook, prices:pd.Series, target_weights:pd.Series, cash:float, as_of) -> tuple:
+def _rebalance_inputs(book:LotBook, prices:pd.Series, target_weights:pd.Series, cash:float, as_of) -> tuple:
     "Checked (day, prices, targets, shares held, total value), all indexed by the union of held and targeted symbols."
     day = pd.Timestamp(pd.Timestamp(as_of).date())
     if len(book.fills) and day < book.fills["date"].max():
@@ -326,17 +322,17 @@ def rebalance_inputs(book:LotBook, prices:pd.Series, target_weights:pd.Series, c
     return day, px, tw.reindex(syms, fill_value=0.0), qty, value
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #a8840a00
-def tracking_errors(diff:pd.Series, cov:pd.DataFrame|None) -> tuple[float, float|None]:
+def _tracking_errors(diff:pd.Series, cov:pd.DataFrame|None) -> tuple[float, float|None]:
     "Plain and ex-ante tracking error of weight differences `diff`."
     te = float(np.sqrt((diff ** 2).sum()))
     if cov is None: return te, None
-    missing = [s for s in diff.index[diff.abs() > EPS] if s not in cov.index]
+    missing = [s for s in diff.index[diff.abs() > _EPS] if s not in cov.index]
     if missing: raise DataError(f"covariance has no row for {missing[0]}")
     d = diff.reindex(cov.index, fill_value=0.0).to_numpy()
     return te, float(np.sqrt(max(d @ cov.to_numpy(float) @ d, 0.0)))
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #20ee5e8c
-def plan_fills(book:LotBook, day:pd.Timestamp, px:pd.Series, sells:dict, buys:dict) -> tuple[pd.DataFrame, dict]:
+def _plan_fills(book:LotBook, day:pd.Timestamp, px:pd.Series, sells:dict, buys:dict) -> tuple[pd.DataFrame, dict]:
     "Hypothetical fills at the close of `day` (after the book's last fill) and the lots each sale names."
     when = (day + pd.Timedelta(hours=16)).tz_localize(EXCHANGE_TZ).tz_convert("UTC")
     if len(book.fills): when = max(when, book.fills["time"].max() + pd.Timedelta(seconds=1))
@@ -344,18 +340,18 @@ def plan_fills(book:LotBook, day:pd.Timestamp, px:pd.Series, sells:dict, buys:di
     for s, taken in sells.items():
         named = {}
         for lot_id, q in taken: named[lot_id] = named.get(lot_id, 0.0) + q
-        if sum(named.values()) <= EPS: continue
+        if sum(named.values()) <= _EPS: continue
         specific[f"plan-sell-{s}"] = named
         rows.append(dict(symbol=s, side="sell", quantity=sum(named.values()), price=px[s], commission=0.0, time=when, fill_id=f"plan-sell-{s}"))
     rows += [dict(symbol=s, side="buy", quantity=v / px[s], price=px[s], commission=0.0, time=when, fill_id=f"plan-buy-{s}")
              for s, v in buys.items() if v / px[s] > 1e-6]
-    return pd.DataFrame(rows, columns=list(FILL_COLUMNS)), specific
+    return pd.DataFrame(rows, columns=list(_FILL_COLUMNS)), specific
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #786bfcca
-def make_plan(book:LotBook, day, px, tw, qty, value, cash, sells:dict, buys:dict, reasons:list, rates:TaxRates, cov) -> RebalancePlan:
+def _make_plan(book:LotBook, day, px, tw, qty, value, cash, sells:dict, buys:dict, reasons:list, rates:TaxRates, cov) -> RebalancePlan:
     "The plan of `sells` ({symbol: [(lot_id, shares)]}) and `buys` ({symbol: currency})."
-    fills, specific = plan_fills(book, day, px, sells, buys)
-    after = build_lots(pd.concat([book.fills[list(FILL_COLUMNS)], fills], ignore_index=True) if len(fills) else book.fills,
+    fills, specific = _plan_fills(book, day, px, sells, buys)
+    after = build_lots(pd.concat([book.fills[list(_FILL_COLUMNS)], fills], ignore_index=True) if len(fills) else book.fills,
                        book.method, {**book.specific, **specific})
     realised = after.realised[after.realised.sell_fill_id.isin(specific)].reset_index(drop=True)
     by_fill = realised.assign(tax=realised.gain * rates.of(realised.term)).groupby("sell_fill_id")[["gain", "tax"]].sum()
@@ -366,7 +362,7 @@ def make_plan(book:LotBook, day, px, tw, qty, value, cash, sells:dict, buys:dict
         tax=fills.fill_id.map(by_fill["tax"]).fillna(0.0).round(2).to_numpy())
     w_after = after.holdings().reindex(px.index, fill_value=0.0) * px / value
     weights = pd.DataFrame(dict(target=tw, before=qty * px / value, after=w_after))
-    te, ex_ante = tracking_errors(weights.after - weights.target, cov)
+    te, ex_ante = _tracking_errors(weights.after - weights.target, cov)
     flow = float((np.where(fills.side == "sell", 1, -1) * fills.quantity * fills.price).sum())
     return RebalancePlan(trades, estimate_tax(realised, rates), te, ex_ante, reasons, weights, realised, cash + flow, fills, specific)
 
@@ -381,7 +377,7 @@ def naive_rebalance(
     cov:pd.DataFrame|None=None,     # covariance of returns, for the ex-ante tracking error
 ) -> RebalancePlan:
     "Trade every position exactly to target, selling lots first-in first-out."
-    day, px, tw, qty, value = rebalance_inputs(book, prices, target_weights, cash, as_of)
+    day, px, tw, qty, value = _rebalance_inputs(book, prices, target_weights, cash, as_of)
     lots = book.open_lots.sort_values(["open_time", "open_date"], kind="stable")
     sells, buys = {}, {}
     for s in px.index:
@@ -389,13 +385,13 @@ def naive_rebalance(
         if gap > 0: buys[s] = gap * px[s]
         left, taken = -gap, []
         for lot_id, q in lots.loc[lots.symbol == s, ["lot_id", "quantity"]].itertuples(index=False):
-            if left <= EPS: break
+            if left <= _EPS: break
             taken.append((lot_id, min(q, left))); left -= q
         sells[s] = taken
-    return make_plan(book, day, px, tw, qty, value, cash, sells, buys, [], rates, cov)
+    return _make_plan(book, day, px, tw, qty, value, cash, sells, buys, [], rates, cov)
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #57186b36
-def lots_at(book:LotBook, px:pd.Series, day:pd.Timestamp, avoid_wash_sales:bool) -> pd.DataFrame:
+def _lots_at(book:LotBook, px:pd.Series, day:pd.Timestamp, avoid_wash_sales:bool) -> pd.DataFrame:
     "Open lots in sell order per symbol, with gain per share, term, and the recent buy that would wash a loss sale."
     lots = book.open_lots.set_index("lot_id")
     lots["gain_ps"] = lots.symbol.map(px) - lots.basis_per_share
@@ -403,51 +399,51 @@ def lots_at(book:LotBook, px:pd.Series, day:pd.Timestamp, avoid_wash_sales:bool)
     lots["group"] = np.select([lots.gain_ps < 0, lots.term == "long"], [0, 1], 2)   # losses, long-term gains, short-term gains
     lots["key"] = lots.gain_ps / lots.symbol.map(px)                                  # gain per dollar sold
     lots = lots.sort_values(["group", "key", "open_time"], kind="stable")
-    recent = lots[lots.open_date >= day - pd.Timedelta(days=WASH_DAYS)]
+    recent = lots[lots.open_date >= day - pd.Timedelta(days=_WASH_DAYS)]
     lots["washed_by"] = [next((k for k, r in recent.iterrows() if r.symbol == l.symbol and r.open_time > l.open_time), None)
                          if avoid_wash_sales and l.gain_ps < 0 else None for l in lots.itertuples()]
     return lots
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #bc9987a0
-def recent_losses(book:LotBook, day:pd.Timestamp) -> dict[str, pd.Timestamp]:
+def _recent_losses(book:LotBook, day:pd.Timestamp) -> dict[str, pd.Timestamp]:
     "Symbols sold at an allowed loss in the 30 days up to `day`, with the latest such date."
     r = book.realised
-    r = r[(r.gain < 0) & (r.close_date >= day - pd.Timedelta(days=WASH_DAYS))]
+    r = r[(r.gain < 0) & (r.close_date >= day - pd.Timedelta(days=_WASH_DAYS))]
     return r.groupby("symbol").close_date.max().to_dict()
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #fca266b8
-def take(lots:pd.DataFrame, left:pd.Series, s:str, shares:float, mask:pd.Series) -> list[tuple[str, float]]:
+def _take(lots:pd.DataFrame, left:pd.Series, s:str, shares:float, mask:pd.Series) -> list[tuple[str, float]]:
     "Up to `shares` of `s` from its lots where `mask`, in the lots' order; `left` (lot id -> unsold shares) is updated."
     out = []
     for lot_id in lots.index[(lots.symbol == s) & mask]:
-        if shares <= EPS: break
+        if shares <= _EPS: break
         q = min(left[lot_id], shares)
-        if q > EPS: out.append((lot_id, q)); left[lot_id] -= q; shares -= q
+        if q > _EPS: out.append((lot_id, q)); left[lot_id] -= q; shares -= q
     return out
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #8532dcb9
-def sell_down(lots, left, qty, px, tw, value, tolerance, reasons) -> dict:
+def _sell_down(lots, left, qty, px, tw, value, tolerance, reasons) -> dict:
     "Steps 1 and 2: harvest losses down to target, then trim to the band's upper edge; updates `qty` and `left`."
     sells = {s: [] for s in px.index}
     over = lambda s: qty[s] * px[s] / value - tw[s]                # weight above target
     def sell(s, shares, mask):
-        got = take(lots, left, s, shares, mask); sells[s] += got; qty[s] -= sum(q for _, q in got)
+        got = _take(lots, left, s, shares, mask); sells[s] += got; qty[s] -= sum(q for _, q in got)
     free = lots.washed_by.isna()
     for s in px.index:
-        if over(s) > EPS: sell(s, over(s) * value / px[s], (lots.gain_ps < 0) & free)
+        if over(s) > _EPS: sell(s, over(s) * value / px[s], (lots.gain_ps < 0) & free)
         if over(s) > tolerance: sell(s, (over(s) - tolerance) * value / px[s], free)
-        blocked = lots[(lots.symbol == s) & ~free & (left > EPS)]
-        if over(s) > EPS and len(blocked):
+        blocked = lots[(lots.symbol == s) & ~free & (left > _EPS)]
+        if over(s) > _EPS and len(blocked):
             reasons.append(f"{s}: lot {blocked.index[0]} not sold at a loss: shares bought on {lots.open_date[blocked.washed_by.iloc[0]]:%Y-%m-%d} (lot {blocked.washed_by.iloc[0]}) would make it a wash sale")
         if over(s) > tolerance + 1e-9: reasons.append(f"{s}: weight stays {over(s):+.4f} above target, outside the band")
     return sells
 
 # %% ../../nbs/06c_portfolio.tax.ipynb #d7f561eb
-def buy_up(lots, left, qty, px, tw, value, cash, tolerance, blocked_buys:dict, sells:dict, reasons) -> dict:
+def _buy_up(lots, left, qty, px, tw, value, cash, tolerance, blocked_buys:dict, sells:dict, reasons) -> dict:
     "Step 3: buy to the lower edges, then toward target; raise cash from positions above target if needed."
     gap = ((tw - qty * px / value) * value).clip(lower=0)               # currency to target
     for s, when in blocked_buys.items():
-        if gap.get(s, 0) > EPS:
+        if gap.get(s, 0) > _EPS:
             reasons.append(f"{s}: buy skipped: it was sold at a loss on {when:%Y-%m-%d}, within 30 days; buying now would wash that loss")
             gap[s] = 0.0
     need = (gap - tolerance * value).clip(lower=0).where(gap > 0, 0.0)  # currency to the lower edge
@@ -456,7 +452,7 @@ def buy_up(lots, left, qty, px, tw, value, cash, tolerance, blocked_buys:dict, s
         for lot_id in lots.sort_values(["group", "key"], kind="stable").index[lots.washed_by.isna()]:
             s = lots.symbol[lot_id]
             q = min(left[lot_id], max(qty[s] * px[s] / value - tw[s], 0) * value / px[s], (need.sum() - cash) / px[s])
-            if q <= EPS: continue
+            if q <= _EPS: continue
             sells[s].append((lot_id, q)); left[lot_id] -= q; qty[s] -= q; cash += q * px[s]
             reasons.append(f"{s}: sold {q:.4f} more shares of lot {lot_id} to fund buys up to the band")
     if cash >= gap.sum(): return gap.to_dict()
@@ -478,10 +474,10 @@ def tax_aware_rebalance(
 ) -> RebalancePlan:
     "Trades that bring every weight within `tolerance` of target while realising little estimated tax."
     if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1): raise ConfigError(f"tolerance={tolerance!r}: expected a weight in [0, 1)")
-    day, px, tw, qty, value = rebalance_inputs(book, prices, target_weights, cash, as_of)
-    before, lots, reasons = qty.copy(), lots_at(book, px, day, avoid_wash_sales), []
+    day, px, tw, qty, value = _rebalance_inputs(book, prices, target_weights, cash, as_of)
+    before, lots, reasons = qty.copy(), _lots_at(book, px, day, avoid_wash_sales), []
     left = lots.quantity.copy()
-    sells = sell_down(lots, left, qty, px, tw, value, tolerance, reasons)
-    blocked = recent_losses(book, day) if avoid_wash_sales else {}
-    buys = buy_up(lots, left, qty, px, tw, value, cash, tolerance, blocked, sells, reasons)
-    return make_plan(book, day, px, tw, before, value, cash, sells, buys, reasons, rates, cov)
+    sells = _sell_down(lots, left, qty, px, tw, value, tolerance, reasons)
+    blocked = _recent_losses(book, day) if avoid_wash_sales else {}
+    buys = _buy_up(lots, left, qty, px, tw, value, cash, tolerance, blocked, sells, reasons)
+    return _make_plan(book, day, px, tw, before, value, cash, sells, buys, reasons, rates, cov)

@@ -13,7 +13,7 @@ from ..core import ConfigError, CostModel, DataError
 from ..data.calendar import TRADING_DAYS
 
 # %% auto #0
-__all__ = ['align_weights', 'run_backtest', 'performance', 'annual_turnover', 'benchmark_on', 'tear_sheet', 'plot_equity']
+__all__ = ['align_weights', 'run_backtest', 'performance', 'annual_turnover', 'tear_sheet', 'plot_equity']
 
 # %% ../../nbs/04b_research.backtest.ipynb #ac41cd61
 def align_weights(
@@ -80,7 +80,7 @@ def annual_turnover(
     return traded / 2 / value.mean() / (len(value) / TRADING_DAYS)
 
 # %% ../../nbs/04b_research.backtest.ipynb #3e7c1ceb
-def benchmark_on(
+def _benchmark_on(
     index:pd.DatetimeIndex, # sessions wanted
     benchmark:pd.Series,    # benchmark closes
 ) -> pd.Series:             # benchmark closes on exactly `index`
@@ -97,7 +97,7 @@ def tear_sheet(
     "Performance of the strategy beside buy-and-hold of `benchmark` over the same sessions."
     is_pf = not isinstance(pf_or_returns, pd.Series)
     r = pf_or_returns.returns() if is_pf else pf_or_returns
-    b = benchmark_on(r.index, benchmark)
+    b = _benchmark_on(r.index, benchmark)
     strat = performance(r)
     strat["trades"] = len(pf_or_returns.orders.records) if is_pf else np.nan
     strat["annual turnover"] = annual_turnover(pf_or_returns) if is_pf else np.nan
@@ -113,7 +113,7 @@ def plot_equity(
     "Strategy equity against buy-and-hold of `benchmark` from the same starting cash, log scale."
     from matplotlib.figure import Figure
     value = pf.value()
-    bench = benchmark_on(value.index, benchmark)
+    bench = _benchmark_on(value.index, benchmark)
     fig = Figure(figsize=(9, 4.5), layout="constrained"); ax = fig.subplots()
     ax.plot(value.index, value, label="strategy")
     ax.plot(bench.index, bench / bench.iloc[0] * value.iloc[0], label=f"buy & hold {benchmark.name}")

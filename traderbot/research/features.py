@@ -14,15 +14,14 @@ import pandas as pd
 from ..core import ConfigError, DataError
 
 # %% auto #0
-__all__ = ['OHLCV_FIELDS', 'FEATURES', 'MIN_HISTORY', 'FeatureInputs', 'check_sessions', 'check_values', 'ohlcv_tables',
-           'feature_inputs', 'simple_returns', 'momentum', 'wilder_mean', 'rsi', 'ema', 'macd', 'bollinger_position',
-           'realised_vol', 'true_range', 'atr', 'volume_zscore', 'dollar_volume_ratio', 'broadcast',
+__all__ = ['FEATURES', 'MIN_HISTORY', 'FeatureInputs', 'feature_inputs', 'simple_returns', 'momentum', 'rsi', 'ema', 'macd',
+           'bollinger_position', 'realised_vol', 'true_range', 'atr', 'volume_zscore', 'dollar_volume_ratio',
            'cross_sectional_rank', 'rolling_beta', 'Feature', 'default_features', 'resolve_features', 'evaluate',
-           'stack_wide', 'feature_panel', 'labels', 'align', 'utc_dates', 'as_sessions', 'cut_at', 'row_diff',
-           'audit_leakage', 'assert_no_leakage', 'label_end_by_date', 'check_label_purge']
+           'feature_panel', 'labels', 'align', 'audit_leakage', 'assert_no_leakage', 'label_end_by_date',
+           'check_label_purge']
 
 # %% ../../nbs/04c_research.features.ipynb #02a90226
-OHLCV_FIELDS = ("open", "high", "low", "close", "volume")
+_OHLCV_FIELDS = ("open", "high", "low", "close", "volume")
 
 @dataclass(frozen=True)
 class FeatureInputs:
@@ -32,7 +31,7 @@ class FeatureInputs:
     ohlcv: dict[str, pd.DataFrame]|None = None  # field -> wide table on the closes' sessions and symbols
 
 # %% ../../nbs/04c_research.features.ipynb #6022fb59
-def check_sessions(idx, what:str):
+def _check_sessions(idx, what:str):
     "Refuse an index that is not unique, increasing, aware UTC timestamps."
     if not isinstance(idx, pd.DatetimeIndex) or idx.tz is None or str(idx.tz) != "UTC":
         raise DataError(f"{what}: the index must be aware UTC session timestamps")
@@ -40,7 +39,7 @@ def check_sessions(idx, what:str):
     if not idx.is_monotonic_increasing: raise DataError(f"{what}: sessions are not in increasing order")
 
 # %% ../../nbs/04c_research.features.ipynb #e0b95d5f
-def check_values(df:pd.DataFrame, what:str, allow_zero:bool=False) -> pd.DataFrame:
+def _check_values(df:pd.DataFrame, what:str, allow_zero:bool=False) -> pd.DataFrame:
     "`df` as float64 if every value is NaN or finite and positive (non-negative with `allow_zero`)."
     try: a = df.to_numpy(dtype=float)
     except (TypeError, ValueError): raise DataError(f"{what}: values must be numeric") from None
@@ -51,17 +50,17 @@ def check_values(df:pd.DataFrame, what:str, allow_zero:bool=False) -> pd.DataFra
     return pd.DataFrame(a, index=df.index, columns=df.columns)
 
 # %% ../../nbs/04c_research.features.ipynb #e256db45
-def ohlcv_tables(
+def _ohlcv_tables(
     bars:pd.DataFrame,   # long bars indexed by (timestamp, symbol) with open, high, low, close, volume
     closes:pd.DataFrame, # the wide closes whose sessions and symbols the tables take
 ) -> dict[str, pd.DataFrame]: # field -> wide table
     "Each OHLCV field of `bars` as a wide table on the sessions and symbols of `closes`."
     if not isinstance(bars, pd.DataFrame) or bars.index.nlevels != 2: raise DataError("ohlcv: expected long bars indexed by (timestamp, symbol)")
-    if missing := [f for f in OHLCV_FIELDS if f not in bars.columns]: raise DataError(f"ohlcv: field {missing[0]!r} is missing")
+    if missing := [f for f in _OHLCV_FIELDS if f not in bars.columns]: raise DataError(f"ohlcv: field {missing[0]!r} is missing")
     if bars.index.has_duplicates: raise DataError(f"ohlcv: row {bars.index[bars.index.duplicated()][0]} appears twice")
-    check_sessions(bars.index.get_level_values(0).unique().sort_values(), "ohlcv")
-    return {f: check_values(bars[f].unstack(-1).reindex(index=closes.index, columns=closes.columns), f"ohlcv {f}", f == "volume")
-            for f in OHLCV_FIELDS}
+    _check_sessions(bars.index.get_level_values(0).unique().sort_values(), "ohlcv")
+    return {f: _check_values(bars[f].unstack(-1).reindex(index=closes.index, columns=closes.columns), f"ohlcv {f}", f == "volume")
+            for f in _OHLCV_FIELDS}
 
 # %% ../../nbs/04c_research.features.ipynb #52fe20a8
 def feature_inputs(
@@ -71,15 +70,15 @@ def feature_inputs(
 ) -> FeatureInputs:
     "Checked `FeatureInputs`, everything aligned (never filled) to the sessions of `closes`."
     if not isinstance(closes, pd.DataFrame) or closes.empty: raise DataError("closes: expected a non-empty wide DataFrame (sessions x symbols)")
-    check_sessions(closes.index, "closes")
+    _check_sessions(closes.index, "closes")
     if closes.columns.has_duplicates: raise DataError(f"closes: symbol {closes.columns[closes.columns.duplicated()][0]} appears twice")
-    px = check_values(closes.sort_index(axis=1), "closes")
+    px = _check_values(closes.sort_index(axis=1), "closes")
     bench = None
     if benchmark is not None:
         if not isinstance(benchmark, pd.Series): raise DataError("benchmark: expected a Series of index levels")
-        check_sessions(benchmark.index, "benchmark")
-        bench = check_values(benchmark.to_frame(benchmark.name or "benchmark"), "benchmark").iloc[:, 0].reindex(px.index)
-    return FeatureInputs(px, bench, None if ohlcv is None else ohlcv_tables(ohlcv, px))
+        _check_sessions(benchmark.index, "benchmark")
+        bench = _check_values(benchmark.to_frame(benchmark.name or "benchmark"), "benchmark").iloc[:, 0].reindex(px.index)
+    return FeatureInputs(px, bench, None if ohlcv is None else _ohlcv_tables(ohlcv, px))
 
 # %% ../../nbs/04c_research.features.ipynb #b4a1acea
 def simple_returns(px:pd.DataFrame, h:int=1) -> pd.DataFrame:
@@ -92,7 +91,7 @@ def momentum(px:pd.DataFrame, lookback:int=252, skip:int=21) -> pd.DataFrame:
     return px.shift(skip) / px.shift(lookback) - 1
 
 # %% ../../nbs/04c_research.features.ipynb #726a713a
-def wilder_mean(x:pd.DataFrame, n:int) -> pd.DataFrame:
+def _wilder_mean(x:pd.DataFrame, n:int) -> pd.DataFrame:
     "Wilder's average: the mean of the first `n` values, then A_t = A_{t-1} + (x_t - A_{t-1})/n; NaN where `x` is."
     valid = x.notna(); k = valid.cumsum()
     seed = x.fillna(0.0).where(k <= n, 0.0).cumsum() / n             # the mean of the first n values, read where k == n
@@ -103,7 +102,7 @@ def wilder_mean(x:pd.DataFrame, n:int) -> pd.DataFrame:
 def rsi(px:pd.DataFrame, n:int=14) -> pd.DataFrame:
     "Wilder's relative strength index, 0 to 100."
     d = px.diff()
-    g, l = wilder_mean(d.clip(lower=0), n), wilder_mean((-d).clip(lower=0), n)
+    g, l = _wilder_mean(d.clip(lower=0), n), _wilder_mean((-d).clip(lower=0), n)
     return (100 * g / (g + l)).where(g + l > 0, 50.0).where(g.notna())
 
 # %% ../../nbs/04c_research.features.ipynb #a805d900
@@ -138,7 +137,7 @@ def true_range(high:pd.DataFrame, low:pd.DataFrame, close:pd.DataFrame) -> pd.Da
 # %% ../../nbs/04c_research.features.ipynb #322ca437
 def atr(high:pd.DataFrame, low:pd.DataFrame, close:pd.DataFrame, n:int=14) -> pd.DataFrame:
     "Wilder's average true range, in price units."
-    return wilder_mean(true_range(high, low, close), n)
+    return _wilder_mean(true_range(high, low, close), n)
 
 # %% ../../nbs/04c_research.features.ipynb #8e5478d9
 def volume_zscore(volume:pd.DataFrame, n:int=21) -> pd.DataFrame:
@@ -153,7 +152,7 @@ def dollar_volume_ratio(close:pd.DataFrame, volume:pd.DataFrame, short:int=5, lo
     return dv.rolling(short).mean() / dv.rolling(long).mean()
 
 # %% ../../nbs/04c_research.features.ipynb #19b97006
-def broadcast(s:pd.Series, columns:pd.Index) -> pd.DataFrame:
+def _broadcast(s:pd.Series, columns:pd.Index) -> pd.DataFrame:
     "A per-session Series repeated for every symbol."
     return pd.DataFrame(np.repeat(s.to_numpy(float)[:, None], len(columns), axis=1), index=s.index, columns=columns)
 
@@ -190,7 +189,7 @@ class Feature:
 
 # %% ../../nbs/04c_research.features.ipynb #fa0d92da
 def _ret(h): return lambda d: simple_returns(d.closes, h)
-def _index_ret(h): return lambda d: broadcast(simple_returns(d.benchmark.to_frame(), h).iloc[:, 0], d.closes.columns)
+def _index_ret(h): return lambda d: _broadcast(simple_returns(d.benchmark.to_frame(), h).iloc[:, 0], d.closes.columns)
 def _macd(i): return lambda d: macd(d.closes)[i] / d.closes
 
 FEATURES: dict[str, Feature] = {f.name: f for f in [
@@ -249,7 +248,7 @@ def evaluate(
     return pd.DataFrame(np.where(np.isfinite(a), a, np.nan), index=data.closes.index, columns=data.closes.columns)
 
 # %% ../../nbs/04c_research.features.ipynb #23c022a6
-def stack_wide(
+def _stack_wide(
     tables:dict[str, pd.DataFrame], # name -> wide table, all on the same sessions and symbols
 ) -> pd.DataFrame:                  # the panel: rows with any NaN dropped
     "Stack wide tables into a (timestamp, symbol) panel with one column per table."
@@ -268,7 +267,7 @@ def feature_panel(
 ) -> pd.DataFrame:                 # panel indexed by (timestamp, symbol), one float64 column per feature
     "The feature panel: each row uses data up to its own session's close; incomplete rows dropped."
     data = feature_inputs(closes, benchmark, ohlcv)
-    return stack_wide({n: evaluate(n, f, data) for n, f in resolve_features(features, data).items()})
+    return _stack_wide({n: evaluate(n, f, data) for n, f in resolve_features(features, data).items()})
 
 # %% ../../nbs/04c_research.features.ipynb #ef9b5ad2
 MIN_HISTORY = 600   # sessions of history for the final session's features to match a full-history computation
@@ -281,7 +280,7 @@ def labels(
     "Forward return over `horizon` sessions, its direction, and the session it is known."
     if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1: raise ConfigError(f"horizon={horizon!r}: expected an integer >= 1")
     px = feature_inputs(closes).closes
-    fwd = stack_wide({"forward_return": px.shift(-horizon) / px - 1})
+    fwd = _stack_wide({"forward_return": px.shift(-horizon) / px - 1})
     ends = px.index[px.index.get_indexer(fwd.index.get_level_values(0)) + horizon]    # the session h positions later
     return fwd.assign(direction=(fwd["forward_return"] > 0).astype(float), label_end=ends.array)
 
@@ -295,29 +294,29 @@ def align(
     return panel.loc[idx], lab.loc[idx]
 
 # %% ../../nbs/04c_research.features.ipynb #04b52740
-def utc_dates(dates) -> pd.DatetimeIndex:
+def _utc_dates(dates) -> pd.DatetimeIndex:
     "`dates` (strings, Timestamps, an index) as sorted unique aware UTC timestamps; naive ones are read as UTC."
     ts = pd.DatetimeIndex([pd.Timestamp(d) for d in ([dates] if isinstance(dates, (str, pd.Timestamp)) else dates)])
     return (ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).unique().sort_values()
 
 # %% ../../nbs/04c_research.features.ipynb #5afcd285
-def as_sessions(
+def _as_sessions(
     dates,                   # dates (strings, Timestamps); naive ones are read as UTC
     index:pd.DatetimeIndex,  # the sessions they must be in
 ) -> pd.DatetimeIndex:
     "`dates` as sorted unique sessions of `index`; a date not in it is a `DataError` naming it."
-    if len(ts := utc_dates(dates)) == 0: raise ConfigError("dates: none given")
+    if len(ts := _utc_dates(dates)) == 0: raise ConfigError("dates: none given")
     if len(missing := ts.difference(index)): raise DataError(f"date {missing[0].date()} is not a session of the closes")
     return ts
 
 # %% ../../nbs/04c_research.features.ipynb #d8104266
-def cut_at(closes:pd.DataFrame, benchmark, ohlcv, t:pd.Timestamp) -> FeatureInputs:
+def _cut_at(closes:pd.DataFrame, benchmark, ohlcv, t:pd.Timestamp) -> FeatureInputs:
     "The inputs as they stood at the close of `t`: every row after it removed."
     return feature_inputs(closes.loc[:t], None if benchmark is None else benchmark.loc[:t],
                           None if ohlcv is None else ohlcv[ohlcv.index.get_level_values(0) <= t])
 
 # %% ../../nbs/04c_research.features.ipynb #265274c6
-def row_diff(a:np.ndarray, b:np.ndarray) -> np.ndarray:
+def _row_diff(a:np.ndarray, b:np.ndarray) -> np.ndarray:
     "|a - b| elementwise, 0 where both are NaN, inf where only one is."
     na, nb = np.isnan(a), np.isnan(b)
     return np.where(na & nb, 0.0, np.where(na | nb, np.inf, np.abs(a - b)))
@@ -333,13 +332,13 @@ def audit_leakage(
 ) -> pd.DataFrame:                 # per feature: max_abs_diff, failed_on (first date over tol), symbol, passed
     "Recompute each feature on data cut at each date and compare with its full-data value there."
     full = feature_inputs(closes, benchmark, ohlcv)
-    fns, ts = resolve_features(features, full), as_sessions(dates, full.closes.index)
+    fns, ts = resolve_features(features, full), _as_sessions(dates, full.closes.index)
     ref = {n: evaluate(n, f, full).loc[ts] for n, f in fns.items()}
     res = {n: dict(max_abs_diff=0.0, failed_on=pd.NaT, symbol=None) for n in fns}
     for t in ts:
-        cut = cut_at(closes, benchmark, ohlcv, t)
+        cut = _cut_at(closes, benchmark, ohlcv, t)
         for n, f in fns.items():
-            d = row_diff(evaluate(n, f, cut).loc[t].to_numpy(), ref[n].loc[t].to_numpy())
+            d = _row_diff(evaluate(n, f, cut).loc[t].to_numpy(), ref[n].loc[t].to_numpy())
             r = res[n]; r["max_abs_diff"] = max(r["max_abs_diff"], float(d.max()))
             if pd.isna(r["failed_on"]) and d.max() > tol: r["failed_on"], r["symbol"] = t, str(full.closes.columns[d.argmax()])
     out = pd.DataFrame.from_dict(res, orient="index").rename_axis("feature")
@@ -365,7 +364,7 @@ def label_end_by_date(
     "The last label end of each session (the max over symbols)."
     if isinstance(label_end, pd.DataFrame): label_end = label_end["label_end"]
     ends = label_end.groupby(level=0).max() if label_end.index.nlevels > 1 else label_end.sort_index()
-    check_sessions(ends.index, "label_end")
+    _check_sessions(ends.index, "label_end")
     return ends
 
 # %% ../../nbs/04c_research.features.ipynb #59d4418b
@@ -376,7 +375,7 @@ def check_label_purge(
 ) -> None:
     "Raise `DataError` naming the first training session whose label interval overlaps a test label's."
     ends = label_end_by_date(label_end)
-    train, test = utc_dates(train_dates), utc_dates(test_dates)
+    train, test = _utc_dates(train_dates), _utc_dates(test_dates)
     if len(missing := train.difference(ends.index)): raise DataError(f"training session {missing[0].date()} has no label end: its label is past the data")
     if len(test) == 0: return
     e_train = pd.DatetimeIndex(ends.reindex(train))

@@ -22,11 +22,9 @@ import pandas as pd
 from ..core import ConfigError, DataError
 
 # %% auto #0
-__all__ = ['Forecaster', 'row_name', 'check_panel', 'row_positions', 'labels', 'moments', 'synthetic_panel', 'time_tail',
-           'Attribution', 'Baseline', 'window_positions', 'windows', 'TrainConfig', 'torch_session', 'lstm_net',
-           'transformer_net', 'integrated_gradients', 'SequenceForecaster', 'train_net', 'LSTMForecaster',
-           'TransformerForecaster', 'mean_log_loss', 'Ensemble', 'WalkForwardResult', 'walk_forward', 'attributions',
-           'top_features', 'explain', 'to_config', 'save', 'load', 'model_hash']
+__all__ = ['Forecaster', 'synthetic_panel', 'Attribution', 'Baseline', 'windows', 'TrainConfig', 'integrated_gradients',
+           'SequenceForecaster', 'LSTMForecaster', 'TransformerForecaster', 'Ensemble', 'WalkForwardResult',
+           'walk_forward', 'attributions', 'explain', 'save', 'load', 'model_hash']
 
 # %% ../../nbs/04e_research.models.ipynb #7a5490ad
 @runtime_checkable
@@ -37,13 +35,13 @@ class Forecaster(Protocol):
     def predict(self, panel:pd.DataFrame, rows:pd.MultiIndex) -> pd.Series: ...
 
 # %% ../../nbs/04e_research.models.ipynb #0181b733
-def row_name(row) -> str:
+def _row_name(row) -> str:
     "'SYMBOL on YYYY-MM-DD' for a (timestamp, symbol) row."
     t, s = row
     return f"{s} on {pd.Timestamp(t):%Y-%m-%d}"
 
 # %% ../../nbs/04e_research.models.ipynb #8f20f8bb
-def check_panel(
+def _check_panel(
     panel:pd.DataFrame,            # features, indexed by (timestamp, symbol)
     features:list[str]|None=None,  # the columns a fitted model needs, in its order
 ) -> pd.DataFrame:                 # the panel, restricted to `features`
@@ -59,30 +57,30 @@ def check_panel(
     bad = ~np.isfinite(panel.to_numpy(float))
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise DataError(f"panel: non-finite {panel.columns[j]} for {row_name(panel.index[i])}")
+        raise DataError(f"panel: non-finite {panel.columns[j]} for {_row_name(panel.index[i])}")
     return panel
 
 # %% ../../nbs/04e_research.models.ipynb #38788f60
-def row_positions(panel:pd.DataFrame, rows:pd.MultiIndex, what:str="rows") -> np.ndarray:
+def _row_positions(panel:pd.DataFrame, rows:pd.MultiIndex, what:str="rows") -> np.ndarray:
     "Positions of `rows` in `panel`; a row the panel lacks is an error naming it."
     if len(rows) == 0: raise DataError(f"{what}: no rows")
     pos = panel.index.get_indexer(rows)
-    if (pos < 0).any(): raise DataError(f"{what}: no panel row for {row_name(rows[int(np.argmax(pos < 0))])}")
+    if (pos < 0).any(): raise DataError(f"{what}: no panel row for {_row_name(rows[int(np.argmax(pos < 0))])}")
     return pos
 
 # %% ../../nbs/04e_research.models.ipynb #c20f4f2a
-def labels(y:pd.Series, rows:pd.MultiIndex, both:bool=True) -> np.ndarray:
+def _labels(y:pd.Series, rows:pd.MultiIndex, both:bool=True) -> np.ndarray:
     "The 0/1 direction labels of `rows` (`both`: require both classes, as a training window must)."
     v = y.reindex(rows).to_numpy(float)
     bad = ~np.isin(v, (0.0, 1.0))
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError(f"y: direction for {row_name(rows[i])} is {v[i]!r}; expected 0.0 or 1.0")
+        raise DataError(f"y: direction for {_row_name(rows[i])} is {v[i]!r}; expected 0.0 or 1.0")
     if both and len(np.unique(v)) < 2: raise DataError(f"y: the {len(v)} training rows hold one class only")
     return v
 
 # %% ../../nbs/04e_research.models.ipynb #8b11856f
-def moments(x:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _moments(x:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "Column means and standard deviations (1 where a column is constant) for standardising."
     sd = x.std(axis=0)
     return x.mean(axis=0), np.where(sd > 0, sd, 1.0)
@@ -112,7 +110,7 @@ def synthetic_panel(
     return panel, pd.Series(up.reshape(-1).astype(float), index=index, name="direction")
 
 # %% ../../nbs/04e_research.models.ipynb #0d537b8d
-def time_tail(
+def _time_tail(
     rows:pd.MultiIndex,  # a training window's rows
     frac:float=0.2,      # share of the window's sessions held out at its end
     gap:int=5,           # sessions dropped between the fitting part and the held-out tail
@@ -150,10 +148,10 @@ class Baseline:
     def fit(self, panel:pd.DataFrame, y:pd.Series, rows:pd.MultiIndex) -> Baseline:
         "Fit on `rows` of `panel` with direction labels `y`."
         from sklearn.linear_model import LogisticRegression
-        x = check_panel(panel).to_numpy(float)[row_positions(panel, rows)]
-        yv = labels(y, rows)
+        x = _check_panel(panel).to_numpy(float)[_row_positions(panel, rows)]
+        yv = _labels(y, rows)
         self.features = list(panel.columns)
-        self.mean, self.std = moments(x)
+        self.mean, self.std = _moments(x)
         m = LogisticRegression(C=self.C, max_iter=1000).fit((x - self.mean) / self.std, yv)
         self.coef, self.intercept = m.coef_[0].astype(float), float(m.intercept_[0])
         return self
@@ -161,8 +159,8 @@ class Baseline:
     def standardised(self, panel:pd.DataFrame, rows:pd.MultiIndex) -> np.ndarray:
         "The standardised features of `rows`."
         if self.features is None: raise ConfigError(f"{self.name}: not fitted")
-        p = check_panel(panel, self.features)
-        return (p.to_numpy(float)[row_positions(p, rows)] - self.mean) / self.std
+        p = _check_panel(panel, self.features)
+        return (p.to_numpy(float)[_row_positions(p, rows)] - self.mean) / self.std
 
     def predict(self, panel:pd.DataFrame, rows:pd.MultiIndex) -> pd.Series:
         "P(up) for `rows`."
@@ -175,7 +173,7 @@ class Baseline:
                            pd.Series(z @ self.coef + self.intercept, index=rows), self.intercept)
 
 # %% ../../nbs/04e_research.models.ipynb #bf8bd919
-def window_positions(
+def _window_positions(
     index:pd.MultiIndex,  # the panel's (timestamp, symbol) index, sorted
     pos:np.ndarray,       # positions of the rows to build windows for
     seq_len:int,          # rows per window
@@ -197,7 +195,7 @@ def windows(
     mean=0.0, std=1.0,    # training statistics to standardise with
 ) -> np.ndarray:          # (len(pos), seq_len, features) float32
     "Standardised windows of each row's symbol's last `seq_len` rows, zero (the mean) before its first row."
-    w = window_positions(index, pos, seq_len)
+    w = _window_positions(index, pos, seq_len)
     return np.where((w >= 0)[:, :, None], (x[np.maximum(w, 0)] - mean) / std, 0.0).astype(np.float32)
 
 # %% ../../nbs/04e_research.models.ipynb #cf8e92ea
@@ -222,7 +220,7 @@ class TrainConfig:
 
 # %% ../../nbs/04e_research.models.ipynb #2900d8b7
 @contextlib.contextmanager
-def torch_session(seed:int|None, threads:int):
+def _torch_session(seed:int|None, threads:int):
     "Seed torch (unless `seed` is None), require deterministic algorithms and fix the thread count, restoring both on exit."
     import torch
     before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
@@ -232,7 +230,7 @@ def torch_session(seed:int|None, threads:int):
     finally: torch.set_num_threads(before[0]); torch.use_deterministic_algorithms(before[1])
 
 # %% ../../nbs/04e_research.models.ipynb #06e2e4d8
-def lstm_net(n_features:int, hidden:int, layers:int):
+def _lstm_net(n_features:int, hidden:int, layers:int):
     "An LSTM over the window whose last hidden state feeds a linear head: one logit per window."
     from torch import nn
     class LSTMNet(nn.Module):
@@ -243,7 +241,7 @@ def lstm_net(n_features:int, hidden:int, layers:int):
     return LSTMNet()
 
 # %% ../../nbs/04e_research.models.ipynb #b02319c4
-def transformer_net(n_features:int, seq_len:int, d_model:int, heads:int, layers:int, ff:int, dropout:float, pooling:str):
+def _transformer_net(n_features:int, seq_len:int, d_model:int, heads:int, layers:int, ff:int, dropout:float, pooling:str):
     "Linear embedding + learned positional encoding + encoder layers + mean/last pooling + linear head."
     import torch
     from torch import nn
@@ -288,27 +286,27 @@ class SequenceForecaster:
 
     def inputs(self, panel:pd.DataFrame, rows:pd.MultiIndex) -> np.ndarray:
         "Standardised windows for `rows`, with this model's features and training statistics."
-        p = check_panel(panel, self.features)
-        return windows(p.to_numpy(float), p.index, row_positions(p, rows), self.train.seq_len, self.mean, self.std)
+        p = _check_panel(panel, self.features)
+        return windows(p.to_numpy(float), p.index, _row_positions(p, rows), self.train.seq_len, self.mean, self.std)
 
     def fit(self, panel:pd.DataFrame, y:pd.Series, rows:pd.MultiIndex) -> SequenceForecaster:
         "Fit on `rows`, stopping early on the window's last sessions."
         cfg = self.train
-        check_panel(panel)
-        fit_rows, val_rows = time_tail(rows, cfg.val_frac, cfg.val_gap)
-        y_fit, y_val = labels(y, fit_rows), labels(y, val_rows, both=False)
+        _check_panel(panel)
+        fit_rows, val_rows = _time_tail(rows, cfg.val_frac, cfg.val_gap)
+        y_fit, y_val = _labels(y, fit_rows), _labels(y, val_rows, both=False)
         self.features = list(panel.columns)
-        self.mean, self.std = moments(panel.to_numpy(float)[row_positions(panel, rows)])
-        with torch_session(cfg.seed, cfg.threads) as torch:
+        self.mean, self.std = _moments(panel.to_numpy(float)[_row_positions(panel, rows)])
+        with _torch_session(cfg.seed, cfg.threads) as torch:
             self.net = self.network(len(self.features))
             x_fit, x_val = torch.from_numpy(self.inputs(panel, fit_rows)), torch.from_numpy(self.inputs(panel, val_rows))
-            self.history = train_net(torch, self.net, cfg, x_fit, torch.from_numpy(y_fit.astype(np.float32)),
+            self.history = _train_net(torch, self.net, cfg, x_fit, torch.from_numpy(y_fit.astype(np.float32)),
                                      x_val, torch.from_numpy(y_val.astype(np.float32)))
         return self
 
     def logits(self, x:np.ndarray) -> np.ndarray:
         "The network's logits for windows `x`, in batches."
-        with torch_session(None, self.train.threads) as torch, torch.no_grad():
+        with _torch_session(None, self.train.threads) as torch, torch.no_grad():
             self.net.eval()
             return np.concatenate([self.net(torch.from_numpy(x[i:i + 4096])).numpy() for i in range(0, len(x), 4096)]).astype(float)
 
@@ -321,7 +319,7 @@ class SequenceForecaster:
         "Integrated gradients from the training mean, summed over each window's positions, per feature."
         if self.net is None: raise ConfigError(f"{self.name}: not fitted")
         x = self.inputs(panel, rows)
-        with torch_session(None, self.train.threads) as torch:
+        with _torch_session(None, self.train.threads) as torch:
             self.net.eval()
             parts = [integrated_gradients(self.net, torch.from_numpy(x[i:i + 512]), steps) for i in range(0, len(x), 512)]
         values = np.concatenate([a.sum(1).numpy() for a, _, _ in parts]).astype(float)
@@ -329,7 +327,7 @@ class SequenceForecaster:
                            pd.Series(np.concatenate([l.numpy() for _, l, _ in parts]).astype(float), index=rows), parts[0][2])
 
 # %% ../../nbs/04e_research.models.ipynb #d56d5a13
-def train_net(torch, net, cfg:TrainConfig, x, y, x_val, y_val) -> pd.DataFrame:
+def _train_net(torch, net, cfg:TrainConfig, x, y, x_val, y_val) -> pd.DataFrame:
     "Adam on shuffled mini-batches with early stopping on the validation log-loss; `net` ends with its best weights."
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn, gen = torch.nn.BCEWithLogitsLoss(), torch.Generator().manual_seed(cfg.seed)
@@ -364,7 +362,7 @@ class LSTMForecaster(SequenceForecaster):
             raise ConfigError(f"hidden={hidden!r}, layers={layers!r}: expected integers >= 1")
         super().__init__(name, {"hidden": hidden, "layers": layers}, train)
 
-    def network(self, n_features:int): return lstm_net(n_features, self.arch["hidden"], self.arch["layers"])
+    def network(self, n_features:int): return _lstm_net(n_features, self.arch["hidden"], self.arch["layers"])
 
 # %% ../../nbs/04e_research.models.ipynb #f279edde
 class TransformerForecaster(SequenceForecaster):
@@ -385,10 +383,10 @@ class TransformerForecaster(SequenceForecaster):
         super().__init__(name, dict(d_model=d_model, heads=heads, layers=layers, ff=ff, dropout=dropout, pooling=pooling), train)
 
     def network(self, n_features:int):
-        return transformer_net(n_features, self.train.seq_len, **self.arch)
+        return _transformer_net(n_features, self.train.seq_len, **self.arch)
 
 # %% ../../nbs/04e_research.models.ipynb #7bc6f4d8
-def mean_log_loss(y:np.ndarray, p:np.ndarray) -> float:
+def _mean_log_loss(y:np.ndarray, p:np.ndarray) -> float:
     "Mean binary log-loss of probabilities `p` for 0/1 outcomes `y` (p clipped to [1e-15, 1 - 1e-15])."
     p = np.clip(p, 1e-15, 1 - 1e-15)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
@@ -415,9 +413,9 @@ class Ensemble:
 
     def skill(self, panel:pd.DataFrame, y:pd.Series, rows:pd.MultiIndex) -> pd.Series:
         "Each member's log-loss improvement over chance (ln 2) on the window's tail, in nats per row."
-        fit_rows, val_rows = time_tail(rows, self.val_frac, self.val_gap)
-        y_val = labels(y, val_rows, both=False)
-        return pd.Series({m.name: math.log(2) - mean_log_loss(y_val, m.fit(panel, y, fit_rows).predict(panel, val_rows).to_numpy())
+        fit_rows, val_rows = _time_tail(rows, self.val_frac, self.val_gap)
+        y_val = _labels(y, val_rows, both=False)
+        return pd.Series({m.name: math.log(2) - _mean_log_loss(y_val, m.fit(panel, y, fit_rows).predict(panel, val_rows).to_numpy())
                           for m in self.members})
 
     def fit(self, panel:pd.DataFrame, y:pd.Series, rows:pd.MultiIndex) -> Ensemble:
@@ -445,7 +443,7 @@ class Ensemble:
 class WalkForwardResult:
     "Out-of-sample predictions of each model on each fold's test rows, and per-fold timings."
     predictions: pd.DataFrame  # index (fold, timestamp, symbol) of test rows; one column of P(up) per model
-    labels: pd.Series          # the direction label of each of those rows
+    labels: pd.Series           # the direction label of each of those rows
     timings: pd.DataFrame      # index (model, fold): n_train, n_test, fit_s, predict_s
 
     def oos(self) -> pd.DataFrame:
@@ -458,7 +456,7 @@ class WalkForwardResult:
         "Per model: test rows, hit rate of the P(up) > 0.5 call, log-loss, total fit seconds."
         y = self.labels.to_numpy()
         return pd.DataFrame({m: {"n": len(y), "accuracy": float(np.mean((p.to_numpy() > 0.5) == (y == 1))),
-                                 "log_loss": mean_log_loss(y, p.to_numpy()), "fit_s": float(self.timings.loc[m, "fit_s"].sum())}
+                                 "log_loss": _mean_log_loss(y, p.to_numpy()), "fit_s": float(self.timings.loc[m, "fit_s"].sum())}
                              for m, p in self.predictions.items()}).T.astype({"n": int})
 
 # %% ../../nbs/04e_research.models.ipynb #7d75dcad
@@ -469,7 +467,7 @@ def walk_forward(
     splits:list,                                     # objects with .train and .test session indexes and .fold
 ) -> WalkForwardResult:
     "Fit each model on each split's training rows and predict its test rows."
-    check_panel(panel)
+    _check_panel(panel)
     t, labelled = panel.index.get_level_values(0), panel.index.isin(y.dropna().index)
     preds, ys, timings = [], [], []
     for sp in splits:
@@ -492,7 +490,7 @@ def attributions(model, panel:pd.DataFrame, rows:pd.MultiIndex, steps:int=48) ->
     return model.attributions(panel, rows, steps)
 
 # %% ../../nbs/04e_research.models.ipynb #544578d1
-def top_features(a:Attribution, panel:pd.DataFrame, top:int) -> pd.DataFrame:
+def _top_features(a:Attribution, panel:pd.DataFrame, top:int) -> pd.DataFrame:
     "The `top` largest attributions per row, long: (timestamp, symbol, rank) -> feature, value, attribution."
     vals = a.values.to_numpy()
     k = min(top, vals.shape[1])
@@ -519,10 +517,10 @@ def explain(
         parts = {m.name: explain(m, panel, rows, top, steps) for m in model.members}
         out = pd.concat(parts, names=["member"]).reorder_levels([1, 2, 0, 3])
         return out.join(v, on=["timestamp", "symbol", "member"]).sort_index(level=[0, 1], sort_remaining=False)
-    return top_features(attributions(model, panel, rows, steps), panel, top)
+    return _top_features(attributions(model, panel, rows, steps), panel, top)
 
 # %% ../../nbs/04e_research.models.ipynb #cf98a12c
-def to_config(model) -> dict:
+def _to_config(model) -> dict:
     "The json-able description of a fitted model: class, parameters, features, training statistics."
     if getattr(model, "features", None) is None and getattr(model, "weights", None) is None: raise ConfigError(f"{model.name}: not fitted")
     cfg = {"class": type(model).__name__, "params": model.params()}
@@ -537,7 +535,7 @@ def save(
     path:str|Path,      # a directory (created; files already there are replaced)
 ) -> Path:              # the directory
     "Write `model` to `path`: config.json, and state.pt for a network; an ensemble's members in subdirectories."
-    cfg = to_config(model)
+    cfg = _to_config(model)
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(cfg, sort_keys=True, indent=1))
     if isinstance(model, SequenceForecaster):

@@ -16,12 +16,12 @@ from .stats import deflated_sharpe_ratio, probabilistic_sharpe_ratio
 from ..store import runs
 
 # %% auto #0
-__all__ = ['MODEL_STATUSES', 'return_moments', 'register_trial', 'study_trials', 'study_deflated_sharpe', 'ModelVersion',
-           'row_version', 'register_model', 'get_version', 'model_versions', 'promotion_problems', 'PromotionRefused',
-           'promote', 'production_version', 'load_production']
+__all__ = ['MODEL_STATUSES', 'register_trial', 'study_trials', 'study_deflated_sharpe', 'ModelVersion', 'register_model',
+           'get_version', 'model_versions', 'promotion_problems', 'PromotionRefused', 'promote', 'production_version',
+           'load_production']
 
 # %% ../../nbs/04f_research.registry.ipynb #adc06324
-def return_moments(returns:pd.Series) -> dict:
+def _return_moments(returns:pd.Series) -> dict:
     "Per-period Sharpe ratio, skewness and full kurtosis of `returns`, and their count."
     from scipy import stats as st
     r = pd.Series(returns, dtype=float).dropna()
@@ -41,7 +41,7 @@ def register_trial(
     "Record one trial of `study`."
     if kind not in ("evaluation", "backtest"): raise ConfigError(f"kind={kind!r}: expected evaluation or backtest")
     if not study or not name: raise ConfigError("a trial needs a study and a name")
-    return runs.insert_trial(engine, study, name, kind, return_moments(returns), parameters, metrics, run_id)
+    return runs.insert_trial(engine, study, name, kind, _return_moments(returns), parameters, metrics, run_id)
 
 # %% ../../nbs/04f_research.registry.ipynb #9e8d568e
 def study_trials(engine, study:str) -> pd.DataFrame:
@@ -51,7 +51,7 @@ def study_trials(engine, study:str) -> pd.DataFrame:
 # %% ../../nbs/04f_research.registry.ipynb #0e1268ed
 def study_deflated_sharpe(engine, study:str, returns:pd.Series) -> dict:
     "Sharpe, PSR and DSR of `returns`, deflated by every trial of `study` in the store."
-    m = return_moments(returns)
+    m = _return_moments(returns)
     tr = study_trials(engine, study)
     n = max(len(tr), 1)
     var = float(tr["sharpe"].var(ddof=1)) if len(tr) > 1 else 0.0
@@ -77,7 +77,7 @@ class ModelVersion:
     features: list
 
 # %% ../../nbs/04f_research.registry.ipynb #ccd43067
-def row_version(r) -> ModelVersion:
+def _row_version(r) -> ModelVersion:
     return ModelVersion(r.id, r.name, r.version, r.kind, r.status, r.artefact_path, str(r.train_start), str(r.train_end), r.metrics, list(r.features))
 
 # %% ../../nbs/04f_research.registry.ipynb #e9911427
@@ -95,7 +95,7 @@ def register_model(
     version = model_hash(model)
     path = settings.path(settings.models.artefact_dir) / name / version
     old = [r for r in runs.model_version_rows(engine, name, version) if r.version == version]
-    if old: return row_version(old[0])
+    if old: return _row_version(old[0])
     save(model, path)
     runs.insert_model_version(engine, name=name, version=version, study=settings.models.study, kind=kind, parameters=parameters or {},
                               features=list(features), train_start=pd.Timestamp(train_start).date(), train_end=pd.Timestamp(train_end).date(),
@@ -108,7 +108,7 @@ def get_version(engine, name:str, version:str) -> ModelVersion:
     r = runs.model_version_rows(engine, name, version)
     if not r: raise ConfigError(f"model {name!r} has no version {version!r}; see `traderbot models list`")
     if len(r) > 1: raise ConfigError(f"model {name!r}: version prefix {version!r} is ambiguous")
-    return row_version(r[0])
+    return _row_version(r[0])
 
 # %% ../../nbs/04f_research.registry.ipynb #1df7b4aa
 def model_versions(engine, name:str|None=None) -> pd.DataFrame:
@@ -146,7 +146,7 @@ def promote(engine, settings, name:str, version:str, actor:str) -> ModelVersion:
 def production_version(engine, name:str) -> ModelVersion|None:
     "The production version of model `name`, or None."
     r = runs.model_version_rows(engine, name, status="production")
-    return row_version(r[-1]) if r else None
+    return _row_version(r[-1]) if r else None
 
 # %% ../../nbs/04f_research.registry.ipynb #889617b4
 def load_production(engine, name:str):

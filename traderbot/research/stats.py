@@ -16,12 +16,10 @@ import pandas as pd
 from ..core import ConfigError, DataError
 
 # %% auto #0
-__all__ = ['EULER_GAMMA', 'Split', 'check_count', 'check_dates', 'last_label_end', 'label_end_positions', 'walk_forward_splits',
-           'purged_train', 'purged_kfold', 'check_split', 'CPCV', 'cpcv', 'assemble_paths', 'Accuracy', 'aligned',
-           'directional_accuracy', 'IC', 'information_coefficient', 'finite_returns', 'sharpe_ratio', 'sharpe_moments',
-           'sharpe_std_term', 'probabilistic_sharpe_ratio', 'min_track_record_length', 'expected_max_sharpe',
-           'deflated_sharpe_ratio', 'PBOResult', 'cscv_masks', 'metric_from_sums', 'oos_logits',
-           'probability_of_backtest_overfitting']
+__all__ = ['Split', 'walk_forward_splits', 'purged_kfold', 'check_split', 'CPCV', 'cpcv', 'assemble_paths', 'Accuracy',
+           'directional_accuracy', 'IC', 'information_coefficient', 'sharpe_ratio', 'sharpe_moments',
+           'probabilistic_sharpe_ratio', 'min_track_record_length', 'expected_max_sharpe', 'deflated_sharpe_ratio',
+           'PBOResult', 'probability_of_backtest_overfitting']
 
 # %% ../../nbs/04d_research.stats.ipynb #57e16364
 @dataclass(frozen=True)
@@ -32,14 +30,14 @@ class Split:
     fold: int
 
 # %% ../../nbs/04d_research.stats.ipynb #4f4f3668
-def check_count(name:str, x, low:int=1) -> int:
+def _check_count(name:str, x, low:int=1) -> int:
     "`x` if it is an integer >= `low`, else a ConfigError naming `name`."
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < low:
         raise ConfigError(f"{name}={x!r}: expected an integer >= {low}")
     return int(x)
 
 # %% ../../nbs/04d_research.stats.ipynb #6de3838c
-def check_dates(dates) -> pd.DatetimeIndex:
+def _check_dates(dates) -> pd.DatetimeIndex:
     "`dates` if it is a DatetimeIndex of unique, increasing sessions."
     if not isinstance(dates, pd.DatetimeIndex): raise DataError(f"dates: expected a pd.DatetimeIndex, got {type(dates).__name__}")
     if dates.hasnans: raise DataError("dates: contains NaT")
@@ -48,14 +46,14 @@ def check_dates(dates) -> pd.DatetimeIndex:
     return dates
 
 # %% ../../nbs/04d_research.stats.ipynb #6df3b67f
-def last_label_end(
+def _last_label_end(
     label_end:pd.Series,   # label end timestamp per panel row, indexed (timestamp, symbol)
 ) -> pd.Series:            # latest label end per date
     "The latest label end over the symbols of each date."
     return label_end.groupby(level=0).max()
 
 # %% ../../nbs/04d_research.stats.ipynb #8e221ee1
-def label_end_positions(dates:pd.DatetimeIndex, label_end_by_date:pd.Series) -> np.ndarray:
+def _label_end_positions(dates:pd.DatetimeIndex, label_end_by_date:pd.Series) -> np.ndarray:
     "For each date, the position in `dates` of its label end (`len(dates)` when past the last date)."
     if not isinstance(label_end_by_date, pd.Series): raise DataError("label_end_by_date: expected a pd.Series indexed by date")
     missing = dates.difference(label_end_by_date.index)
@@ -78,14 +76,14 @@ def walk_forward_splits(
     embargo:int=0,                   # extra sessions between a training label's end and the test block
 ) -> list[Split]:
     "Walk-forward splits with purged training windows."
-    dates = check_dates(dates)
-    test_size, min_train, embargo = check_count("test_size", test_size), check_count("min_train", min_train), check_count("embargo", embargo, 0)
-    step = test_size if step is None else check_count("step", step)
+    dates = _check_dates(dates)
+    test_size, min_train, embargo = _check_count("test_size", test_size), _check_count("min_train", min_train), _check_count("embargo", embargo, 0)
+    step = test_size if step is None else _check_count("step", step)
     if window not in ("expanding", "rolling"): raise ConfigError(f"window={window!r}: expected 'expanding' or 'rolling'")
     if (window == "rolling") != (train_size is not None): raise ConfigError(f"train_size={train_size!r}: required for window='rolling' and only for it")
-    if window == "rolling" and check_count("train_size", train_size) < min_train: raise ConfigError(f"train_size={train_size}: below min_train={min_train}")
+    if window == "rolling" and _check_count("train_size", train_size) < min_train: raise ConfigError(f"train_size={train_size}: below min_train={min_train}")
     if purge is None: raise ConfigError("purge: required; the label horizon in sessions (0 only for labels known at their own close) or label_end_by_date")
-    ends = label_end_positions(dates, purge) if isinstance(purge, pd.Series) else np.arange(len(dates)) + check_count("purge", purge, 0)
+    ends = _label_end_positions(dates, purge) if isinstance(purge, pd.Series) else np.arange(len(dates)) + _check_count("purge", purge, 0)
     usable_from = ends + embargo + 1            # first test start a date may train for
     if min_train > len(dates): raise DataError(f"dates: {len(dates)} sessions; min_train={min_train} needs more")
     first = int(np.sort(usable_from)[min_train - 1])
@@ -98,7 +96,7 @@ def walk_forward_splits(
     return splits
 
 # %% ../../nbs/04d_research.stats.ipynb #3b5e5f67
-def purged_train(n:int, ends:np.ndarray, test:np.ndarray, embargo:int) -> np.ndarray:
+def _purged_train(n:int, ends:np.ndarray, test:np.ndarray, embargo:int) -> np.ndarray:
     "Positions of training dates for sorted `test` positions: purged and embargoed around each contiguous test block."
     keep = np.ones(n, bool)
     keep[test] = False
@@ -118,12 +116,12 @@ def purged_kfold(
     embargo:int=0,                   # sessions dropped after each test block's purge
 ) -> list[Split]:
     "Purged k-fold splits with an embargo (AFML ch. 7)."
-    dates = check_dates(dates)
-    ends = label_end_positions(dates, label_end_by_date)
-    n_splits, embargo = check_count("n_splits", n_splits, 2), check_count("embargo", embargo, 0)
+    dates = _check_dates(dates)
+    ends = _label_end_positions(dates, label_end_by_date)
+    n_splits, embargo = _check_count("n_splits", n_splits, 2), _check_count("embargo", embargo, 0)
     if n_splits > len(dates): raise ConfigError(f"n_splits={n_splits}: more than the {len(dates)} dates")
     blocks = np.array_split(np.arange(len(dates)), n_splits)
-    return [Split(dates[purged_train(len(dates), ends, t, embargo)], dates[t], k) for k, t in enumerate(blocks)]
+    return [Split(dates[_purged_train(len(dates), ends, t, embargo)], dates[t], k) for k, t in enumerate(blocks)]
 
 # %% ../../nbs/04d_research.stats.ipynb #800ed812
 def check_split(split:Split, dates:pd.DatetimeIndex, label_end_by_date:pd.Series, embargo:int) -> None:
@@ -161,9 +159,9 @@ def cpcv(
     embargo:int=0,                   # sessions dropped after each test group's purge
 ) -> CPCV:
     "Combinatorial purged cross-validation splits and paths (AFML ch. 12)."
-    dates = check_dates(dates)
-    ends = label_end_positions(dates, label_end_by_date)
-    n_groups, embargo = check_count("n_groups", n_groups, 2), check_count("embargo", embargo, 0)
+    dates = _check_dates(dates)
+    ends = _label_end_positions(dates, label_end_by_date)
+    n_groups, embargo = _check_count("n_groups", n_groups, 2), _check_count("embargo", embargo, 0)
     if not (isinstance(k_test, (int, np.integer)) and 1 <= k_test < n_groups): raise ConfigError(f"k_test={k_test!r}: expected an integer in [1, n_groups)")
     if n_groups > len(dates): raise ConfigError(f"n_groups={n_groups}: more than the {len(dates)} dates")
     groups = np.array_split(np.arange(len(dates)), n_groups)
@@ -171,7 +169,7 @@ def cpcv(
     splits, seen, fold_of = [], [0] * n_groups, {}
     for f, combo in enumerate(combos):
         test = np.concatenate([groups[g] for g in combo])
-        splits.append(Split(dates[purged_train(len(dates), ends, test, embargo)], dates[test], f))
+        splits.append(Split(dates[_purged_train(len(dates), ends, test, embargo)], dates[test], f))
         for g in combo: fold_of[(g, seen[g])] = f; seen[g] += 1
     paths = [pd.Series(np.concatenate([np.full(len(groups[g]), fold_of[(g, p)]) for g in range(n_groups)]), index=dates, name=f"path{p}")
              for p in range(seen[0])]
@@ -207,7 +205,7 @@ class Accuracy:
     correct: int
 
 # %% ../../nbs/04d_research.stats.ipynb #ded5deaa
-def aligned(a, b, names:tuple[str, str]) -> pd.DataFrame:
+def _aligned(a, b, names:tuple[str, str]) -> pd.DataFrame:
     "`a` and `b` side by side on one index, with no missing values."
     df = pd.concat({names[0]: pd.Series(a), names[1]: pd.Series(b)}, axis=1)
     for c in names:
@@ -224,7 +222,7 @@ def directional_accuracy(
     method:str="wilson",          # interval: wilson or exact (Clopper-Pearson)
 ) -> Accuracy:
     "Hit rate of up/down calls, its interval, and a binomial p-value against the majority class."
-    df = aligned(pred, actual, ("pred", "actual"))
+    df = _aligned(pred, actual, ("pred", "actual"))
     if len(df) == 0: raise DataError("pred: no observations")
     bad = ~df.actual.isin([0, 1])
     if bad.any(): raise DataError(f"actual: {df.actual[bad].iloc[0]!r} at {df.index[bad][0]} is not a 0/1 direction")
@@ -255,19 +253,19 @@ def information_coefficient(
     for name, s in (("pred", pred), ("realized", realized)):
         if not (isinstance(s, pd.Series) and isinstance(s.index, pd.MultiIndex) and s.index.nlevels == 2):
             raise DataError(f"{name}: expected a pd.Series indexed by (timestamp, symbol)")
-    r = aligned(pred, realized, ("pred", "realized")).groupby(level=0).rank()
+    r = _aligned(pred, realized, ("pred", "realized")).groupby(level=0).rank()
     r["pp"], r["rr"], r["pr"] = r.pred**2, r.realized**2, r.pred * r.realized
     g = r.groupby(level=0)
     s, n = g.sum(), g.size()
     cov = s.pr - s.pred * s.realized / n
     var_p, var_r = s.pp - s.pred**2 / n, s.rr - s.realized**2 / n
-    ok = (n >= check_count("min_names", min_names, 2)) & (var_p > 1e-12) & (var_r > 1e-12)
+    ok = (n >= _check_count("min_names", min_names, 2)) & (var_p > 1e-12) & (var_r > 1e-12)
     ic = (cov[ok] / np.sqrt(var_p[ok] * var_r[ok])).rename("ic")
     m, sd = float(ic.mean()), float(ic.std(ddof=1))
     return IC(m, sd, m / (sd / math.sqrt(len(ic))) if len(ic) > 1 and sd > 0 else float("nan"), len(ic), ic)
 
 # %% ../../nbs/04d_research.stats.ipynb #4bf2c135
-def finite_returns(returns) -> np.ndarray:
+def _finite_returns(returns) -> np.ndarray:
     "`returns` as a float array, checked to be finite, with at least 2 values and some variation."
     r = pd.Series(returns, dtype=float)
     bad = ~np.isfinite(r.to_numpy())
@@ -282,17 +280,17 @@ def sharpe_ratio(
     periods:int=252,        # periods per year; 1 for the per-period Sharpe ratio
 ) -> float:
     "Annualised Sharpe ratio: mean over standard deviation (ddof 1) times sqrt(periods)."
-    r = finite_returns(returns)
+    r = _finite_returns(returns)
     return float(r.mean() / r.std(ddof=1) * math.sqrt(periods))
 
 # %% ../../nbs/04d_research.stats.ipynb #f9d45f7f
 def sharpe_moments(returns:pd.Series) -> dict:
     "Per-period Sharpe ratio, number of observations, skewness and full (non-excess) kurtosis of `returns`."
-    r = finite_returns(returns)
+    r = _finite_returns(returns)
     return dict(sr=sharpe_ratio(r, 1), n=len(r), skew=float(sps.skew(r)), kurt=float(sps.kurtosis(r, fisher=False)))
 
 # %% ../../nbs/04d_research.stats.ipynb #aa254916
-def sharpe_std_term(sr:float, skew:float, kurt:float) -> float:
+def _sharpe_std_term(sr:float, skew:float, kurt:float) -> float:
     "sqrt(1 - skew*SR + (kurt-1)/4*SR^2): the non-normal scale of the Sharpe ratio's standard error."
     v = 1 - skew * sr + (kurt - 1) / 4 * sr * sr
     if not (kurt > 0 and v > 0): raise ConfigError(f"skew={skew}, kurt={kurt}: no valid Sharpe standard error at SR={sr} (kurt is full kurtosis, 3 for normal)")
@@ -307,8 +305,8 @@ def probabilistic_sharpe_ratio(
     sr_benchmark:float=0.0, # per-period benchmark Sharpe ratio SR*
 ) -> float:                 # probability that the true Sharpe ratio exceeds sr_benchmark
     "Probabilistic Sharpe ratio (Bailey & López de Prado 2012)."
-    check_count("n", n, 2)
-    return float(sps.norm.cdf((sr - sr_benchmark) * math.sqrt(n - 1) / sharpe_std_term(sr, skew, kurt)))
+    _check_count("n", n, 2)
+    return float(sps.norm.cdf((sr - sr_benchmark) * math.sqrt(n - 1) / _sharpe_std_term(sr, skew, kurt)))
 
 # %% ../../nbs/04d_research.stats.ipynb #d06dca32
 def min_track_record_length(
@@ -321,10 +319,10 @@ def min_track_record_length(
     "Minimum track record length (Bailey & López de Prado 2012)."
     if not 0 < prob < 1: raise ConfigError(f"prob={prob!r}: expected a probability")
     if sr <= sr_benchmark: return math.inf
-    return 1 + sharpe_std_term(sr, skew, kurt) ** 2 * (sps.norm.ppf(prob) / (sr - sr_benchmark)) ** 2
+    return 1 + _sharpe_std_term(sr, skew, kurt) ** 2 * (sps.norm.ppf(prob) / (sr - sr_benchmark)) ** 2
 
 # %% ../../nbs/04d_research.stats.ipynb #86d46ffc
-EULER_GAMMA = 0.5772156649015329
+_EULER_GAMMA = 0.5772156649015329
 
 def expected_max_sharpe(
     n_trials:float,         # number of (independent) trials N, >= 1
@@ -333,7 +331,7 @@ def expected_max_sharpe(
     "Expected maximum of N zero-skill Sharpe ratios (Bailey & López de Prado 2014)."
     if not (n_trials >= 1 and var_trial_sr >= 0): raise ConfigError(f"n_trials={n_trials!r}, var_trial_sr={var_trial_sr!r}: expected N >= 1 and V >= 0")
     if n_trials == 1: return 0.0          # one trial: nothing was selected
-    z = (1 - EULER_GAMMA) * sps.norm.ppf(1 - 1 / n_trials) + EULER_GAMMA * sps.norm.ppf(1 - 1 / (n_trials * math.e))
+    z = (1 - _EULER_GAMMA) * sps.norm.ppf(1 - 1 / n_trials) + _EULER_GAMMA * sps.norm.ppf(1 - 1 / (n_trials * math.e))
     return float(math.sqrt(var_trial_sr) * z)
 
 # %% ../../nbs/04d_research.stats.ipynb #d584f907
@@ -370,7 +368,7 @@ class PBOResult:
     strategies: list
 
 # %% ../../nbs/04d_research.stats.ipynb #6d39d91e
-def cscv_masks(n_partitions:int) -> np.ndarray:
+def _cscv_masks(n_partitions:int) -> np.ndarray:
     "0/1 matrix, one row per way of choosing half of the partitions as in-sample."
     combos = np.array(list(combinations(range(n_partitions), n_partitions // 2)))
     m = np.zeros((len(combos), n_partitions))
@@ -378,7 +376,7 @@ def cscv_masks(n_partitions:int) -> np.ndarray:
     return m
 
 # %% ../../nbs/04d_research.stats.ipynb #ad2008da
-def metric_from_sums(cnt:np.ndarray, s1:np.ndarray, s2:np.ndarray, metric:str) -> np.ndarray:
+def _metric_from_sums(cnt:np.ndarray, s1:np.ndarray, s2:np.ndarray, metric:str) -> np.ndarray:
     "Per-period Sharpe ratio (ddof 1) or mean from counts, sums and sums of squares."
     mean = s1 / cnt
     if metric == "mean": return mean
@@ -386,7 +384,7 @@ def metric_from_sums(cnt:np.ndarray, s1:np.ndarray, s2:np.ndarray, metric:str) -
     with np.errstate(divide="ignore", invalid="ignore"): return np.where(var > 0, mean / np.sqrt(var), 0.0)
 
 # %% ../../nbs/04d_research.stats.ipynb #9432d877
-def oos_logits(is_m:np.ndarray, oos_m:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _oos_logits(is_m:np.ndarray, oos_m:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "IS winner per row, and the logit of its relative OOS rank (ties averaged)."
     best = is_m.argmax(axis=1)
     w = oos_m[np.arange(len(best)), best][:, None]
@@ -405,21 +403,21 @@ def probability_of_backtest_overfitting(
     if x.ndim != 2 or x.shape[1] < 2: raise DataError(f"returns_matrix: expected T x N with N >= 2 strategies, got shape {x.shape}")
     bad = np.argwhere(~np.isfinite(x))
     if len(bad): raise DataError(f"returns_matrix: non-finite value at row {bad[0][0]}, strategy {bad[0][1]}")
-    if check_count("n_partitions", n_partitions, 2) % 2: raise ConfigError(f"n_partitions={n_partitions}: expected an even number")
+    if _check_count("n_partitions", n_partitions, 2) % 2: raise ConfigError(f"n_partitions={n_partitions}: expected an even number")
     if x.shape[0] < n_partitions or (metric == "sharpe" and n_partitions // 2 * (x.shape[0] // n_partitions) < 2):
         raise DataError(f"returns_matrix: {x.shape[0]} rows are too few for n_partitions={n_partitions}")
     parts = np.array_split(np.arange(len(x)), n_partitions)
-    masks = cscv_masks(n_partitions)
+    masks = _cscv_masks(n_partitions)
     if callable(metric):
         is_m = np.array([metric(x[np.concatenate([parts[j] for j in np.flatnonzero(m)])]) for m in masks])
         oos_m = np.array([metric(x[np.concatenate([parts[j] for j in np.flatnonzero(1 - m)])]) for m in masks])
     elif metric in ("sharpe", "mean"):
         cnt = np.array([[len(p)] for p in parts], float)
         s1, s2 = np.array([x[p].sum(0) for p in parts]), np.array([(x[p] ** 2).sum(0) for p in parts])
-        is_m = metric_from_sums(masks @ cnt, masks @ s1, masks @ s2, metric)
-        oos_m = metric_from_sums((1 - masks) @ cnt, (1 - masks) @ s1, (1 - masks) @ s2, metric)
+        is_m = _metric_from_sums(masks @ cnt, masks @ s1, masks @ s2, metric)
+        oos_m = _metric_from_sums((1 - masks) @ cnt, (1 - masks) @ s1, (1 - masks) @ s2, metric)
     else: raise ConfigError(f"metric={metric!r}: expected 'sharpe', 'mean' or a callable")
-    best, logits = oos_logits(is_m, oos_m)
+    best, logits = _oos_logits(is_m, oos_m)
     rows = np.arange(len(best))
     is_best, oos_best = is_m[rows, best], oos_m[rows, best]
     slope = float(np.polyfit(is_best, oos_best, 1)[0]) if np.ptp(is_best) > 0 else float("nan")

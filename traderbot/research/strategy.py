@@ -14,12 +14,12 @@ from ..core import ConfigError, DataError
 from ..data.calendar import TRADING_DAYS
 
 # %% auto #0
-__all__ = ['MOMENTUM_RULES', 'check_momentum_params', 'history_until', 'momentum_signals', 'momentum_weights', 'weight_schedule']
+__all__ = ['history_until', 'momentum_signals', 'momentum_weights', 'weight_schedule']
 
 # %% ../../nbs/04a_research.strategy.ipynb #f25525cf
 def _is_int(v): return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
-MOMENTUM_RULES = {  # parameter -> (test of value v given all parameters p, the rule in words)
+_MOMENTUM_RULES = {  # parameter -> (test of value v given all parameters p, the rule in words)
     "lookback":       (lambda v, p: _is_int(v) and v >= 1, "an integer >= 1"),
     "skip":           (lambda v, p: _is_int(v) and 0 <= v < p.get("lookback", math.inf), "an integer in [0, lookback)"),
     "top_n":          (lambda v, p: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -28,10 +28,10 @@ MOMENTUM_RULES = {  # parameter -> (test of value v given all parameters p, the 
     "max_weight":     (lambda v, p: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]"),
 }
 
-def check_momentum_params(**params) -> dict:
+def _check_momentum_params(**params) -> dict:
     "Return `params` if each follows its rule in `MOMENTUM_RULES`, else raise `ConfigError` naming it."
     for name, v in params.items():
-        ok, rule = MOMENTUM_RULES[name]
+        ok, rule = _MOMENTUM_RULES[name]
         if not ok(v, params): raise ConfigError(f"momentum parameter {name}={v!r}: must be {rule}")
     return params
 
@@ -61,7 +61,7 @@ def momentum_signals(
     vol_lookback:int=63,  # daily returns used for volatility
 ) -> pd.DataFrame:        # per symbol: momentum, volatility (annualised), complete (full history)
     "Momentum, annualised volatility and history completeness of each symbol at `as_of`."
-    check_momentum_params(lookback=lookback, skip=skip, vol_lookback=vol_lookback)
+    _check_momentum_params(lookback=lookback, skip=skip, vol_lookback=vol_lookback)
     px = history_until(closes, as_of, max(lookback, vol_lookback) + 1)
     a = px.to_numpy(dtype=float)  # numpy: ~10x faster than pandas here, and the backtest calls this hundreds of times
     bad = ~np.isnan(a) & ~(np.isfinite(a) & (a > 0))
@@ -84,7 +84,7 @@ def momentum_weights(
     max_weight:float=0.25,     # cap per name; the rest stays in cash
 ) -> pd.Series:                # weight per held symbol, sorted by symbol, summing to <= 1; empty means all cash
     "Equal-weight the `top_n` positive-momentum, low-volatility symbols at `as_of`, capped at `max_weight`."
-    check_momentum_params(top_n=top_n, max_volatility=max_volatility, max_weight=max_weight)
+    _check_momentum_params(top_n=top_n, max_volatility=max_volatility, max_weight=max_weight)
     s = momentum_signals(closes, as_of, lookback=lookback, skip=skip, vol_lookback=vol_lookback)
     ok = s.complete & (s.momentum > 0) & (s.volatility <= max_volatility)
     held = s.momentum[ok].sort_values(ascending=False, kind="stable").index[:top_n]  # ties: column order

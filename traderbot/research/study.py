@@ -21,8 +21,8 @@ from .stats import (directional_accuracy, information_coefficient, min_track_rec
                                       probability_of_backtest_overfitting)
 
 # %% auto #0
-__all__ = ['MODEL_NAMES', 'study_data', 'strategy_weights', 'strategy_returns', 'StudyResult', 'variant_name', 'run_study',
-           'model_metrics', 'benchmark_returns', 'model_factories', 'fit_candidate', 'equity_curves']
+__all__ = ['MODEL_NAMES', 'study_data', 'strategy_weights', 'strategy_returns', 'StudyResult', 'run_study', 'model_factories',
+           'fit_candidate', 'equity_curves']
 
 # %% ../../nbs/04g_research.study.ipynb #a4971875
 def study_data(settings, start=None, end=None, horizon:int|None=None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -78,7 +78,7 @@ class StudyResult:
     trials: int                   # trials in the study after this run
 
 # %% ../../nbs/04g_research.study.ipynb #a1837466
-def variant_name(model:str, top_k:int, threshold:float) -> str: return f"{model} top{top_k} p>{threshold:g}"
+def _variant_name(model:str, top_k:int, threshold:float) -> str: return f"{model} top{top_k} p>{threshold:g}"
 
 # %% ../../nbs/04g_research.study.ipynb #80240f07
 def run_study(
@@ -95,19 +95,19 @@ def run_study(
     wf = walk_forward(factories, panel, lab["direction"], splits)
     preds = wf.oos().drop(columns=["y", "fold"])
     h, cost = settings.models.horizon, settings.cost_model()
-    variants = {variant_name(m, k, t): strategy_returns(closes, strategy_weights(preds[m].dropna(), k, t, h, closes.columns), cost)
+    variants = {_variant_name(m, k, t): strategy_returns(closes, strategy_weights(preds[m].dropna(), k, t, h, closes.columns), cost)
                 for m in preds.columns for k in top_ks for t in thresholds}
     variants = pd.DataFrame(variants).dropna()
     for name, r in variants.items():
         register_trial(engine, study, name, r, parameters={"model": name.split(" ")[0], "horizon": h}, run_id=run_id)
     pbo = probability_of_backtest_overfitting(variants, n_partitions=min(16, 2 * (len(variants) // 40) or 2)) if variants.shape[1] > 1 else None
-    metrics = pd.DataFrame({m: model_metrics(engine, study, preds[m].dropna(), lab, variants[variant_name(m, top_ks[len(top_ks) // 2], thresholds[0])], pbo)
+    metrics = pd.DataFrame({m: _model_metrics(engine, study, preds[m].dropna(), lab, variants[_variant_name(m, top_ks[len(top_ks) // 2], thresholds[0])], pbo)
                             for m in preds.columns}).T
-    return StudyResult(study, preds, metrics, variants, pbo, benchmark_returns(closes, variants.index, settings), wf.timings,
+    return StudyResult(study, preds, metrics, variants, pbo, _benchmark_returns(closes, variants.index, settings), wf.timings,
                        len(study_trials(engine, study)))
 
 # %% ../../nbs/04g_research.study.ipynb #93d09cd3
-def model_metrics(engine, study:str, prob:pd.Series, lab:pd.DataFrame, returns:pd.Series, pbo) -> dict:
+def _model_metrics(engine, study:str, prob:pd.Series, lab:pd.DataFrame, returns:pd.Series, pbo) -> dict:
     "One model's out-of-sample accuracy, IC and strategy statistics (its middle variant: the middle top_k, threshold 0.5)."
     acc = directional_accuracy(prob, lab["direction"].reindex(prob.index))
     ic = information_coefficient(prob, lab["forward_return"].reindex(prob.index))
@@ -118,7 +118,7 @@ def model_metrics(engine, study:str, prob:pd.Series, lab:pd.DataFrame, returns:p
                 min_track_record_years=min_track_record_length(d["sharpe"], d["skew"], d["kurtosis"]) / 252)
 
 # %% ../../nbs/04g_research.study.ipynb #91918d29
-def benchmark_returns(closes:pd.DataFrame, index:pd.DatetimeIndex, settings) -> pd.DataFrame:
+def _benchmark_returns(closes:pd.DataFrame, index:pd.DatetimeIndex, settings) -> pd.DataFrame:
     "Buy-and-hold over `index`: the symbols priced the session before in equal weights (bought once, never rebalanced), and the index."
     i0 = closes.index.get_loc(index[0])
     base = closes.iloc[i0 - 1]
@@ -157,7 +157,7 @@ def equity_curves(result:StudyResult, top_k:int=5, threshold:float=0.5):
     from matplotlib.figure import Figure
     fig = Figure(figsize=(9, 4.5), layout="constrained"); ax = fig.subplots()
     for m in result.metrics.index:
-        name = variant_name(m, top_k, threshold)
+        name = _variant_name(m, top_k, threshold)
         if name in result.variants: ax.plot((1 + result.variants[name]).cumprod(), label=f"{m} (top {top_k}, P>{threshold:g}, after costs)")
     for b in result.benchmarks: ax.plot((1 + result.benchmarks[b].fillna(0)).cumprod(), label=f"buy & hold: {b}", linestyle="--")
     ax.set(yscale="log", ylabel="growth of 1", title=f"Study {result.study}: out of sample"); ax.legend(fontsize=8); ax.grid(alpha=.3)

@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 # %% auto #0
-__all__ = ['STATE_RANK', 'BreakerCheck', 'evaluate_breakers', 'breaker_state']
+__all__ = ['BreakerCheck', 'evaluate_breakers', 'breaker_state']
 
 # %% ../../nbs/05d_risk.breakers.ipynb #3f927e3c
 class BreakerCheck(NamedTuple):
@@ -60,8 +60,8 @@ def evaluate_breakers(
     return out
 
 # %% ../../nbs/05d_risk.breakers.ipynb #5a752112
-STATE_RANK = {"active": 0, "reducing": 1, "halted": 2}
+_STATE_RANK = {"active": 0, "reducing": 1, "halted": 2}
 
 def breaker_state(current:str, checks:list[BreakerCheck]) -> str:
     "The trading state after the tripped breakers: the strictest of `current` and their actions (never looser)."
-    return max([current] + [c.action for c in checks if c.tripped], key=STATE_RANK.__getitem__)
+    return max([current] + [c.action for c in checks if c.tripped], key=_STATE_RANK.__getitem__)

@@ -15,9 +15,7 @@ from ..core import DataError, Order, Side, to_decimal
 from .measures import loss_quantile
 
 # %% auto #0
-__all__ = ['RiskLimits', 'PortfolioView', 'OrderContext', 'Denial', 'finite_decimal', 'check_order', 'reduces', 'position_check',
-           'portfolio_check', 'sector_check', 'exposure_check', 'loss_check', 'post_trade_var', 'var_check',
-           'limit_usage']
+__all__ = ['RiskLimits', 'PortfolioView', 'OrderContext', 'Denial', 'check_order', 'limit_usage']
 
 # %% ../../nbs/05c_risk.gate.ipynb #66ca9907
 @dataclass(frozen=True)
@@ -79,7 +77,7 @@ class Denial(NamedTuple):
     message: str   # names the order, symbol and limit
 
 # %% ../../nbs/05c_risk.gate.ipynb #56980a49
-def finite_decimal(x) -> Decimal|None:
+def _finite_decimal(x) -> Decimal|None:
     "`x` as a finite Decimal, or None if it is missing, NaN, infinite or not a number."
     try: return to_decimal(x, "value")
     except DataError: return None
@@ -93,30 +91,30 @@ def check_order(
     "First failed pre-trade check for `order`, or None."
     who = f"order {order.client_order_id} {order.side.value} {order.quantity} {order.symbol}"
     if ctx.trading_state not in ("active", "reducing"): return Denial("TRADING_HALTED", f"{who}: trading is {ctx.trading_state}")
-    price, equity, qty = finite_decimal(ctx.price), finite_decimal(ctx.equity), finite_decimal(order.quantity)
+    price, equity, qty = _finite_decimal(ctx.price), _finite_decimal(ctx.equity), _finite_decimal(order.quantity)
     if price is None or equity is None or qty is None:
         return Denial("NON_FINITE", f"{who}: price {ctx.price!r}, equity {ctx.equity!r} and quantity must be finite numbers")
     if price <= 0: return Denial("PRICE_NOT_POSITIVE", f"{who}: reference price {price} is not positive")
     if qty <= 0: return Denial("QUANTITY_NOT_POSITIVE", f"{who}: quantity must be positive")
     if not ctx.tradable: return Denial("INSTRUMENT_NOT_TRADABLE", f"{who}: {order.symbol} is not in the tradable universe")
     if not ctx.market_open: return Denial("MARKET_CLOSED", f"{who}: the market is closed")
-    if ctx.trading_state == "reducing" and not reduces(order, ctx.position, qty):
+    if ctx.trading_state == "reducing" and not _reduces(order, ctx.position, qty):
         return Denial("REDUCE_ONLY", f"{who}: trading is reducing; only orders that shrink the position {ctx.position} are allowed")
     notional = qty * price
     if notional > limits.max_order_notional:
         return Denial("ORDER_NOTIONAL_LIMIT", f"{who}: notional {notional:.2f} exceeds max_order_notional {limits.max_order_notional}")
     if order.side is Side.BUY and ctx.cash is not None and notional > ctx.cash:
         return Denial("INSUFFICIENT_CASH", f"{who}: notional {notional:.2f} exceeds available cash {ctx.cash:.2f}")
-    return position_check(order, ctx, limits, who, qty, price, equity) or portfolio_check(order, ctx, limits, who, qty, price, equity)
+    return _position_check(order, ctx, limits, who, qty, price, equity) or _portfolio_check(order, ctx, limits, who, qty, price, equity)
 
 # %% ../../nbs/05c_risk.gate.ipynb #798a16e3
-def reduces(order:Order, position:Decimal, qty:Decimal) -> bool:
+def _reduces(order:Order, position:Decimal, qty:Decimal) -> bool:
     "True if the order moves the position towards zero without crossing it."
     after = position + (qty if order.side is Side.BUY else -qty)
     return abs(after) < abs(position) and (after == 0 or (after > 0) == (position > 0))
 
 # %% ../../nbs/05c_risk.gate.ipynb #ab538cb9
-def position_check(order, ctx, limits, who, qty, price, equity) -> Denial|None:
+def _position_check(order, ctx, limits, who, qty, price, equity) -> Denial|None:
     "POSITION_LIMIT when an order that grows the position leaves it above the weight limit."
     after = ctx.position + (qty if order.side is Side.BUY else -qty)
     if abs(after) <= abs(ctx.position): return None          # reducing exposure is always allowed
@@ -127,7 +125,7 @@ def position_check(order, ctx, limits, who, qty, price, equity) -> Denial|None:
     return None
 
 # %% ../../nbs/05c_risk.gate.ipynb #b42bd3db
-def portfolio_check(order, ctx, limits:RiskLimits, who, qty, price, equity) -> Denial|None:
+def _portfolio_check(order, ctx, limits:RiskLimits, who, qty, price, equity) -> Denial|None:
     "The first portfolio limit an order that grows its position would break, or None."
     if not limits.portfolio_limits: return None
     after = ctx.position + (qty if order.side is Side.BUY else -qty)
@@ -137,11 +135,11 @@ def portfolio_check(order, ctx, limits:RiskLimits, who, qty, price, equity) -> D
     if equity <= 0: return Denial("RISK_DATA_MISSING", f"{who}: equity {equity} is not positive")
     hold = {s: Decimal(x) for s, x in v.holdings.items()}
     hold[order.symbol] = after * price
-    return (sector_check(order, v, limits, who, hold, equity) or exposure_check(limits, who, hold, equity)
-            or loss_check(v, limits, who, equity) or var_check(order, v, limits, who, hold, equity))
+    return (_sector_check(order, v, limits, who, hold, equity) or _exposure_check(limits, who, hold, equity)
+            or _loss_check(v, limits, who, equity) or _var_check(order, v, limits, who, hold, equity))
 
 # %% ../../nbs/05c_risk.gate.ipynb #88b36ec1
-def sector_check(order, v:PortfolioView, limits, who, hold, equity) -> Denial|None:
+def _sector_check(order, v:PortfolioView, limits, who, hold, equity) -> Denial|None:
     "SECTOR_EXCLUDED / SECTOR_LIMIT for the order's sector."
     caps = dict(limits.sector_caps)
     if limits.max_sector_weight is None and not caps: return None
@@ -154,7 +152,7 @@ def sector_check(order, v:PortfolioView, limits, who, hold, equity) -> Denial|No
     return None
 
 # %% ../../nbs/05c_risk.gate.ipynb #83e2b340
-def exposure_check(limits, who, hold, equity) -> Denial|None:
+def _exposure_check(limits, who, hold, equity) -> Denial|None:
     "GROSS_EXPOSURE_LIMIT / NET_EXPOSURE_LIMIT after the order."
     gross, net = sum(abs(x) for x in hold.values()) / equity, abs(sum(hold.values())) / equity
     if limits.max_gross_exposure is not None and gross > Decimal(str(limits.max_gross_exposure)):
@@ -164,7 +162,7 @@ def exposure_check(limits, who, hold, equity) -> Denial|None:
     return None
 
 # %% ../../nbs/05c_risk.gate.ipynb #33a71bcb
-def loss_check(v:PortfolioView, limits, who, equity) -> Denial|None:
+def _loss_check(v:PortfolioView, limits, who, equity) -> Denial|None:
     "DAILY_LOSS_LIMIT / DRAWDOWN_LIMIT: the account already lost too much to add risk."
     if limits.max_daily_loss is not None:
         if v.start_equity is None: return Denial("RISK_DATA_MISSING", f"{who}: the previous close's equity is needed for max_daily_loss")
@@ -180,7 +178,7 @@ def loss_check(v:PortfolioView, limits, who, equity) -> Denial|None:
     return None
 
 # %% ../../nbs/05c_risk.gate.ipynb #58ada212
-def post_trade_var(hold:dict, equity:Decimal, returns:pd.DataFrame, level:float) -> float:
+def _post_trade_var(hold:dict, equity:Decimal, returns:pd.DataFrame, level:float) -> float:
     "One-day historical VaR, as a fraction of equity, of holdings `hold` replayed over `returns`."
     syms = [s for s, x in hold.items() if x != 0]
     w = np.array([float(hold[s] / equity) for s in syms])
@@ -188,13 +186,13 @@ def post_trade_var(hold:dict, equity:Decimal, returns:pd.DataFrame, level:float)
     return loss_quantile(-pnl, level)[0]
 
 # %% ../../nbs/05c_risk.gate.ipynb #dc847c2a
-def var_check(order, v:PortfolioView, limits, who, hold, equity) -> Denial|None:
+def _var_check(order, v:PortfolioView, limits, who, hold, equity) -> Denial|None:
     "VAR_BUDGET: the portfolio's one-day VaR after the order."
     if limits.var_budget is None: return None
     if v.returns is None: return Denial("RISK_DATA_MISSING", f"{who}: returns are needed for the VaR budget")
     missing = sorted(s for s, x in hold.items() if x != 0 and s not in v.returns.columns)
     if missing: return Denial("RISK_DATA_MISSING", f"{who}: no returns for held symbol(s) {missing}; the VaR budget cannot be checked")
-    var = post_trade_var(hold, equity, v.returns, limits.var_level)
+    var = _post_trade_var(hold, equity, v.returns, limits.var_level)
     if var > limits.var_budget:
         return Denial("VAR_BUDGET", f"{who}: one-day {limits.var_level:.0%} VaR {var:.2%} of equity ({var * float(equity):,.0f}) would exceed var_budget {limits.var_budget:.2%}")
     return None
@@ -225,6 +223,6 @@ def limit_usage(
         peak = max(float(view.peak_equity), eq)
         add("max_drawdown", max(0.0, 1 - eq / peak), limits.max_drawdown, f"peak {peak:,.2f}")
     if view.returns is not None and h and limits.var_budget is not None:
-        v = post_trade_var({s: Decimal(str(x)) for s, x in h.items()}, Decimal(str(eq)), view.returns, limits.var_level)
+        v = _post_trade_var({s: Decimal(str(x)) for s, x in h.items()}, Decimal(str(eq)), view.returns, limits.var_level)
         add("var_budget", v, limits.var_budget, f"one-day {limits.var_level:.0%} historical VaR, {v * eq:,.0f}")
     return pd.DataFrame(rows, columns=["limit", "value", "limit_value", "use", "detail"])

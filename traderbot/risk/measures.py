@@ -14,8 +14,8 @@ import pandas as pd
 from ..core import ConfigError, DataError
 
 # %% auto #0
-__all__ = ['METHODS', 'portfolio_returns', 'check_level', 'loss_quantile', 'cornish_fisher_z', 'var_es', 'simulate',
-           'RiskMeasure', 'measure', 'component_var', 'kupiec_pof', 'christoffersen', 'backtest_var']
+__all__ = ['METHODS', 'portfolio_returns', 'loss_quantile', 'RiskMeasure', 'measure', 'component_var', 'kupiec_pof',
+           'christoffersen', 'backtest_var']
 
 # %% ../../nbs/05a_risk.measures.ipynb #282c7295
 METHODS = ("historical", "parametric", "cornish_fisher", "monte_carlo")
@@ -36,7 +36,7 @@ def portfolio_returns(
     return r
 
 # %% ../../nbs/05a_risk.measures.ipynb #4aa62d78
-def check_level(level:float) -> float:
+def _check_level(level:float) -> float:
     "`level` if it is a probability in (0.5, 1)."
     if not (isinstance(level, float) and 0.5 < level < 1): raise ConfigError(f"level={level!r}: expected a probability such as 0.99")
     return level
@@ -48,13 +48,13 @@ def loss_quantile(losses:np.ndarray, level:float) -> tuple[float, float]:
     return v, float(losses[losses >= v].mean())
 
 # %% ../../nbs/05a_risk.measures.ipynb #bbfe736b
-def cornish_fisher_z(p:float|np.ndarray, skew:float, kurt:float) -> float|np.ndarray:
+def _cornish_fisher_z(p:float|np.ndarray, skew:float, kurt:float) -> float|np.ndarray:
     "The Cornish-Fisher corrected standard quantile at probability `p` (`kurt` is excess kurtosis)."
     z = stats.norm.ppf(p)
     return z + (z**2 - 1) * skew / 6 + (z**3 - 3 * z) * kurt / 24 - (2 * z**3 - 5 * z) * skew**2 / 36
 
 # %% ../../nbs/05a_risk.measures.ipynb #dd98165c
-def var_es(r:pd.Series, level:float, method:str, n_sims:int, seed:int, assets=None, weights=None) -> tuple[float, float]:
+def _var_es(r:pd.Series, level:float, method:str, n_sims:int, seed:int, assets=None, weights=None) -> tuple[float, float]:
     "One-period VaR and ES of returns `r` by `method`, as positive loss fractions."
     mu, sd = float(r.mean()), float(r.std(ddof=1))
     if method == "historical": return loss_quantile(-r.to_numpy(), level)
@@ -64,13 +64,13 @@ def var_es(r:pd.Series, level:float, method:str, n_sims:int, seed:int, assets=No
     if method == "cornish_fisher":
         s, k = float(stats.skew(r, bias=False)), float(stats.kurtosis(r, bias=False))
         from scipy.integrate import quad     # ES = the mean of the corrected quantiles over the tail's probabilities
-        es = quad(lambda p: -(mu + sd * float(cornish_fisher_z(1 - p, s, k))), level, 1, limit=200)[0] / (1 - level)
-        return -(mu + sd * float(cornish_fisher_z(1 - level, s, k))), es
-    if method == "monte_carlo": return loss_quantile(-simulate(r, n_sims, seed, assets, weights), level)
+        es = quad(lambda p: -(mu + sd * float(_cornish_fisher_z(1 - p, s, k))), level, 1, limit=200)[0] / (1 - level)
+        return -(mu + sd * float(_cornish_fisher_z(1 - level, s, k))), es
+    if method == "monte_carlo": return loss_quantile(-_simulate(r, n_sims, seed, assets, weights), level)
     raise ConfigError(f"method={method!r}: expected one of {METHODS}")
 
 # %% ../../nbs/05a_risk.measures.ipynb #e8a917d0
-def simulate(r:pd.Series, n_sims:int, seed:int, assets=None, weights=None) -> np.ndarray:
+def _simulate(r:pd.Series, n_sims:int, seed:int, assets=None, weights=None) -> np.ndarray:
     "Seeded normal draws of portfolio returns: univariate from `r`, or multivariate from the assets."
     rng = np.random.default_rng(seed)
     if assets is None: return rng.normal(r.mean(), r.std(ddof=1), n_sims)
@@ -111,15 +111,15 @@ def measure(
     seed:int=0,                      # Monte Carlo seed
 ) -> RiskMeasure:
     "VaR and ES of a portfolio by `method` at `level` over `horizon` periods."
-    check_level(level)
+    _check_level(level)
     if not (isinstance(horizon, int) and horizon >= 1): raise ConfigError(f"horizon={horizon!r}: expected an integer >= 1")
     if scaling not in ("sqrt", "overlapping"): raise ConfigError(f"scaling={scaling!r}: expected sqrt or overlapping")
     r = portfolio_returns(returns, weights)
     assets = returns if isinstance(returns, pd.DataFrame) else None
     if horizon > 1 and scaling == "overlapping":
         r, assets = portfolio_returns((1 + r).rolling(horizon).apply(np.prod, raw=True).dropna() - 1), None
-        return RiskMeasure(method, level, horizon, *var_es(r, level, method, n_sims, seed), value)
-    v, e = var_es(r, level, method, n_sims, seed, assets, weights)
+        return RiskMeasure(method, level, horizon, *_var_es(r, level, method, n_sims, seed), value)
+    v, e = _var_es(r, level, method, n_sims, seed, assets, weights)
     root = math.sqrt(horizon)
     drift = float(r.mean()) * (horizon - root)   # sqrt-of-time on the risk, linear on the mean
     return RiskMeasure(method, level, horizon, v * root - drift, e * root - drift, value)
@@ -132,7 +132,7 @@ def component_var(
     value:float|None=None,    # portfolio value, for currency figures
 ) -> pd.DataFrame:            # per symbol: weight, marginal VaR, component VaR, share of VaR
     "Parametric (zero-mean) marginal and component VaR of each position."
-    check_level(level)
+    _check_level(level)
     cov = returns[weights.index].cov().to_numpy()
     w = weights.to_numpy(float)
     sigma = math.sqrt(w @ cov @ w)
@@ -172,7 +172,7 @@ def backtest_var(
     "Roll a VaR forecast through `returns` and test its exceptions."
     r = portfolio_returns(returns)
     if len(r) <= window + 20: raise DataError(f"returns: {len(r)} observations; a {window}-day window needs more than {window + 20}")
-    fc = pd.Series([var_es(r.iloc[i - window:i], level, method, n_sims, i)[0] for i in range(window, len(r))], index=r.index[window:])
+    fc = pd.Series([_var_es(r.iloc[i - window:i], level, method, n_sims, i)[0] for i in range(window, len(r))], index=r.index[window:])
     hits = (-r.iloc[window:] > fc).to_numpy()
     lr_pof, p_pof = kupiec_pof(int(hits.sum()), len(hits), level)
     lr_ind, p_ind = christoffersen(hits)

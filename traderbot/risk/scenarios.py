@@ -17,8 +17,7 @@ from ..data.bars import check_returns
 from ..data.sample import load_sectors
 
 # %% auto #0
-__all__ = ['HISTORICAL_SCENARIOS', 'STRESS_COLUMNS', 'round_table', 'market_values', 'daily_returns', 'estimate_betas',
-           'stress_row', 'window_prices', 'historical_stress', 'Shock', 'hypothetical_stress', 'stress_table',
+__all__ = ['HISTORICAL_SCENARIOS', 'estimate_betas', 'historical_stress', 'Shock', 'hypothetical_stress', 'stress_table',
            'correlation', 'rolling_correlation', 'shrunk_covariance', 'diversification_ratio']
 
 # %% ../../nbs/05b_risk.scenarios.ipynb #d2f4a951
@@ -33,12 +32,12 @@ HISTORICAL_SCENARIOS: Mapping[str, tuple[str, str]] = MappingProxyType({   # rea
 })
 
 # %% ../../nbs/05b_risk.scenarios.ipynb #a02b00df
-def round_table(table:pd.DataFrame) -> pd.DataFrame:
+def _round_table(table:pd.DataFrame) -> pd.DataFrame:
     "A stress table rounded for display: currency to the unit, percentages to 0.01."
     return table.round({"pnl": 0, "worst_pnl": 0, "pnl_pct": 2, "index_pct": 2})
 
 # %% ../../nbs/05b_risk.scenarios.ipynb #47946675
-def market_values(
+def _market_values(
     holdings:pd.Series,       # market value by symbol in currency, or weights when `value` is given
     value:float|None=None,    # portfolio value, when `holdings` are weights
 ) -> tuple[pd.Series, float]: # market value by symbol, and the value percentages are taken of
@@ -54,7 +53,7 @@ def market_values(
     return mv, base
 
 # %% ../../nbs/05b_risk.scenarios.ipynb #8b42cc2a
-def daily_returns(prices:pd.Series|pd.DataFrame) -> pd.Series|pd.DataFrame:
+def _daily_returns(prices:pd.Series|pd.DataFrame) -> pd.Series|pd.DataFrame:
     "Simple daily returns, without filling gaps."
     return prices.pct_change(fill_method=None).iloc[1:]
 
@@ -67,7 +66,7 @@ def estimate_betas(
 ) -> pd.Series:            # beta by symbol
     "Least-squares beta of each symbol's daily returns on the index's."
     if not (isinstance(lookback, int) and lookback >= 2): raise ConfigError(f"lookback={lookback!r}: expected an integer >= 2")
-    r, m = daily_returns(closes), daily_returns(benchmark)
+    r, m = _daily_returns(closes), _daily_returns(benchmark)
     out = {}
     for s in closes.columns:
         j = pd.concat([r[s], m], axis=1, join="inner").dropna().iloc[-lookback:]
@@ -75,16 +74,16 @@ def estimate_betas(
     return pd.Series(out, dtype=float, name="beta")
 
 # %% ../../nbs/05b_risk.scenarios.ipynb #98a6c463
-STRESS_COLUMNS = ["kind", "start", "end", "pnl", "pnl_pct", "worst_symbol", "worst_pnl", "index_pct", "proxied"]
+_STRESS_COLUMNS = ["kind", "start", "end", "pnl", "pnl_pct", "worst_symbol", "worst_pnl", "index_pct", "proxied"]
 
-def stress_row(kind, start, end, pnl:pd.Series, base:float, index_ret:float, proxied:list[str]) -> dict:
+def _stress_row(kind, start, end, pnl:pd.Series, base:float, index_ret:float, proxied:list[str]) -> dict:
     "One row of a stress table from each position's P&L."
     worst = pnl.idxmin()
     return dict(kind=kind, start=start, end=end, pnl=float(pnl.sum()), pnl_pct=100 * float(pnl.sum()) / base,
                 worst_symbol=worst, worst_pnl=float(pnl[worst]), index_pct=100 * index_ret, proxied=", ".join(proxied))
 
 # %% ../../nbs/05b_risk.scenarios.ipynb #7178d586
-def window_prices(prices:pd.Series|pd.DataFrame, name:str, start, end):
+def _window_prices(prices:pd.Series|pd.DataFrame, name:str, start, end):
     "The first and last rows of `prices` between `start` and `end` (both inclusive)."
     try: a, z = (pd.Timestamp(d) for d in (start, end))
     except (TypeError, ValueError) as e: raise ConfigError(f"scenario {name!r}: ({start!r}, {end!r}) are not dates") from e
@@ -106,12 +105,12 @@ def historical_stress(
     lookback:int=252,                  # days behind an estimated beta
 ) -> pd.DataFrame:                     # one row per scenario: P&L in currency and %, worst symbol, index move, proxied symbols
     "Replay `holdings` through historical windows."
-    mv, base = market_values(holdings, value)
+    mv, base = _market_values(holdings, value)
     unknown = [s for s in mv.index if s not in closes.columns]
     if unknown: raise DataError(f"holdings: no closes for symbol {', '.join(map(str, unknown))}")
     rows = {}
     for name, (start, end) in scenarios.items():
-        p0, p1, t0, t1 = window_prices(closes[mv.index], name, start, end)
+        p0, p1, t0, t1 = _window_prices(closes[mv.index], name, start, end)
         ret = p1 / p0 - 1
         idx = np.nan if benchmark is None else float(benchmark.loc[t1] / benchmark.loc[t0] - 1)
         proxied = list(ret.index[ret.isna()])
@@ -121,8 +120,8 @@ def historical_stress(
             b = betas.reindex(proxied)
             if b.isna().any(): raise DataError(f"scenario {name!r}: {b.index[b.isna()][0]} has no closes in the window and no beta to proxy it")
             ret[proxied] = b * idx
-        rows[name] = stress_row("historical", t0, t1, mv * ret, base, idx, proxied)
-    return pd.DataFrame.from_dict(rows, orient="index", columns=STRESS_COLUMNS)
+        rows[name] = _stress_row("historical", t0, t1, mv * ret, base, idx, proxied)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=_STRESS_COLUMNS)
 
 # %% ../../nbs/05b_risk.scenarios.ipynb #6538e173
 @dataclass(frozen=True)
@@ -171,7 +170,7 @@ def hypothetical_stress(
     value:float|None=None,          # portfolio value, when `holdings` are weights
 ) -> pd.DataFrame:                  # one row per shock, the columns of `historical_stress`
     "Apply hypothetical shocks to `holdings`."
-    mv, base = market_values(holdings, value)
+    mv, base = _market_values(holdings, value)
     if sectors is None and any(s.sectors for s in shocks.values()):
         sectors = load_sectors()
     rows = {}
@@ -179,8 +178,8 @@ def hypothetical_stress(
         try: ret, via_beta = shock.returns(mv.index, sectors, betas)
         except (ConfigError, DataError) as e: raise type(e)(f"scenario {name!r}: {e}") from e
         idx = np.nan if shock.index is None else shock.index
-        rows[name] = stress_row("hypothetical", pd.NaT, pd.NaT, mv * ret, base, idx, via_beta)
-    return pd.DataFrame.from_dict(rows, orient="index", columns=STRESS_COLUMNS)
+        rows[name] = _stress_row("hypothetical", pd.NaT, pd.NaT, mv * ret, base, idx, via_beta)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=_STRESS_COLUMNS)
 
 # %% ../../nbs/05b_risk.scenarios.ipynb #2c1146a5
 def stress_table(
@@ -197,7 +196,7 @@ def stress_table(
     "Historical and hypothetical stress results in one table, sorted by loss."
     if closes is None and not shocks: raise ConfigError("stress_table: give closes (historical) or shocks (hypothetical)")
     if betas is None and closes is not None and benchmark is not None:
-        mv, _ = market_values(holdings, value)
+        mv, _ = _market_values(holdings, value)
         known = [s for s in mv.index if s in closes.columns]
         betas = estimate_betas(closes[known], benchmark, lookback)
     parts = [historical_stress(holdings, closes, benchmark, scenarios, value, betas, lookback)] if closes is not None else []

@@ -18,8 +18,8 @@ from ..core import StorageError, TraderbotError
 from .schema import metadata
 
 # %% auto #0
-__all__ = ['MIGRATIONS_DIR', 'safe_url', 'connect', 'sqlite_pragmas', 'reading', 'read_frame', 'transaction', 'alembic_config',
-           'migrate', 'current_revision', 'schema_differences', 'open_store']
+__all__ = ['safe_url', 'connect', 'reading', 'read_frame', 'transaction', 'alembic_config', 'migrate', 'current_revision',
+           'schema_differences', 'open_store']
 
 # %% ../../nbs/03b_store.database.ipynb #ffc91d85
 def safe_url(url:str|sa.URL) -> str:
@@ -36,13 +36,13 @@ def connect(
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:": Path(u.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(u, connect_args={"timeout": busy_timeout_s})
-        event.listen(engine, "connect", lambda con, _: sqlite_pragmas(con, busy_timeout_s))
+        event.listen(engine, "connect", lambda con, _: _sqlite_pragmas(con, busy_timeout_s))
     else:
         engine = sa.create_engine(u, pool_pre_ping=True)
     return engine
 
 # %% ../../nbs/03b_store.database.ipynb #a8df2b1c
-def sqlite_pragmas(con, busy_timeout_s:float):
+def _sqlite_pragmas(con, busy_timeout_s:float):
     "Per-connection SQLite settings: WAL journal, busy timeout, enforced foreign keys."
     cur = con.cursor()
     cur.execute("PRAGMA journal_mode=WAL"); cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
@@ -77,7 +77,7 @@ def transaction(engine:Engine):
         raise StorageError(f"store {safe_url(engine.url)}: {type(e.orig).__name__}: {e.orig}") from e
 
 # %% ../../nbs/03b_store.database.ipynb #d996c05d
-MIGRATIONS_DIR = Path(__file__).parent / "migrations" if "__file__" in globals() else None
+_MIGRATIONS_DIR = Path(__file__).parent / "migrations" if "__file__" in globals() else None
 
 def alembic_config(engine:Engine, connection=None):
     "An Alembic config pointing at traderbot's migrations and at `engine`."

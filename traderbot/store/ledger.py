@@ -20,12 +20,11 @@ from .schema import (accounts, alerts, equity_snapshots, fills, now_utc, orders,
 # %% auto #0
 __all__ = ['TRADING_STATES', 'ALERT_LEVELS', 'ensure_account', 'account_cash', 'trading_state', 'set_trading_state',
            'trading_state_history', 'get_profile', 'set_profile', 'insert_alert', 'record_alert', 'alerts_frame',
-           'record_risk_report', 'latest_risk_report', 'alerts_frame_keys', 'order_row', 'row_order', 'store_intents',
-           'get_order', 'orders_for', 'record_routing', 'routed_venue', 'max_broker_order_id', 'save_order',
-           'unsent_orders', 'apply_to_position', 'record_fill', 'upsert_position', 'record_reconciliation',
-           'set_position', 'get_positions', 'adopt_positions', 'record_snapshot', 'account_id', 'find_account',
-           'account_exists', 'initial_cash', 'equity_history', 'equity_curve', 'positions_frame', 'orders_frame',
-           'fills_frame', 'account_orders', 'account_fills']
+           'record_risk_report', 'latest_risk_report', 'alerts_frame_keys', 'store_intents', 'get_order', 'orders_for',
+           'record_routing', 'routed_venue', 'max_broker_order_id', 'save_order', 'unsent_orders', 'apply_to_position',
+           'record_fill', 'record_reconciliation', 'set_position', 'get_positions', 'adopt_positions',
+           'record_snapshot', 'account_id', 'find_account', 'account_exists', 'initial_cash', 'equity_history',
+           'equity_curve', 'positions_frame', 'orders_frame', 'fills_frame', 'account_orders', 'account_fills']
 
 # %% ../../nbs/03c_store.ledger.ipynb #474faade
 def ensure_account(
@@ -148,14 +147,14 @@ def alerts_frame_keys(engine:Engine, account_id:int) -> list[str]:
     return [n["key"] for n in rows if isinstance(n, dict) and "key" in n]
 
 # %% ../../nbs/03c_store.ledger.ipynb #e4b1046a
-def order_row(o:Order) -> dict:
+def _order_row(o:Order) -> dict:
     "Columns of `orders` that mirror an `Order`."
     return dict(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side.value, quantity=o.quantity,
                 limit_price=o.limit_price, status=o.status.value, filled_quantity=o.filled_quantity,
                 average_price=o.average_price, broker_order_id=o.broker_order_id, reason=o.reason)
 
 # %% ../../nbs/03c_store.ledger.ipynb #55f4aba3
-def row_order(r) -> Order:
+def _row_order(r) -> Order:
     "An `Order` from an `orders` row."
     return Order(r.client_order_id, r.symbol, Side(r.side), r.quantity, limit_price=r.limit_price,
                  status=OrderStatus(r.status), filled_quantity=r.filled_quantity, average_price=r.average_price,
@@ -184,7 +183,7 @@ def store_intents(
                 created_at=now_utc())).inserted_primary_key[0]
         for o in intents:
             if o.status is not OrderStatus.NEW: raise StorageError(f"order {o.client_order_id}: only NEW intents can be stored")
-            con.execute(orders.insert().values(**order_row(o), account_id=account_id, run_id=run_id, signal_id=ids.get(o.symbol),
+            con.execute(orders.insert().values(**_order_row(o), account_id=account_id, run_id=run_id, signal_id=ids.get(o.symbol),
                 strategy=strategy, as_of=day, broker=broker, reference_price=reference_prices.get(o.symbol),
                 created_at=now_utc(), updated_at=now_utc()))
     return intents
@@ -194,7 +193,7 @@ def get_order(engine:Engine, client_order_id:str) -> Order|None:
     "The stored order with this client order id, or None."
     with reading(engine) as con:
         r = con.execute(select(orders).where(orders.c.client_order_id == client_order_id)).first()
-    return row_order(r) if r else None
+    return _row_order(r) if r else None
 
 # %% ../../nbs/03c_store.ledger.ipynb #1c7c6e46
 def orders_for(engine:Engine, account_id:int, as_of=None, strategy:str|None=None) -> list[Order]:
@@ -202,7 +201,7 @@ def orders_for(engine:Engine, account_id:int, as_of=None, strategy:str|None=None
     q = select(orders).where(orders.c.account_id == account_id).order_by(orders.c.id)
     if as_of is not None: q = q.where(orders.c.as_of == pd.Timestamp(as_of).date())
     if strategy is not None: q = q.where(orders.c.strategy == strategy)
-    with reading(engine) as con: return [row_order(r) for r in con.execute(q)]
+    with reading(engine) as con: return [_row_order(r) for r in con.execute(q)]
 
 # %% ../../nbs/03c_store.ledger.ipynb #9fa471b0
 def record_routing(engine:Engine, client_order_id:str, venue:str, reason:str) -> None:
@@ -271,16 +270,16 @@ def record_fill(engine:Engine, account_id:int, fill:Fill) -> bool:
             return False
         r = con.execute(select(orders).where(orders.c.client_order_id == fill.client_order_id)).first()
         if r is None: raise StorageError(f"fill {fill.execution_id}: no order {fill.client_order_id} in the store")
-        order = row_order(r).with_fill(fill)
-        con.execute(orders.update().where(orders.c.client_order_id == order.client_order_id).values(**order_row(order), updated_at=now_utc()))
+        order = _row_order(r).with_fill(fill)
+        con.execute(orders.update().where(orders.c.client_order_id == order.client_order_id).values(**_order_row(order), updated_at=now_utc()))
         con.execute(fills.insert().values(execution_id=fill.execution_id, client_order_id=fill.client_order_id, account_id=account_id,
             symbol=fill.symbol, side=fill.side.value, quantity=fill.quantity, price=fill.price, commission=fill.commission, timestamp=fill.timestamp))
-        upsert_position(con, account_id, fill)
+        _upsert_position(con, account_id, fill)
         con.execute(accounts.update().where(accounts.c.id == account_id).values(cash=cash + fill.cash_flow))
     return True
 
 # %% ../../nbs/03c_store.ledger.ipynb #7c4d14ef
-def upsert_position(con, account_id:int, fill:Fill) -> None:
+def _upsert_position(con, account_id:int, fill:Fill) -> None:
     "Update (or create) the position row that `fill` changes."
     key = (positions.c.account_id == account_id) & (positions.c.symbol == fill.symbol)
     r = con.execute(select(positions).where(key)).first()
