@@ -18,8 +18,6 @@ __all__ = ['METHODS', 'portfolio_returns', 'loss_quantile', 'RiskMeasure', 'meas
            'christoffersen', 'backtest_var']
 
 # %% ../../nbs/05a_risk.measures.ipynb #282c7295
-METHODS = ("historical", "parametric", "cornish_fisher", "monte_carlo")
-
 def portfolio_returns(
     returns:pd.Series|pd.DataFrame,   # a portfolio's returns, or assets' returns (columns = symbols)
     weights:pd.Series|None=None,      # portfolio weights by symbol, when `returns` has asset columns
@@ -123,6 +121,9 @@ def measure(
     root = math.sqrt(horizon)
     drift = float(r.mean()) * (horizon - root)   # sqrt-of-time on the risk, linear on the mean
     return RiskMeasure(method, level, horizon, v * root - drift, e * root - drift, value)
+
+# %% ../../nbs/05a_risk.measures.ipynb #2b6cfc9d
+METHODS = ("historical", "parametric", "cornish_fisher", "monte_carlo")
 
 # %% ../../nbs/05a_risk.measures.ipynb #7cc45f3a
 def component_var(
