@@ -16,9 +16,9 @@ from .stats import deflated_sharpe_ratio, probabilistic_sharpe_ratio
 from ..store import runs
 
 # %% auto #0
-__all__ = ['MODEL_STATUSES', 'register_trial', 'study_trials', 'study_deflated_sharpe', 'ModelVersion', 'register_model',
-           'get_version', 'model_versions', 'promotion_problems', 'PromotionRefused', 'promote', 'production_version',
-           'load_production']
+__all__ = ['MODEL_STATUSES', 'register_trial', 'study_trials', 'study_deflated_sharpe', 'ModelVersion', 'get_version',
+           'register_model', 'model_versions', 'promotion_problems', 'PromotionRefused', 'production_version',
+           'promote', 'load_production']
 
 # %% ../../nbs/04f_research.registry.ipynb #adc06324
 def _return_moments(returns:pd.Series) -> dict:
@@ -60,8 +60,6 @@ def study_deflated_sharpe(engine, study:str, returns:pd.Series) -> dict:
     return dict(**m, n_trials=n, var_trial_sharpe=var, psr=float(psr), dsr=float(dsr))
 
 # %% ../../nbs/04f_research.registry.ipynb #af8a39e2
-MODEL_STATUSES = ("candidate", "production", "retired")
-
 @dataclass(frozen=True)
 class ModelVersion:
     "One registered model."
@@ -79,6 +77,14 @@ class ModelVersion:
 # %% ../../nbs/04f_research.registry.ipynb #ccd43067
 def _row_version(r) -> ModelVersion:
     return ModelVersion(r.id, r.name, r.version, r.kind, r.status, r.artefact_path, str(r.train_start), str(r.train_end), r.metrics, list(r.features))
+
+# %% ../../nbs/04f_research.registry.ipynb #291b01a4
+def get_version(engine, name:str, version:str) -> ModelVersion:
+    "The registered version `version` of model `name` (a prefix of the hash is enough)."
+    r = runs.model_version_rows(engine, name, version)
+    if not r: raise ConfigError(f"model {name!r} has no version {version!r}; see `traderbot models list`")
+    if len(r) > 1: raise ConfigError(f"model {name!r}: version prefix {version!r} is ambiguous")
+    return _row_version(r[0])
 
 # %% ../../nbs/04f_research.registry.ipynb #e9911427
 def register_model(
@@ -102,14 +108,6 @@ def register_model(
                               metrics=json.loads(json.dumps(metrics, default=float)), artefact_path=str(path), status="candidate", run_id=run_id)
     return get_version(engine, name, version)
 
-# %% ../../nbs/04f_research.registry.ipynb #291b01a4
-def get_version(engine, name:str, version:str) -> ModelVersion:
-    "The registered version `version` of model `name` (a prefix of the hash is enough)."
-    r = runs.model_version_rows(engine, name, version)
-    if not r: raise ConfigError(f"model {name!r} has no version {version!r}; see `traderbot models list`")
-    if len(r) > 1: raise ConfigError(f"model {name!r}: version prefix {version!r} is ambiguous")
-    return _row_version(r[0])
-
 # %% ../../nbs/04f_research.registry.ipynb #1df7b4aa
 def model_versions(engine, name:str|None=None) -> pd.DataFrame:
     "Registered versions, newest first."
@@ -132,6 +130,12 @@ def promotion_problems(metrics:dict, cfg) -> list[str]:
 class PromotionRefused(TraderbotError):
     "A model version's out-of-sample statistics do not clear the promotion bars."
 
+# %% ../../nbs/04f_research.registry.ipynb #a1858dbc
+def production_version(engine, name:str) -> ModelVersion|None:
+    "The production version of model `name`, or None."
+    r = runs.model_version_rows(engine, name, status="production")
+    return _row_version(r[-1]) if r else None
+
 # %% ../../nbs/04f_research.registry.ipynb #cf1f1ff8
 def promote(engine, settings, name:str, version:str, actor:str) -> ModelVersion:
     "Make `version` the production model `name` if its metrics clear the bars; retire the previous one."
@@ -142,12 +146,6 @@ def promote(engine, settings, name:str, version:str, actor:str) -> ModelVersion:
                         {"name": name, "version": v.version, "metrics": v.metrics})
     return get_version(engine, name, v.version)
 
-# %% ../../nbs/04f_research.registry.ipynb #a1858dbc
-def production_version(engine, name:str) -> ModelVersion|None:
-    "The production version of model `name`, or None."
-    r = runs.model_version_rows(engine, name, status="production")
-    return _row_version(r[-1]) if r else None
-
 # %% ../../nbs/04f_research.registry.ipynb #889617b4
 def load_production(engine, name:str):
     "The production model `name` loaded from its artefact, with its registry row; None when none is promoted."
@@ -156,3 +154,6 @@ def load_production(engine, name:str):
     model = load(v.artefact_path)
     if model_hash(model) != v.version: raise DataError(f"model {name}: the artefact at {v.artefact_path} does not match version {v.version[:12]} (changed on disk?)")
     return model, v
+
+# %% ../../nbs/04f_research.registry.ipynb #17ec7bbc
+MODEL_STATUSES = ("candidate", "production", "retired")
