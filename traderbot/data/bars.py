@@ -26,6 +26,7 @@ INDEX_NAMES = ['timestamp', 'symbol']
 PRICE_FIELDS = ('open', 'high', 'low', 'close')  # must be positive
 BAR_FIELDS = PRICE_FIELDS + ('volume',)          # volume must not be negative
 
+# %% ../../nbs/02b_data.bars.ipynb #7b2d6d0f
 def bars_from_closes(
     wide:pd.DataFrame, # close prices: index session timestamps, one column per symbol
 ) -> pd.DataFrame:     # bars with a `close` column (not validated: a NaN cell stays NaN)
@@ -217,7 +218,10 @@ def read_bars_parquet(
     return validate_bars(pd.read_parquet(path, engine='pyarrow'))
 
 # %% ../../nbs/02b_data.bars.ipynb #d9fab4bb
-def session_prices(closes:pd.DataFrame, day:pd.Timestamp) -> dict[str, Decimal]:
+def session_prices(
+    closes:pd.DataFrame, # wide closes with aware UTC session index
+    day:pd.Timestamp,    # the session to price at
+) -> dict[str, Decimal]: # each symbol's close on `day`, exact
     "Each symbol's close on `day` as Decimal; symbols without a finite positive close are left out."
     row = closes.loc[day]
     return {s: to_decimal(float(v), f"close of {s} on {day.date()}") for s, v in row.items() if pd.notna(v) and v > 0}

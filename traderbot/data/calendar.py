@@ -69,6 +69,8 @@ def session_close(
 
 # %% ../../nbs/02a_data.calendar.ipynb #7697b639
 TRADING_DAYS = 252                  # sessions per year, for annualising returns and volatility
+
+# %% ../../nbs/02a_data.calendar.ipynb #4361cedb
 EXCHANGE_TZ = "America/New_York"   # the time zone US equity sessions are defined in
 
 # %% ../../nbs/02a_data.calendar.ipynb #6c3f26dc

@@ -140,13 +140,18 @@ class SampleData:
         return load_bars(symbols, start, end, path=self.path)
 
 # %% ../../nbs/02c_data.sample.ipynb #04e5a2fe
-def sector_map(settings:Settings) -> dict[str, str]:
+def sector_map(
+    settings:Settings, # `settings.data.path` is the sample folder
+) -> dict[str, str]:   # sector of each symbol; empty when the data has no sectors file
     "Sector of each symbol, from the sample's sectors file (empty when the data has none)."
     try: return load_sectors(settings.path(settings.data.path)).to_dict()
     except (FileNotFoundError, DataError): return {}
 
 # %% ../../nbs/02c_data.sample.ipynb #24434692
-def benchmark_until(settings:Settings, day=None) -> pd.Series|None:
+def benchmark_until(
+    settings:Settings, # `settings.data.path` is the sample folder
+    day=None,          # last session (inclusive); None: all of them
+) -> pd.Series|None:   # the benchmark's closes, or None when the data has no benchmark file
     "The settings' benchmark closes up to `day` (all of them for None), or None when the data has no benchmark file."
     try: return load_benchmark(end=day, path=settings.path(settings.data.path))
     except (FileNotFoundError, DataError): return None

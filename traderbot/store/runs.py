@@ -15,8 +15,8 @@ from .ledger import insert_alert
 from .schema import model_versions, now_utc, pipeline_runs, trials
 
 # %% auto #0
-__all__ = ['start_run', 'finish_run', 'record_run_fields', 'get_run', 'runs_frame', 'insert_trial', 'trials_frame',
-           'insert_model_version', 'model_version_rows', 'model_versions_frame', 'set_production']
+__all__ = ['start_run', 'get_run', 'record_run_fields', 'finish_run', 'runs_frame', 'insert_trial', 'trials_frame',
+           'insert_model_version', 'model_version_rows', 'set_production', 'model_versions_frame']
 
 # %% ../../nbs/03d_store.runs.ipynb #afe55ba2
 def start_run(engine:Engine, run_id:str, pipeline:str, parameters:dict, git_commit:str|None=None) -> str:
@@ -25,6 +25,19 @@ def start_run(engine:Engine, run_id:str, pipeline:str, parameters:dict, git_comm
         con.execute(pipeline_runs.insert().values(run_id=run_id, pipeline=pipeline, status="running",
                     parameters=parameters, git_commit=git_commit, started_at=now_utc()))
     return run_id
+
+# %% ../../nbs/03d_store.runs.ipynb #fd035fbe
+def get_run(engine:Engine, run_id:str) -> dict|None:
+    "The run's row as a dict, or None."
+    with reading(engine) as con:
+        row = con.execute(select(pipeline_runs).where(pipeline_runs.c.run_id == run_id)).mappings().first()
+    return dict(row) if row else None
+
+# %% ../../nbs/03d_store.runs.ipynb #a445a272
+def record_run_fields(engine:Engine, run_id:str, **fields) -> None:
+    "Attach facts learnt during a run (data hash, summary) to its row."
+    with transaction(engine) as con:
+        con.execute(pipeline_runs.update().where(pipeline_runs.c.run_id == run_id).values(**fields))
 
 # %% ../../nbs/03d_store.runs.ipynb #c16dbd7d
 def finish_run(engine:Engine, run_id:str, status:str, **fields) -> None:
@@ -35,19 +48,6 @@ def finish_run(engine:Engine, run_id:str, status:str, **fields) -> None:
         end = now_utc()
         con.execute(pipeline_runs.update().where(pipeline_runs.c.run_id == run_id).values(
             status=status, finished_at=end, duration_s=(end - started).total_seconds(), **fields))
-
-# %% ../../nbs/03d_store.runs.ipynb #a445a272
-def record_run_fields(engine:Engine, run_id:str, **fields) -> None:
-    "Attach facts learnt during a run (data hash, summary) to its row."
-    with transaction(engine) as con:
-        con.execute(pipeline_runs.update().where(pipeline_runs.c.run_id == run_id).values(**fields))
-
-# %% ../../nbs/03d_store.runs.ipynb #fd035fbe
-def get_run(engine:Engine, run_id:str) -> dict|None:
-    "The run's row as a dict, or None."
-    with reading(engine) as con:
-        row = con.execute(select(pipeline_runs).where(pipeline_runs.c.run_id == run_id)).mappings().first()
-    return dict(row) if row else None
 
 # %% ../../nbs/03d_store.runs.ipynb #ae81305a
 def runs_frame(engine:Engine, limit:int=20) -> pd.DataFrame:
@@ -93,14 +93,6 @@ def model_version_rows(
     if status is not None: q = q.where(t.c.status == status)
     with reading(engine) as con: return con.execute(q.order_by(t.c.id)).all()
 
-# %% ../../nbs/03d_store.runs.ipynb #ab40a0ef
-def model_versions_frame(engine:Engine, name:str|None=None) -> pd.DataFrame:
-    "Registered versions, newest first."
-    t = model_versions
-    q = select(t.c.name, t.c.version, t.c.kind, t.c.status, t.c.train_start, t.c.train_end, t.c.metrics, t.c.created_at, t.c.promoted_at, t.c.promoted_by)
-    if name: q = q.where(t.c.name == name)
-    return read_frame(engine, q.order_by(t.c.id.desc()))
-
 # %% ../../nbs/03d_store.runs.ipynb #ee8597ad
 def set_production(
     engine:Engine, name:str,
@@ -114,3 +106,11 @@ def set_production(
         con.execute(t.update().where((t.c.name == name) & (t.c.status == "production")).values(status="retired"))
         con.execute(t.update().where(t.c.id == version_id).values(status="production", promoted_at=now_utc(), promoted_by=actor))
         insert_alert(con, "info", "model", message, numbers)
+
+# %% ../../nbs/03d_store.runs.ipynb #ab40a0ef
+def model_versions_frame(engine:Engine, name:str|None=None) -> pd.DataFrame:
+    "Registered versions, newest first."
+    t = model_versions
+    q = select(t.c.name, t.c.version, t.c.kind, t.c.status, t.c.train_start, t.c.train_end, t.c.metrics, t.c.created_at, t.c.promoted_at, t.c.promoted_by)
+    if name: q = q.where(t.c.name == name)
+    return read_frame(engine, q.order_by(t.c.id.desc()))
