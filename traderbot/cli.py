@@ -10,11 +10,12 @@ import logging
 import sys
 
 from .brokers.factory import make_broker
-from .config import load_settings, parse_profile, trading_mode
+from .config import for_account, load_settings, parse_profile, resolve_mode, trading_mode
 from .core import ConfigError, TraderbotError
+from .daily import check_time_forward
 from .dashboard.serve import serve_dashboards
 from .data.bars import closes, session_prices
-from .data.calendar import session_close, sessions_between
+from .data.calendar import session_close, sessions_between, to_session_date
 from .data.sample import load_bars, sector_map
 from .execution.manager import reconcile
 from .pipeline import parse_parameters, run_pipeline
@@ -32,11 +33,13 @@ def _settings_from(args):
 
 # %% ../nbs/13_cli.ipynb #1195406c
 def _cmd_run(args) -> int:
-    "traderbot run PIPELINE [-p KEY=VALUE ...] [--from DATE --to DATE]"
+    "traderbot run PIPELINE [-p KEY=VALUE ...] [--from DATE --to DATE] [--account NAME]"
     cfg, params = _settings_from(args), parse_parameters(args.parameter or [])
     if bool(args.start) != bool(args.end): raise ConfigError("--from and --to go together")
     if args.start and "as_of" in params: raise ConfigError("give either -p as_of=... or --from/--to, not both")
+    if args.account: params["account"] = args.account
     days = sessions_between(args.start, args.end, cfg.data.calendar) if args.start else [None]
+    if args.pipeline == "daily": _refuse_the_past(cfg, params, args.start or params.get("as_of"))
     for day in days:   # one pipeline run per session, oldest first; stops at the first failure
         out = run_pipeline(cfg, args.pipeline, {**params, **({"as_of": day} if day else {})},
                            settings_path=Path(args.settings).resolve() if args.settings else None)
@@ -45,12 +48,38 @@ def _cmd_run(args) -> int:
         if out.summary: print("  " + _describe_summary(out.summary))
     return 0
 
+# %% ../nbs/13_cli.ipynb #b93fab88
+def _refuse_the_past(cfg, params:dict, first) -> None:
+    "Refuse a daily run (or a backfill range) that starts before the account's latest session, before any run is recorded."
+    if not first: return
+    acct_cfg = for_account(cfg, params.get("account", ""))
+    url = resolve_mode(acct_cfg, params.get("mode", "paper")).store_url
+    eng = database.open_store(url, cfg.store.busy_timeout_s)
+    check_time_forward(eng, acct_cfg.traderbot.account, to_session_date(first))
+
 # %% ../nbs/13_cli.ipynb #cc1c2f4c
 def _describe_summary(s:dict) -> str:
-    "One line from a rebalance summary."
+    "One line from a session's summary: what was traded, or why nothing was."
+    if not s.get("planned") and s.get("note", "").startswith("no rebalance"):
+        return f"as of {s['as_of']}: {s['note']}; equity {s['equity']:,.2f}, cash {s['cash']:,.2f}"
     return (f"as of {s['as_of']}: {s['planned']} orders planned, {s['sent']} sent now, {s['filled']} filled, "
             f"{s['denied']} denied, {s['rejected']} rejected" + (" (rerun: resumed the stored orders)" if s.get("resumed") else "")
             + f"; equity {s['equity']:,.2f}, cash {s['cash']:,.2f}")
+
+# %% ../nbs/13_cli.ipynb #395d32d9
+def _cmd_backtest(args) -> int:
+    "traderbot backtest [--from DATE] [--to DATE] [-p KEY=VALUE ...] [--orders-csv FILE]: the production replay, as a report."
+    cfg, params = _settings_from(args), parse_parameters(args.parameter or [])
+    for key, value in (("start", args.start), ("end", args.end), ("orders_csv", str(Path(args.orders_csv).resolve()) if args.orders_csv else None)):
+        if value: params[key] = value
+    out = run_pipeline(cfg, "backtest", params, settings_path=Path(args.settings).resolve() if args.settings else None)
+    print(f"Run {out.run_id}: {out.status} in {out.duration_s:.1f} s\n  notebook: {out.notebook}\n  report:   {out.html}")
+    s = out.summary or {}
+    if s: print(f"  {s['start']} to {s['end']}: {s['sessions']} sessions, {s['rebalances']} rebalances, {s['orders']} orders "
+                f"({s['filled']} filled, {s['denied']} denied), {s['breaker_trips']} breaker trips; CAGR {s['cagr']:.2%}, "
+                f"Sharpe {s['sharpe']:.2f}, max drawdown {s['max_drawdown']:.2%}; replayed in {s['seconds']:.1f} s")
+    if args.orders_csv: print(f"  orders:   {Path(args.orders_csv).resolve()}")
+    return 0
 
 # %% ../nbs/13_cli.ipynb #8e47d58f
 def _cmd_status(args) -> int:
@@ -204,7 +233,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-p", "--parameter", action="append", metavar="KEY=VALUE", help="pipeline parameter, e.g. as_of=2022-12-28")
     r.add_argument("--from", dest="start", metavar="DATE", help="run once per trading session from DATE ...")
     r.add_argument("--to", dest="end", metavar="DATE", help="... to DATE (inclusive), oldest first")
+    r.add_argument("--account", metavar="NAME", help="the account to trade (default: settings.ini [traderbot] account); a backfill goes into a fresh one")
     r.set_defaults(func=_cmd_run)
+    bt = sub.add_parser("backtest", help="the production replay: the daily run's own functions over history, in a throwaway store")
+    bt.add_argument("--from", dest="start", metavar="DATE", help="first session (default: the first with enough history)")
+    bt.add_argument("--to", dest="end", metavar="DATE", help="last session (default: the last in the data)")
+    bt.add_argument("-p", "--parameter", action="append", metavar="KEY=VALUE", help="backtest notebook parameter, e.g. rebalance=month_end")
+    bt.add_argument("--orders-csv", metavar="FILE", help="write every order as session,symbol,side,quantity,price,commission")
+    bt.set_defaults(func=_cmd_backtest)
     sub.add_parser("status", help="latest runs, positions and equity").set_defaults(func=_cmd_status)
     d = sub.add_parser("db", help="migrate the store or show its revision")
     d.add_argument("action", choices=["upgrade", "current"]); d.set_defaults(func=_cmd_db)

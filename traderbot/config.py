@@ -19,7 +19,7 @@ __all__ = ['LIVE_FLAG', 'RISK_TOLERANCE', 'TraderbotSettings', 'DataSettings', '
            'RoutingSettings', 'CostSettings', 'RiskSettings', 'BreakerSettings', 'ModelSettings', 'PortfolioSettings',
            'StrategySettings', 'PipelineSettings', 'DashboardSettings', 'Secrets', 'load_secrets', 'Settings',
            'find_settings', 'load_settings', 'TradingMode', 'trading_mode', 'SectorPreference', 'AccountProfile',
-           'parse_profile', 'resolve_mode']
+           'parse_profile', 'resolve_mode', 'for_account']
 
 # %% ../nbs/01_config.ipynb #ea016c0c
 class _Section(BaseModel):
@@ -122,6 +122,7 @@ class BreakerSettings(_Section):
     daily_loss_action: Literal["reducing", "halted"] = "halted"
     drawdown: float = Field(0.30, gt=0, lt=1)             # the account is more than this below its equity peak
     drawdown_action: Literal["reducing", "halted"] = "halted"
+    resume_after: int = Field(5, ge=0)           # sessions with no breaker tripped and no loss limit breached after which an account they moved returns to active; 0: only an operator lifts it
 
 # %% ../nbs/01_config.ipynb #3a6466a3
 class ModelSettings(_Section):
@@ -153,6 +154,13 @@ class StrategySettings(_Section):
     vol_lookback: int = Field(63, gt=1)          # sessions for realised volatility
     max_volatility: float = Field(0.60, gt=0)    # annualised volatility above which a name is skipped
     max_weight: float = Field(0.25, gt=0, le=1)  # cap on one name's target weight
+    rebalance: str = Field("every 21", pattern=r"^\s*(every \d+( offset \d+)?|weekly|month_end|drift \d*\.?\d+)\s*$")  # when the strategy trades (traderbot.strategy.RebalanceCalendar)
+    order_style: Literal["market_on_close", "twap", "vwap"] = "market_on_close"  # twap/vwap: orders above algo_above are sliced
+    algo_above: Decimal = Field(Decimal("250000"), gt=0)   # notional above which an order is worked in TWAP/VWAP slices
+    algo_minutes: int = Field(30, ge=1, le=390)  # the slices span this many minutes before the close
+    algo_slices: int = Field(6, ge=1, le=100)    # TWAP: number of slices
+    tax_aware: bool = False                      # default for accounts whose profile does not say: trade within tax_tolerance, realising little tax
+    tax_tolerance: float = Field(0.02, ge=0, lt=1)  # tax-aware: each weight may end within target +- this
 
 # %% ../nbs/01_config.ipynb #4e190a55
 class PipelineSettings(_Section):
@@ -346,6 +354,7 @@ class AccountProfile(_Section):
     optimizer: Literal["equal", "min_variance", "max_sharpe", "mean_variance", "hrp", "risk_parity", "black_litterman"]|None = None
     limits: dict[str, float] = {}                # overrides of [risk] keys, e.g. {"max_sector_weight": 0.3}
     sector_preferences: dict[str, SectorPreference] = {}
+    tax_aware: bool|None = None                  # tax-aware rebalancing; None: settings.ini's [strategy] tax_aware
 
     @field_validator("limits")
     @classmethod
@@ -382,3 +391,11 @@ def resolve_mode(settings:Settings, mode:str):
     if mode not in ("paper", "live"): raise ConfigError(f"parameter mode: expected 'paper' or 'live', got {mode!r}")
     if mode == "paper": return TradingMode("paper", settings.store.url, ("mode is paper",))
     return trading_mode(settings)
+
+# %% ../nbs/01_config.ipynb #ae7588a3
+def for_account(settings:Settings, account:str) -> Settings:
+    "`settings` for the account called `account` (checked like `[traderbot] account`); an empty name keeps settings.ini's."
+    if not account: return settings
+    try: section = TraderbotSettings(**{**settings.traderbot.model_dump(), "account": account})
+    except ValidationError as e: raise ConfigError(_describe_error(e, "--account")) from None
+    return settings.model_copy(update={"traderbot": section})

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 import time
+from typing import Callable
 
 from sqlalchemy.engine import Engine
 import pandas as pd
@@ -268,12 +269,14 @@ class RebalanceResult:
     cash: float = 0.0
     equity: float = 0.0
     resumed: bool = False    # the intents already existed: a rerun
+    note: str = ""           # why the session traded or did not ("scheduled rebalance (every 21)", "no rebalance today (next: ...)")
     orders: list = field(default_factory=list)
     rationale: dict = field(default_factory=dict)   # why, per symbol (also stored with the signals)
+    weights: dict = field(default_factory=dict)     # the target weights traded to (empty when the session did not rebalance)
 
     def summary(self) -> dict:
         "The counts and money, for the run record."
-        return {k: v for k, v in asdict(self).items() if k not in ("orders", "rationale")}
+        return {k: v for k, v in asdict(self).items() if k not in ("orders", "rationale", "weights")}
 
 # %% ../../nbs/09a_execution.manager.ipynb #aba90a6d
 def rebalance(
@@ -293,6 +296,8 @@ def rebalance(
     cost:CostModel=CostModel(0, 0),   # the broker's costs, so buys are sized to fit the cash
     mode:str="paper",             # paper or live: an account is only ever used in one mode
     portfolio:PortfolioView|None=None,  # sectors, equity marks and returns for portfolio limits; holdings are filled in before each order
+    plan:Callable|None=None,      # plan(positions, cash, ids) -> orders; None: `plan_orders` (the strategy passes its own: tax-aware, TWAP/VWAP)
+    note:str="",                  # why this session rebalances, for the result
 ) -> RebalanceResult:
     "Move the account to `weights` at `as_of` through the order manager, at most once per date."
     acct = ledger.ensure_account(engine, account, mode, initial_cash)
@@ -300,10 +305,12 @@ def rebalance(
     if not existing:
         equity = ledger_equity(engine, acct, prices)
         ids = {s: client_order_id(account, strategy, as_of, s) for s in set(weights.index) | set(ledger.get_positions(engine, acct))}
-        intents = plan_orders(weights, ledger.get_positions(engine, acct), prices, equity, ids, min_trade_notional=min_trade_notional, cost=cost)
+        positions = ledger.get_positions(engine, acct)
+        intents = (plan_orders(weights, positions, prices, equity, ids, min_trade_notional=min_trade_notional, cost=cost) if plan is None
+                   else plan(positions, ledger.account_cash(engine, acct), ids))
         existing = ledger.store_intents(engine, acct, strategy, as_of, weights.to_dict(), rationale or {}, intents, prices, broker.name, run_id)
     res = RebalanceResult(as_of=str(pd.Timestamp(as_of).date()), run_id=run_id, planned=len(existing), rationale=rationale or {},
-                          resumed=bool(existing) and existing[0].status is not OrderStatus.NEW)
+                          note=note, weights={s: float(w) for s, w in weights.items()}, resumed=bool(existing) and existing[0].status is not OrderStatus.NEW)
     om = OrderManager(engine, broker, acct, limits)
     for o in existing: res.orders.append(_execute_one(om, o, prices, market_open, res, portfolio))
     return _finish_rebalance(engine, acct, prices, as_of, run_id, res)

@@ -17,6 +17,7 @@ import pandas as pd
 from ..core import ConfigError
 from ..data.bars import check_returns
 from ..data.calendar import TRADING_DAYS
+from .sizing import risk_parity_weights
 
 # %% auto #0
 __all__ = ['METHODS', 'estimate', 'portfolio_summary', 'WeightConstraints', 'weight_constraints', 'quiet', 'riskfolio_convex',
@@ -309,9 +310,12 @@ def _project(w:np.ndarray, spec:WeightConstraints) -> np.ndarray:
 
 # %% ../../nbs/06b_portfolio.optimize.ipynb #8ab41ad0
 def _constrained_risk_parity(returns:pd.DataFrame, mu:pd.Series, cov:pd.DataFrame, spec:WeightConstraints) -> np.ndarray:
-    "Equal risk contribution weights under `spec`'s bounds and sector rows, by riskfolio's `rp_optimization`."
-    # Without constraints this is `sizing.risk_parity_weights` (exact, by Newton's method); with bounds or sector caps it is a
-    # different problem (risk budgeting under linear constraints), which needs a convex solver: riskfolio's formulation.
+    "Equal risk contribution weights under `spec`'s bounds and sector rows: the exact ones when they meet the constraints, else riskfolio's `rp_optimization`."
+    # The exact equal-risk-contribution weights (`sizing.risk_parity_weights`, Newton's method, ~0.2 ms) solve the problem whenever
+    # they already meet every bound and sector row: then no constraint binds. Only when one would be broken is it a different
+    # problem (risk budgeting under linear constraints), which needs a convex solver: riskfolio's formulation (~100 ms).
+    exact = risk_parity_weights(cov).to_numpy()
+    if not spec.violations(exact, 1e-9): return exact
     port = _riskfolio_portfolio(returns, mu, cov, spec)
     with quiet(): w = port.rp_optimization(model="Classic", rm="MV", rf=0, b=None, hist=True)
     if w is None: raise ConfigError("method 'risk_parity': riskfolio found no solution under the constraints")

@@ -19,7 +19,7 @@ from .schema import metadata
 
 # %% auto #0
 __all__ = ['safe_url', 'connect', 'reading', 'read_frame', 'transaction', 'alembic_config', 'current_revision', 'migrate',
-           'schema_differences', 'open_store']
+           'schema_differences', 'open_store', 'scratch_store']
 
 # %% ../../nbs/03b_store.database.ipynb #ffc91d85
 def safe_url(url:str|sa.URL) -> str:
@@ -120,3 +120,13 @@ def open_store(
 ) -> Engine:
     "Connect to `url` and migrate it to the newest schema."
     return migrate(connect(url, busy_timeout_s))
+
+# %% ../../nbs/03b_store.database.ipynb #779b307d
+def scratch_store(
+    path:Path,   # a SQLite file in a temporary folder, deleted by the caller afterwards
+) -> Engine:
+    "A migrated SQLite store that does not sync to disk: for the production replay's throwaway ledger, never for a real one."
+    engine = open_store(f"sqlite:///{path}")
+    event.listen(engine, "connect", lambda con, _: con.execute("PRAGMA synchronous=OFF"))
+    engine.dispose()   # connections opened from here on skip the fsync
+    return engine

@@ -5,8 +5,9 @@
 # %% ../../nbs/03c_store.ledger.ipynb #2c018249
 from __future__ import annotations
 from decimal import Decimal
+import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 import pandas as pd
 import sqlalchemy as sa
@@ -20,12 +21,12 @@ from .schema import (accounts, alerts, equity_snapshots, fills, now_utc, orders,
 # %% auto #0
 __all__ = ['TRADING_STATES', 'ALERT_LEVELS', 'ensure_account', 'account_cash', 'initial_cash', 'find_account', 'account_id',
            'account_exists', 'trading_state', 'set_trading_state', 'trading_state_history', 'insert_alert',
-           'record_alert', 'alerts_frame', 'alerts_frame_keys', 'get_profile', 'set_profile', 'record_risk_report',
-           'latest_risk_report', 'store_intents', 'get_order', 'orders_for', 'save_order', 'unsent_orders',
-           'max_broker_order_id', 'record_routing', 'routed_venue', 'set_position', 'get_positions',
+           'record_alert', 'alerts_frame', 'alerts_frame_keys', 'last_alert_session', 'get_profile', 'set_profile',
+           'record_risk_report', 'latest_risk_report', 'store_intents', 'get_order', 'orders_for', 'save_order',
+           'unsent_orders', 'max_broker_order_id', 'record_routing', 'routed_venue', 'set_position', 'get_positions',
            'apply_to_position', 'record_fill', 'adopt_positions', 'record_reconciliation', 'record_snapshot',
-           'equity_history', 'equity_curve', 'positions_frame', 'orders_frame', 'fills_frame', 'account_orders',
-           'account_fills']
+           'equity_history', 'last_session', 'equity_marks', 'equity_curve', 'positions_frame', 'orders_frame',
+           'fills_frame', 'account_orders', 'account_fills', 'order_history']
 
 # %% ../../nbs/03c_store.ledger.ipynb #474faade
 def ensure_account(
@@ -134,6 +135,14 @@ def alerts_frame_keys(engine:Engine, account_id:int) -> list[str]:
     with reading(engine) as con:
         rows = con.execute(select(alerts.c.numbers).where(alerts.c.account_id == account_id)).scalars().all()
     return [n["key"] for n in rows if isinstance(n, dict) and "key" in n]
+
+# %% ../../nbs/03c_store.ledger.ipynb #ad956516
+def last_alert_session(engine:Engine, account_id:int, sources:tuple[str, ...]) -> dt.date|None:
+    "The latest session (`as_of` of its numbers) of an alert of the account whose source starts with one of `sources`."
+    q = select(alerts.c.source, alerts.c.numbers).where(alerts.c.account_id == account_id)
+    with reading(engine) as con: rows = con.execute(q).all()
+    days = [pd.Timestamp(n["as_of"]).date() for s, n in rows if s.startswith(sources) and isinstance(n, dict) and n.get("as_of")]
+    return max(days) if days else None
 
 # %% ../../nbs/03c_store.ledger.ipynb #93b604f6
 def get_profile(engine:Engine, account_id:int):
@@ -373,6 +382,28 @@ def equity_history(
     idx = pd.DatetimeIndex(pd.to_datetime(df["as_of"]), name="as_of").tz_localize("UTC")
     return pd.Series(df["equity"].astype(float).to_numpy(), index=idx, name="equity")
 
+# %% ../../nbs/03c_store.ledger.ipynb #007bd500
+def last_session(engine:Engine, account_id:int) -> dt.date|None:
+    "The latest session the account was run for (an order or an equity snapshot), or None for an account never run."
+    q = sa.union_all(select(func.max(equity_snapshots.c.as_of)).where(equity_snapshots.c.account_id == account_id),
+                     select(func.max(orders.c.as_of)).where(orders.c.account_id == account_id))
+    with reading(engine) as con: days = [d for d in con.execute(q).scalars() if d is not None]
+    return max(days) if days else None
+
+# %% ../../nbs/03c_store.ledger.ipynb #59d972af
+def equity_marks(
+    engine:Engine, account_id:int,
+    before,                   # only snapshots of sessions before this date
+) -> pd.Series:               # equity as floats, indexed by aware UTC session date, oldest first (one or two rows; empty for a new account)
+    "The account's peak and its latest equity snapshot before `before`: all the breakers and the gate read, in two queries that scan no more than the account's snapshots."
+    t, day = equity_snapshots, pd.Timestamp(before).date()
+    mine = (t.c.account_id == account_id) & (t.c.as_of < day)
+    last = select(t.c.as_of, t.c.equity).where(mine).order_by(t.c.as_of.desc()).limit(1)
+    peak = select(t.c.as_of, t.c.equity).where(mine).order_by(sa.cast(t.c.equity, sa.Float).desc(), t.c.as_of)   # Money is stored as exact text: compare as numbers.limit(1)
+    with reading(engine) as con: rows = sorted({tuple(r) for q in (last, peak) for r in con.execute(q)})
+    idx = pd.DatetimeIndex(pd.to_datetime([r[0] for r in rows]), name="as_of").tz_localize("UTC")
+    return pd.Series([float(r[1]) for r in rows], index=idx, name="equity", dtype=float)
+
 # %% ../../nbs/03c_store.ledger.ipynb #dbb003b0
 def equity_curve(engine:Engine, account:str) -> pd.Series:
     "Equity at each snapshot of the account called `account`, as floats indexed by aware UTC session date."
@@ -413,3 +444,16 @@ def account_fills(engine:Engine, account_id:int) -> pd.DataFrame:
     t = fills
     cols = [t.c.execution_id, t.c.client_order_id, t.c.symbol, t.c.side, t.c.quantity, t.c.price, t.c.commission, t.c.timestamp]
     return read_frame(engine, select(*cols).where(t.c.account_id == account_id).order_by(t.c.timestamp, t.c.id))
+
+# %% ../../nbs/03c_store.ledger.ipynb #8c069873
+def order_history(
+    engine:Engine, account_id:int,
+    start=None, end=None,     # sessions from `start` to `end` (inclusive); None: all
+) -> pd.DataFrame:            # one row per order, oldest first: session, client order id, symbol, side, quantity, status, reason, filled, average price
+    "Every order of the account with what became of it: what the replay and the drift report compare."
+    t = orders
+    q = select(t.c.as_of.label("session"), t.c.client_order_id, t.c.symbol, t.c.side, t.c.quantity, t.c.status, t.c.reason,
+               t.c.filled_quantity, t.c.average_price).where(t.c.account_id == account_id)
+    if start is not None: q = q.where(t.c.as_of >= pd.Timestamp(start).date())
+    if end is not None: q = q.where(t.c.as_of <= pd.Timestamp(end).date())
+    return read_frame(engine, q.order_by(t.c.as_of, t.c.id))
