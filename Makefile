@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install run train backfill bench test check-sync test-notebooks test-slow pytest dashboard lab status export clean-reports
@@ -63,12 +64,19 @@ status: install
 
 ## benchmarks, each beside a plain peer in the same run: order latency (order manager vs bare broker call),
 ## VaR/ES on 500 assets x 100,000 scenarios (vs plain loops), mean-variance and HRP solve times for 20 and 200 assets (vs plain cvxpy / scipy),
-## LSTM / Transformer epoch time and batch inference latency and walk-forward wall time (vs the logistic baseline)
-bench: install
+## LSTM / Transformer epoch time and batch inference latency and walk-forward wall time (vs the logistic baseline),
+## production replay sessions per second (vs backtrader on the same momentum policy, gated on both producing the same orders)
+bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/orders.py
 	$(BIN)/python bench/risk.py
 	$(BIN)/python bench/portfolio.py
 	$(BIN)/python bench/models.py
+	$(BIN)/python bench/replay.py
+
+# the bench extra (backtrader, the peer of bench/replay.py): only `make bench` installs it, never `make run` or `make test`
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
 
 ## export notebooks to traderbot/ and strip notebook metadata (do this before committing)
 export: install

@@ -14,6 +14,7 @@ from .config import for_account, load_settings, parse_profile, resolve_mode, tra
 from .core import ConfigError, TraderbotError
 from .daily import check_time_forward
 from .dashboard.serve import serve_dashboards
+from .drift import drift_report
 from .data.bars import closes, session_prices
 from .data.calendar import session_close, sessions_between, to_session_date
 from .data.sample import load_bars, sector_map
@@ -79,6 +80,24 @@ def _cmd_backtest(args) -> int:
                 f"({s['filled']} filled, {s['denied']} denied), {s['breaker_trips']} breaker trips; CAGR {s['cagr']:.2%}, "
                 f"Sharpe {s['sharpe']:.2f}, max drawdown {s['max_drawdown']:.2%}; replayed in {s['seconds']:.1f} s")
     if args.orders_csv: print(f"  orders:   {Path(args.orders_csv).resolve()}")
+    return 0
+
+# %% ../nbs/13_cli.ipynb #39928fdf
+_DRIFT_COLUMNS = ["session", "symbol", "side", "filled_quantity_live", "filled_quantity_replay", "average_price_live",
+                  "average_price_replay", "total", "cause", "note"]
+
+def _cmd_drift(args) -> int:
+    "traderbot drift [--from DATE] [--to DATE] [--account NAME]: replay the account's sessions and attribute every difference from what it traded."
+    import pandas as pd
+    cfg = for_account(_settings_from(args), args.account or "")
+    eng = database.open_store(trading_mode(cfg).store_url, cfg.store.busy_timeout_s)
+    px = closes(load_bars(list(cfg.data.universe) or None, path=cfg.path(cfg.data.path)))
+    rpt = drift_report(eng, cfg, px, start=args.start, end=args.end)
+    print(rpt.summary())
+    print(rpt.by_cause.to_string(float_format="{:+,.2f}".format))
+    drifted = rpt.orders[rpt.orders.cause != "none"].assign(session=lambda o: o.session.dt.date)
+    with pd.option_context("display.width", 250, "display.max_colwidth", 90, "display.float_format", "{:+,.2f}".format):
+        print(drifted[_DRIFT_COLUMNS].to_string(index=False) if len(drifted) else f"every one of the {len(rpt.orders)} orders is the replay's")
     return 0
 
 # %% ../nbs/13_cli.ipynb #8e47d58f
@@ -241,6 +260,11 @@ def parser() -> argparse.ArgumentParser:
     bt.add_argument("-p", "--parameter", action="append", metavar="KEY=VALUE", help="backtest notebook parameter, e.g. rebalance=month_end")
     bt.add_argument("--orders-csv", metavar="FILE", help="write every order as session,symbol,side,quantity,price,commission")
     bt.set_defaults(func=_cmd_backtest)
+    dr = sub.add_parser("drift", help="replay the account's own sessions and attribute every difference from what it traded")
+    dr.add_argument("--from", dest="start", metavar="DATE", help="first session reported (default: the account's first)")
+    dr.add_argument("--to", dest="end", metavar="DATE", help="last session reported (default: the account's last)")
+    dr.add_argument("--account", help="account to report on (default: settings.ini [traderbot] account)")
+    dr.set_defaults(func=_cmd_drift)
     sub.add_parser("status", help="latest runs, positions and equity").set_defaults(func=_cmd_status)
     d = sub.add_parser("db", help="migrate the store or show its revision")
     d.add_argument("action", choices=["upgrade", "current"]); d.set_defaults(func=_cmd_db)

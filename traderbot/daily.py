@@ -246,7 +246,7 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
         apply_breakers(engine, acct, check_breakers(settings, closes, day, marks, benchmark), day, run_id)
         resume_after_breakers(engine, settings, acct, closes, day)
     plan = plan_session(engine, settings, st, closes, day, acct, prices, equity, benchmark, model_store, new=last is None)
-    if not plan.trade: return _mark_to_market(engine, acct, prices, day, run_id, plan.note)
+    if not plan.trade: return _mark_to_market(engine, acct, equity, day, run_id, plan.note)
     orders = lambda positions, cash, ids: plan_trades(st, plan.weights, positions, prices, cash, ids, day,
                                                       ledger.account_fills(engine, acct) if st.tax_aware else None, close)
     res = rebalance(engine, broker, account, st.name, day, plan.weights, prices, account_limits(settings, profile),
@@ -256,10 +256,9 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     return res
 
 # %% ../nbs/10b_daily.ipynb #351a7497
-def _mark_to_market(engine, account_id:int, prices:dict[str, Decimal], day:pd.Timestamp, run_id:str|None, note:str) -> RebalanceResult:
-    "Record the account's equity at `day`'s closes, with no order: a session the strategy does not trade."
+def _mark_to_market(engine, account_id:int, equity:Decimal, day:pd.Timestamp, run_id:str|None, note:str) -> RebalanceResult:
+    "Record the account's equity at `day`'s closes (`ledger_equity`, as the gate's view read it), with no order: a session the strategy does not trade."
     cash = ledger.account_cash(engine, account_id)
-    equity = ledger_equity(engine, account_id, prices)
     ledger.record_snapshot(engine, account_id, day, cash, equity - cash, run_id)
     return RebalanceResult(as_of=str(day.date()), run_id=run_id, note=note, cash=float(cash), equity=float(equity))
 

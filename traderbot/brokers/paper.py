@@ -95,9 +95,11 @@ class PaperBroker:
                  initial_cash:Decimal=Decimal(1_000_000), max_volume_share:float|None=None):
         self.engine, self.account_name, self.market, self.cost = engine, account, market, cost
         self.max_volume_share = max_volume_share
+        known = select(paper_accounts).where(paper_accounts.c.account == account)
+        with database.reading(engine) as con: exists = con.execute(known).first() is not None   # the common case: no write lock needed
+        if exists: return
         with database.transaction(engine) as con:
-            if not con.execute(select(paper_accounts).where(paper_accounts.c.account == account)).first():
-                con.execute(paper_accounts.insert().values(account=account, initial_cash=initial_cash))
+            if not con.execute(known).first(): con.execute(paper_accounts.insert().values(account=account, initial_cash=initial_cash))
 
     def __repr__(self): return f"PaperBroker(account={self.account_name!r}, session={self.market.session})"
 
@@ -171,10 +173,12 @@ def _filled_today(self:PaperBroker, symbol:str) -> Decimal:
 def set_market(self:PaperBroker, market:PaperMarket) -> list[Order]:
     "Move to a new session: expire earlier day orders, then work what is open. Returns the expired orders."
     t = paper_orders
-    with database.transaction(self.engine) as con:
-        stale = con.execute(select(t.c.client_order_id).where((t.c.account == self.account_name) & (t.c.session < market.session)
-                            & t.c.status.in_(["accepted", "partially_filled"]))).scalars().all()
-        con.execute(t.update().where(t.c.client_order_id.in_(stale)).values(status="expired"))
+    is_stale = (t.c.account == self.account_name) & (t.c.session < market.session) & t.c.status.in_(["accepted", "partially_filled"])
+    with database.reading(self.engine) as con: stale = con.execute(select(t.c.client_order_id).where(is_stale)).scalars().all()
+    if stale:   # usually none: only then take the write lock
+        with database.transaction(self.engine) as con:
+            stale = con.execute(select(t.c.client_order_id).where(is_stale)).scalars().all()
+            con.execute(t.update().where(t.c.client_order_id.in_(stale)).values(status="expired"))
     self.market = market
     for o in self.open_orders(): self._work(o.client_order_id)
     return [self.get_order(c) for c in stale]

@@ -48,6 +48,7 @@ def _session_label(when, cal) -> pd.Timestamp:
     return day
 
 # %% ../../nbs/02a_data.calendar.ipynb #277e3785
+@functools.lru_cache(maxsize=65536)   # pure: a replay asks for every session, many times
 def is_session(
     date,                # a date, as `to_session_date` reads it
     calendar:str='XNYS', # exchange calendar code
@@ -57,6 +58,7 @@ def is_session(
     return bool(cal.is_session(_session_label(date, cal)))
 
 # %% ../../nbs/02a_data.calendar.ipynb #16ed557d
+@functools.lru_cache(maxsize=65536)   # pure: a replay asks for every session, many times
 def session_close(
     date,                # a session date, as `to_session_date` reads it
     calendar:str='XNYS', # exchange calendar code

@@ -399,7 +399,7 @@ def equity_marks(
     t, day = equity_snapshots, pd.Timestamp(before).date()
     mine = (t.c.account_id == account_id) & (t.c.as_of < day)
     last = select(t.c.as_of, t.c.equity).where(mine).order_by(t.c.as_of.desc()).limit(1)
-    peak = select(t.c.as_of, t.c.equity).where(mine).order_by(sa.cast(t.c.equity, sa.Float).desc(), t.c.as_of)   # Money is stored as exact text: compare as numbers.limit(1)
+    peak = select(t.c.as_of, t.c.equity).where(mine).order_by(sa.cast(t.c.equity, sa.Float).desc(), t.c.as_of).limit(1)   # Money is stored as exact text: compare as numbers
     with reading(engine) as con: rows = sorted({tuple(r) for q in (last, peak) for r in con.execute(q)})
     idx = pd.DatetimeIndex(pd.to_datetime([r[0] for r in rows]), name="as_of").tz_localize("UTC")
     return pd.Series([float(r[1]) for r in rows], index=idx, name="equity", dtype=float)
