@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run train backfill bench test check-sync test-notebooks test-slow pytest dashboard lab status export clean-reports
+.PHONY: install run train backfill backtest bench test check-sync test-notebooks test-slow pytest dashboard lab status export clean-reports
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,13 @@ run: install
 train: install
 	$(BIN)/traderbot run train $(ARGS)
 
-## paper-trade every session from FROM to TO through the daily pipeline (rerun-safe), e.g. make backfill FROM=2022-10-03 TO=2022-12-28
+## paper-trade every session from FROM to TO through the daily pipeline into account ACCOUNT (default: backfill; time only moves forward in a ledger), e.g. make backfill FROM=2022-10-03 TO=2022-12-28
 backfill: install
-	$(BIN)/traderbot run daily --from $(FROM) --to $(TO)
+	$(BIN)/traderbot run daily --account $(or $(ACCOUNT),backfill) --from $(FROM) --to $(TO)
+
+## the production replay over the sample (traderbot backtest), e.g. make backtest FROM=2010-01-04 TO=2022-12-28
+backtest: install
+	$(BIN)/traderbot backtest $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO))
 
 ## everything CI checks: notebooks and package agree, notebook tests, pytest suites
 test: install check-sync test-notebooks pytest

@@ -204,9 +204,12 @@ def test_backfill_runs_once_per_session_and_skips_the_holiday(sandbox):
     assert [d.strftime("%Y-%m-%d") for d in curve.index] == ["2022-12-22", "2022-12-23", "2022-12-27", "2022-12-28"]
     dates = {str(o["as_of"]) for o in table_rows(url, "orders")}
     assert "2022-12-26" not in dates and "2022-12-22" in dates
-    # rerunning the whole range sends nothing new
+    # rerunning the latest session sends nothing new; a range that starts before it is refused (time moves forward)
     n_orders = len(table_rows(url, "paper_orders"))
-    assert traderbot(env, "run", "daily", "--from", "2022-12-27", "--to", "2022-12-28").returncode == 0
+    assert traderbot(env, "run", "daily", "--from", "2022-12-28", "--to", "2022-12-28").returncode == 0
+    assert len(table_rows(url, "paper_orders")) == n_orders
+    again = traderbot(env, "run", "daily", "--from", "2022-12-27", "--to", "2022-12-28")
+    assert again.returncode == 1 and "last run for 2022-12-28; a run for 2022-12-27" in again.stderr, again.stderr
     assert len(table_rows(url, "paper_orders")) == n_orders
 
 

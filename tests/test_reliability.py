@@ -683,7 +683,7 @@ def test_f7_broker_query_fails_at_startup_trading_does_not_start(db, monkeypatch
     closes = pd.DataFrame([{s: float(p) for s, p in PRICES.items()}] * 2,
                           index=pd.DatetimeIndex([pd.Timestamp("2022-12-27", tz="UTC"), DAY]))
     with pytest.raises(BrokerError, match="trading does not start") as e:
-        daily.trade_daily(db, cfg, closes, DAY, WEIGHTS, None)
+        daily.trade_daily(db, cfg, closes, DAY, None)
     assert broker.name in str(e.value) and str(error) in str(e.value)
     recs = table(db, "reconciliations")
     assert [r["status"] for r in recs] == ["failed"] and str(error) in recs[0]["error"]

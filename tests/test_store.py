@@ -196,7 +196,7 @@ def test_upgrade_from_0002_keeps_accounts_and_adds_an_empty_profile(engine):
     migrate(engine)
     assert (current_revision(engine), schema_differences(engine, paper.metadata)) == (HEAD, [])
     assert account_cash(engine, aid) == CASH                  # the account's money survived the round trip
-    assert ledger.get_profile(engine, aid).model_dump() == {"risk_tolerance": None, "optimizer": None, "limits": {}, "sector_preferences": {}}
+    assert ledger.get_profile(engine, aid).model_dump() == {"risk_tolerance": None, "optimizer": None, "limits": {}, "sector_preferences": {}, "tax_aware": None}
     ledger.record_alert(engine, "warning", "limit:VAR_BUDGET", "VaR 5.2% > budget 5.0%", {"var": 0.052, "budget": 0.05}, aid)
     assert ledger.alerts_frame(engine)["numbers"].tolist() == [{"var": 0.052, "budget": 0.05}]
 

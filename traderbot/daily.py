@@ -251,7 +251,7 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
                                                       ledger.account_fills(engine, acct) if st.tax_aware else None, close)
     res = rebalance(engine, broker, account, st.name, day, plan.weights, prices, account_limits(settings, profile),
                     is_session(day, settings.data.calendar), b.initial_cash, rationale=plan.rationale, run_id=run_id, mode=mode,
-                    portfolio=view, plan=orders, note=plan.note)
+                    portfolio=view, plan=orders, note=f"{plan.note}; picks from {plan.picks_from}")
     record_limit_alerts(engine, acct, res.orders, day, run_id)
     return res
 
