@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 import datetime as dt
-import math
 
 import pandas as pd
 
@@ -27,7 +26,7 @@ from .risk.gate import PortfolioView, RiskLimits, limit_usage
 from .risk.report import RiskReport, default_shocks, risk_measures_table
 from .risk.scenarios import HISTORICAL_SCENARIOS, correlation, diversification_ratio, shrunk_covariance, stress_table
 from .store import ledger, runs
-from .strategy import RebalanceCalendar, Strategy, current_weights, plan_trades, rebalance_due, target_weights
+from .strategy import Strategy, current_weights, plan_trades, rebalance_due, target_weights
 
 # %% auto #0
 __all__ = ['account_profile', 'portfolio_view', 'account_limits', 'check_breakers', 'apply_breakers', 'record_limit_alerts',

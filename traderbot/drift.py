@@ -14,7 +14,7 @@ from .config import Settings
 from .core import DataError, StorageError
 from .data.bars import session_prices
 from .data.calendar import to_session_date
-from .replay import ReplayResult, replay
+from .replay import ReplayResult, replay, orders_with_commissions
 from .store import ledger
 from .strategy import Strategy
 
@@ -25,9 +25,7 @@ __all__ = ['CAUSES', 'live_orders', 'account_window', 'replay_end', 'replay_acco
 # %% ../nbs/10d_drift.ipynb #9b312ed8
 def live_orders(engine, account_id:int) -> pd.DataFrame:
     "Every order of the account with the commission its fills paid: the columns of `ReplayResult.orders`."
-    orders, fills = ledger.order_history(engine, account_id), ledger.account_fills(engine, account_id)
-    paid = fills.groupby("client_order_id")["commission"].agg(lambda c: sum(c, Decimal(0))) if len(fills) else {}
-    return orders.assign(commission=[paid.get(c, Decimal(0)) for c in orders.client_order_id])
+    return orders_with_commissions(ledger.order_history(engine, account_id), ledger.account_fills(engine, account_id))
 
 # %% ../nbs/10d_drift.ipynb #5530b7d5
 def _sessions(days) -> pd.DatetimeIndex:
