@@ -4,7 +4,7 @@
 
 # %% ../nbs/10b_daily.ipynb #5ce2c5d4
 from __future__ import annotations
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 import datetime as dt
 
@@ -29,9 +29,9 @@ from .store import ledger, runs
 from .strategy import Strategy, current_weights, plan_trades, rebalance_due, target_weights
 
 # %% auto #0
-__all__ = ['account_profile', 'portfolio_view', 'account_limits', 'check_breakers', 'apply_breakers', 'record_limit_alerts',
-           'resume_after_breakers', 'Forecast', 'model_forecast', 'check_time_forward', 'SessionPlan', 'plan_session',
-           'trade_daily', 'record_results', 'risk_report']
+__all__ = ['account_profile', 'var_returns', 'portfolio_view', 'account_limits', 'check_breakers', 'apply_breakers',
+           'record_limit_alerts', 'resume_after_breakers', 'Forecast', 'model_forecast', 'check_time_forward',
+           'refuse_past', 'SessionPlan', 'plan_session', 'trade_daily', 'record_results', 'risk_report']
 
 # %% ../nbs/10b_daily.ipynb #e2884623
 def account_profile(engine, settings:Settings, mode:str="paper") -> AccountProfile:
@@ -40,22 +40,29 @@ def account_profile(engine, settings:Settings, mode:str="paper") -> AccountProfi
     return ledger.get_profile(engine, aid) if aid is not None else AccountProfile()
 
 # %% ../nbs/10b_daily.ipynb #e4ee9d6f
-def _equity_marks(engine, account_id:int, day:pd.Timestamp, equity_now:Decimal) -> pd.Series:
-    "The account's peak and last equity snapshot before `day`, then `equity_now` at `day`: what the breakers and the gate read."
-    marks = ledger.equity_marks(engine, account_id, before=day)
-    return pd.concat([marks.rename(None).rename_axis(None), pd.Series([float(equity_now)], index=[day])])
+def _equity_marks(marks:pd.Series, day:pd.Timestamp, equity_now:Decimal) -> pd.Series:
+    "The account's peak and last equity snapshot before `day` (`ledger.equity_marks`), then `equity_now` at `day`: what the breakers and the gate read."
+    return pd.Series(list(marks.to_numpy(float)) + [float(equity_now)], index=list(marks.index) + [day], dtype=float)
+
+def var_returns(settings:Settings, closes:pd.DataFrame, day:pd.Timestamp) -> pd.DataFrame:
+    "The last `[risk] var_lookback` daily returns up to `day` (from var_lookback + 1 closes): what the gate's VaR budget replays."
+    end = closes.index.searchsorted(day, side="right")
+    return closes.iloc[max(0, end - settings.risk.var_lookback - 1):end].pct_change().iloc[1:]
 
 # %% ../nbs/10b_daily.ipynb #daa5aa85
 def portfolio_view(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, account_id:int, prices:dict[str, Decimal],
-                   sectors:dict|None=None) -> tuple[PortfolioView, Decimal, pd.Series]:
+                   sectors:dict|None=None,
+                   book:ledger.AccountBook|None=None,   # the account as the session started; None: read here
+                   returns:bool=True,                   # with the VaR returns; False: a session that will not trade does without them
+                   ) -> tuple[PortfolioView, Decimal, pd.Series]:
     "The gate's `PortfolioView` for the account at the close of `day`, its equity now, and its equity marks."
-    equity = ledger_equity(engine, account_id, prices)
-    marks = _equity_marks(engine, account_id, day, equity)
-    hold = {s: p.quantity * prices[s] for s, p in ledger.get_positions(engine, account_id).items() if p.quantity}
-    rets = closes.loc[:day].iloc[-settings.risk.var_lookback - 1:].pct_change().iloc[1:]   # the last var_lookback returns, from var_lookback + 1 closes
+    book = book or ledger.account_book(engine, account_id, day)
+    equity = book.equity(prices)
+    marks = _equity_marks(book.marks, day, equity)
+    hold = {s: p.quantity * prices[s] for s, p in book.positions.items() if p.quantity}
     view = PortfolioView(hold, sector_map(settings) if sectors is None else sectors,
                          start_equity=Decimal(str(marks.iloc[-2])) if len(marks) > 1 else equity,
-                         peak_equity=Decimal(str(marks.max())), returns=rets)
+                         peak_equity=Decimal(str(marks.max())), returns=var_returns(settings, closes, day) if returns else None)
     return view, equity, marks
 
 # %% ../nbs/10b_daily.ipynb #d178b771
@@ -67,16 +74,17 @@ def account_limits(settings:Settings, profile:AccountProfile) -> RiskLimits:
 def check_breakers(settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, marks:pd.Series,
                    benchmark:pd.Series|None=None) -> list[BreakerCheck]:   # the benchmark up to `day`; None: loaded here
     "Every circuit breaker on the benchmark up to `day` and the equity marks."
-    index = benchmark_until(settings, day) if benchmark is None else benchmark.loc[:day]
+    index = benchmark_until(settings, day) if benchmark is None else benchmark.iloc[:benchmark.index.searchsorted(day, side="right")]
     b = settings.breakers
     index = index.iloc[-max(b.vol_long, b.index_drop_window) - 2:]   # all the breakers read: the same numbers, without the whole history
     return evaluate_breakers(settings.breakers, index, marks)
 
 # %% ../nbs/10b_daily.ipynb #eead20f3
-def apply_breakers(engine, account_id:int, checks:list[BreakerCheck], day:pd.Timestamp, run_id:str|None=None) -> str:
+def apply_breakers(engine, account_id:int, checks:list[BreakerCheck], day:pd.Timestamp, run_id:str|None=None,
+                   state:str|None=None) -> str:   # the trading state as the session started, when already read
     "Record an alert per tripped breaker (once per session) and tighten the kill switch; returns the trading state."
     tripped = [c for c in checks if c.tripped]
-    if not tripped: return ledger.trading_state(engine, account_id)
+    if not tripped: return state or ledger.trading_state(engine, account_id)
     seen = set(ledger.alerts_frame_keys(engine, account_id))
     for c in tripped:
         key = f"breaker:{c.breaker}:{day.date()}"
@@ -111,9 +119,10 @@ def record_limit_alerts(engine, account_id:int, orders:list, day:pd.Timestamp, r
 _AUTOMATIC = ("circuit breaker", "risk limit")   # who moves the kill switch automatically (and so may lift it)
 _TRIPS = ("breaker:", "limit:DAILY_LOSS_LIMIT", "limit:DRAWDOWN_LIMIT")
 
-def resume_after_breakers(engine, settings:Settings, account_id:int, closes:pd.DataFrame, day:pd.Timestamp) -> str:
+def resume_after_breakers(engine, settings:Settings, account_id:int, closes:pd.DataFrame, day:pd.Timestamp,
+                          state:str|None=None) -> str:   # the current trading state, when already read
     "Lift a state the breakers or a loss limit set once they have been quiet for `[breakers] resume_after` sessions; returns the trading state."
-    state, n = ledger.trading_state(engine, account_id), settings.breakers.resume_after
+    state, n = state or ledger.trading_state(engine, account_id), settings.breakers.resume_after
     if state == "active" or n == 0: return state
     hist = ledger.trading_state_history(engine, account_id)
     if not len(hist) or hist["actor"].iloc[-1] not in _AUTOMATIC: return state
@@ -171,7 +180,10 @@ def _forecast_rationale(v, scores:pd.Series, ex:pd.DataFrame) -> dict[str, str]:
 def check_time_forward(engine, account:str, first_day) -> dt.date|None:
     "Refuse a run for a session before the latest one account `account` was run for (nothing is stored); returns that latest session."
     aid = ledger.find_account(engine, account)
-    last = None if aid is None else ledger.last_session(engine, aid)
+    return refuse_past(account, None if aid is None else ledger.last_session(engine, aid), first_day)
+
+def refuse_past(account:str, last:dt.date|None, first_day) -> dt.date|None:
+    "Raise when `first_day` is before `last`, the latest session account `account` was run for; returns `last`."
     day = pd.Timestamp(first_day).date()
     if last is not None and day < last:
         raise DataError(f"account {account!r} was last run for {last}; a run for {day} would trade into its later positions. "
@@ -192,11 +204,13 @@ class SessionPlan:
 def plan_session(engine, settings:Settings, strategy:Strategy, closes:pd.DataFrame, day:pd.Timestamp, account_id:int,
                  prices:dict[str, Decimal], equity:Decimal, benchmark:pd.Series|None=None,
                  model_store=None,                   # the store the production model is loaded from; None: `engine`
-                 new:bool|None=None) -> SessionPlan: # the account was never run before; None: read from the ledger
+                 new:bool|None=None,                 # the account was never run before; None: read from the ledger
+                 book:ledger.AccountBook|None=None) -> SessionPlan:   # the account as the session started; None: read here
     "Whether the strategy trades the account on `day`, and to what target weights."
-    resume = bool(ledger.orders_for(engine, account_id, day, strategy.name))
-    new = ledger.last_session(engine, account_id) is None if new is None else new
-    current = current_weights(ledger.get_positions(engine, account_id), prices, equity)
+    book = book or ledger.account_book(engine, account_id, day)
+    resume = strategy.name in book.strategies
+    new = book.last_session is None if new is None else new
+    current = current_weights(book.positions, prices, equity)
     if strategy.calendar.kind != "drift" and not (resume or new):
         due, note = rebalance_due(strategy, day, current)
         if not due: return SessionPlan(False, note, pd.Series(dtype=float, name="weight"), {})
@@ -233,31 +247,34 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
                 reconcile_first:bool=True) -> RebalanceResult:   # False only for the replay's in-process venue (nothing to reconcile)
     "One session of the daily run: refuse the past, reconcile, check the breakers, then rebalance when the strategy says so, else mark to market."
     prices, b, account = session_prices(closes, day), settings.broker, settings.traderbot.account
-    last = check_time_forward(engine, account, day)
+    acct = ledger.ensure_account(engine, account, mode, b.initial_cash)   # refuses a change of mode; stores nothing for a known account
+    book = ledger.account_book(engine, acct, day)
+    last = refuse_past(account, book.last_session, day)                   # before anything is stored
     close = session_close(day, settings.data.calendar)
-    broker = make_broker(engine, settings, prices, close, mode)
-    acct = ledger.ensure_account(engine, account, mode, b.initial_cash)
-    if reconcile_first: reconcile(engine, broker, acct, session=day.date())   # start-up check: raises if the broker is unreachable
-    profile = ledger.get_profile(engine, acct)
-    st = strategy or Strategy.build(settings, profile)
-    view, equity, marks = portfolio_view(engine, settings, closes, day, acct, prices, st.sectors)
+    broker = make_broker(engine, settings, prices, close, mode) if reconcile_first else None
+    if reconcile_first:
+        reconcile(engine, broker, acct, session=day.date())              # start-up check: raises if the broker is unreachable
+        book = ledger.account_book(engine, acct, day)                     # what reconciliation settled or adopted is the book
+    st = strategy or Strategy.build(settings, book.profile)
+    view, equity, marks = portfolio_view(engine, settings, closes, day, acct, prices, st.sectors, book=book, returns=False)
+    state = book.state
     if settings.breakers.enabled:
-        apply_breakers(engine, acct, check_breakers(settings, closes, day, marks, benchmark), day, run_id)
-        resume_after_breakers(engine, settings, acct, closes, day)
-    plan = plan_session(engine, settings, st, closes, day, acct, prices, equity, benchmark, model_store, new=last is None)
-    if not plan.trade: return _mark_to_market(engine, acct, equity, day, run_id, plan.note)
+        state = apply_breakers(engine, acct, check_breakers(settings, closes, day, marks, benchmark), day, run_id, state=state)
+        resume_after_breakers(engine, settings, acct, closes, day, state=state)
+    plan = plan_session(engine, settings, st, closes, day, acct, prices, equity, benchmark, model_store, new=last is None, book=book)
+    if not plan.trade: return _mark_to_market(engine, acct, book.cash, equity, day, run_id, plan.note)
+    broker = broker or make_broker(engine, settings, prices, close, mode)
     orders = lambda positions, cash, ids: plan_trades(st, plan.weights, positions, prices, cash, ids, day,
                                                       ledger.account_fills(engine, acct) if st.tax_aware else None, close)
-    res = rebalance(engine, broker, account, st.name, day, plan.weights, prices, account_limits(settings, profile),
+    res = rebalance(engine, broker, account, st.name, day, plan.weights, prices, account_limits(settings, book.profile),
                     is_session(day, settings.data.calendar), b.initial_cash, rationale=plan.rationale, run_id=run_id, mode=mode,
-                    portfolio=view, plan=orders, note=f"{plan.note}; picks from {plan.picks_from}")
+                    portfolio=replace(view, returns=var_returns(settings, closes, day)), plan=orders, note=f"{plan.note}; picks from {plan.picks_from}")
     record_limit_alerts(engine, acct, res.orders, day, run_id)
     return res
 
 # %% ../nbs/10b_daily.ipynb #351a7497
-def _mark_to_market(engine, account_id:int, equity:Decimal, day:pd.Timestamp, run_id:str|None, note:str) -> RebalanceResult:
-    "Record the account's equity at `day`'s closes (`ledger_equity`, as the gate's view read it), with no order: a session the strategy does not trade."
-    cash = ledger.account_cash(engine, account_id)
+def _mark_to_market(engine, account_id:int, cash:Decimal, equity:Decimal, day:pd.Timestamp, run_id:str|None, note:str) -> RebalanceResult:
+    "Record the account's equity at `day`'s closes (the book the session read: nothing has traded since), with no order: a session the strategy does not trade."
     ledger.record_snapshot(engine, account_id, day, cash, equity - cash, run_id)
     return RebalanceResult(as_of=str(day.date()), run_id=run_id, note=note, cash=float(cash), equity=float(equity))
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10c_replay.ipynb #11c23507
 from __future__ import annotations
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 import shutil
@@ -24,7 +24,7 @@ from .strategy import Strategy
 
 # %% auto #0
 __all__ = ['ReplayResult', 'replay', 'orders_with_commissions', 'replay_tear_sheet', 'replay_summary', 'write_orders_csv',
-           'record_replay']
+           'record_replay', 'offset_spread']
 
 # %% ../nbs/10c_replay.ipynb #79ff9fda
 @dataclass
@@ -147,3 +147,29 @@ def record_replay(engine, run_id:str, summary:dict, data_hash:str) -> None:
     "Store a backtest run's summary and data hash in the run registry; an interactive run is marked succeeded."
     runs.record_run_fields(engine, run_id, summary=summary, data_hash=data_hash)
     if runs.get_run(engine, run_id)["parameters"].get("interactive"): runs.finish_run(engine, run_id, "succeeded")
+
+# %% ../nbs/10c_replay.ipynb #763cd4fe
+def _offset_row(settings:Settings, closes:pd.DataFrame, start, end, strategy:Strategy, profile, benchmark:pd.Series, model_url:str|None) -> dict:
+    "One offset's replay, summarised (a joblib task: everything it takes pickles; the model store travels as its URL)."
+    r = replay(settings, closes, start, end, strategy=strategy, profile=profile, benchmark=benchmark,
+               model_store=database.connect(model_url) if model_url else None)
+    s = replay_summary(r, closes, benchmark)
+    return {"offset": strategy.calendar.offset, **{k: s[k] for k in ("cagr", "sharpe", "max_drawdown", "orders", "denied", "breaker_trips", "seconds")}}
+
+def offset_spread(
+    settings:Settings, closes:pd.DataFrame, benchmark:pd.Series,
+    start=None, end=None,               # the replay window (as `replay`)
+    strategy:Strategy|None=None,        # an `every N` strategy; None: built from settings.ini and `profile`
+    profile:AccountProfile|None=None,
+    model_store=None,                   # the store whose promoted model a `signal = model` strategy uses
+    n_jobs:int=-1,                      # joblib processes (-1: one per core)
+) -> pd.DataFrame:                      # one row per offset 0..N-1: CAGR, Sharpe, max drawdown, orders, denied, breaker trips, seconds
+    "The production replay at every offset of an `every N` calendar."
+    from joblib import Parallel, delayed
+    profile = profile or AccountProfile()
+    st = strategy or Strategy.build(settings, profile)
+    cal = st.calendar
+    if cal.kind != "every": raise DataError(f"offset spread: rebalance = {cal} has no offsets; it needs an 'every N' calendar")
+    url = model_store.url.render_as_string(hide_password=False) if model_store is not None else None
+    tasks = [delayed(_offset_row)(settings, closes, start, end, replace(st, calendar=replace(cal, offset=k)), profile, benchmark, url) for k in range(cal.every)]
+    return pd.DataFrame(Parallel(n_jobs=n_jobs)(tasks)).set_index("offset")

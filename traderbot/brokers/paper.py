@@ -122,7 +122,7 @@ def submit(self:PaperBroker, order:Order) -> Order:
     boid = broker_order_id(self.account_name, order.client_order_id)
     try:
         with database.transaction(self.engine) as con:
-            con.execute(paper_orders.insert().values(broker_order_id=boid, client_order_id=order.client_order_id,
+            con.execute(paper_orders.insert(), dict(broker_order_id=boid, client_order_id=order.client_order_id,
                 account=self.account_name, symbol=order.symbol, side=order.side.value, quantity=order.quantity, status="accepted",
                 filled_quantity=Decimal(0), limit_price=order.limit_price, session=self.market.session, created_at=schema.now_utc()))
     except StorageError as e:
@@ -145,19 +145,21 @@ def _work(self:PaperBroker, client_order_id:str) -> None:
     qty = Decimal(0) if px is None else fillable(o.remaining, volume, self.max_volume_share, done)
     if qty > 0: self._book_fill(o, qty, px)
 
+_FILL_COUNT = select(func.count()).select_from(paper_fills).where(paper_fills.c.broker_order_id == sa.bindparam("boid"))
+_FILL_ORDER = paper_orders.update().where(paper_orders.c.broker_order_id == sa.bindparam("b_boid"))
+
 @patch
 def _book_fill(self:PaperBroker, o:Order, qty:Decimal, px:Decimal) -> None:
     "Record one execution in the paper book and update the order."
-    t, f = paper_orders, paper_fills
     with database.transaction(self.engine) as con:
-        n = con.execute(select(func.count()).select_from(f).where(f.c.broker_order_id == o.broker_order_id)).scalar_one()
-        con.execute(f.insert().values(execution_id=f"{o.broker_order_id}-{n + 1}", broker_order_id=o.broker_order_id,
+        n = con.execute(_FILL_COUNT, {"boid": o.broker_order_id}).scalar_one()
+        con.execute(paper_fills.insert(), dict(execution_id=f"{o.broker_order_id}-{n + 1}", broker_order_id=o.broker_order_id,
             client_order_id=o.client_order_id, account=self.account_name, symbol=o.symbol, side=o.side.value, quantity=qty,
             price=px, commission=self.cost.commission(qty * px), timestamp=self.market.fill_time))
         filled = o.filled_quantity + qty
         avg = ((o.average_price or 0) * o.filled_quantity + px * qty) / filled
-        con.execute(t.update().where(t.c.broker_order_id == o.broker_order_id).values(
-            filled_quantity=filled, average_price=avg, status="filled" if filled == o.quantity else "partially_filled"))
+        con.execute(_FILL_ORDER, dict(b_boid=o.broker_order_id, filled_quantity=filled, average_price=avg,
+                                      status="filled" if filled == o.quantity else "partially_filled"))
 
 @patch
 def _filled_today(self:PaperBroker, symbol:str) -> Decimal:
@@ -194,12 +196,12 @@ def cancel(self:PaperBroker, client_order_id:str) -> Order:
     return self.get_order(client_order_id)
 
 # %% ../../nbs/08a_brokers.paper.ipynb #b7970c70
+_PAPER_ORDER = select(paper_orders).where((paper_orders.c.client_order_id == sa.bindparam("cid")) & (paper_orders.c.account == sa.bindparam("account")))
+
 @patch
 def get_order(self:PaperBroker, client_order_id:str) -> Order|None:
     "The paper book's view of an order, or None if it was never submitted."
-    t = paper_orders
-    q = select(t).where((t.c.client_order_id == client_order_id) & (t.c.account == self.account_name))
-    with database.reading(self.engine) as con: r = con.execute(q).first()
+    with database.reading(self.engine) as con: r = con.execute(_PAPER_ORDER, {"cid": client_order_id, "account": self.account_name}).first()
     return _paper_order(r) if r else None
 
 @patch
@@ -209,14 +211,15 @@ def open_orders(self:PaperBroker) -> list[Order]:
     q = select(t).where((t.c.account == self.account_name) & t.c.status.in_(["accepted", "partially_filled"])).order_by(t.c.created_at)
     with database.reading(self.engine) as con: return [_paper_order(r) for r in con.execute(q)]
 
+_ACCOUNT_FILLS = select(paper_fills).where(paper_fills.c.account == sa.bindparam("account")).order_by(paper_fills.c.timestamp, paper_fills.c.execution_id)
+_ORDER_FILLS = _ACCOUNT_FILLS.where(paper_fills.c.client_order_id == sa.bindparam("cid"))
+
 @patch
 def fills(self:PaperBroker, client_order_id:str|None=None) -> list[Fill]:
     "Executions in the paper book, for one order or the whole account."
-    t = paper_fills
-    q = select(t).where(t.c.account == self.account_name).order_by(t.c.timestamp, t.c.execution_id)
-    if client_order_id: q = q.where(t.c.client_order_id == client_order_id)
+    q, key = (_ORDER_FILLS, {"account": self.account_name, "cid": client_order_id}) if client_order_id else (_ACCOUNT_FILLS, {"account": self.account_name})
     with database.reading(self.engine) as con:
-        return [Fill(r.execution_id, r.client_order_id, r.symbol, Side(r.side), r.quantity, r.price, r.commission, r.timestamp) for r in con.execute(q)]
+        return [Fill(r.execution_id, r.client_order_id, r.symbol, Side(r.side), r.quantity, r.price, r.commission, r.timestamp) for r in con.execute(q, key)]
 
 # %% ../../nbs/08a_brokers.paper.ipynb #9eafd0cf
 @patch

@@ -15,7 +15,7 @@ import pandas as pd
 from ..core import (BrokerError, CostModel, DataError, DuplicateOrder, Order, OrderRejected, OrderStatus, Position, RateLimited,
                             Side, StorageError, TraderbotError, client_order_id, floor_to_lot, to_decimal)
 from ..risk.gate import OrderContext, PortfolioView, RiskLimits, check_order
-from ..store import ledger
+from ..store import database, ledger
 
 # %% auto #0
 __all__ = ['OPEN', 'plan_orders', 'execute_order', 'OrderManager', 'Reconciliation', 'reconcile', 'ledger_differences',
@@ -318,11 +318,11 @@ def rebalance(
 # %% ../../nbs/09a_execution.manager.ipynb #5b7e2c55
 def _execute_one(om:OrderManager, o:Order, prices, market_open, res:RebalanceResult, portfolio:PortfolioView|None=None) -> Order:
     "Execute one order of a rebalance with up-to-date equity, position, cash and holdings, counting what happened."
-    positions = ledger.get_positions(om.engine, om.account_id)
+    with database.reading(om.engine) as con: positions, cash = ledger.get_positions(con, om.account_id), ledger.account_cash(con, om.account_id)
     held = positions.get(o.symbol)
     view = None if portfolio is None else replace(portfolio, holdings={s: p.quantity * prices[s] for s, p in positions.items() if p.quantity})
-    ctx = OrderContext(prices.get(o.symbol), ledger_equity(om.engine, om.account_id, prices), held.quantity if held else Decimal(0),
-                       market_open, tradable=o.symbol in prices, cash=ledger.account_cash(om.engine, om.account_id), portfolio=view)
+    ctx = OrderContext(prices.get(o.symbol), ledger.valued(cash, positions, prices), held.quantity if held else Decimal(0),
+                       market_open, tradable=o.symbol in prices, cash=cash, portfolio=view)
     done, sent = om.place(o.client_order_id, ctx)
     res.sent += sent
     return done
@@ -330,10 +330,7 @@ def _execute_one(om:OrderManager, o:Order, prices, market_open, res:RebalanceRes
 # %% ../../nbs/09a_execution.manager.ipynb #f593d14f
 def ledger_equity(engine:Engine, account_id:int, prices:dict[str, Decimal]) -> Decimal:
     "Cash plus positions at `prices`, from traderbot's own ledger."
-    pos = ledger.get_positions(engine, account_id)
-    missing = sorted(set(pos) - set(prices))
-    if missing: raise StorageError(f"no reference price for held symbol(s) {missing}; cannot value the account")
-    return ledger.account_cash(engine, account_id) + sum((p.quantity * prices[s] for s, p in pos.items()), Decimal(0))
+    with database.reading(engine) as con: return ledger.valued(ledger.account_cash(con, account_id), ledger.get_positions(con, account_id), prices)
 
 # %% ../../nbs/09a_execution.manager.ipynb #1dc22a03
 def _finish_rebalance(engine, acct, prices, as_of, run_id, res:RebalanceResult) -> RebalanceResult:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import NamedTuple
 import math
 
+import numpy as np
 import pandas as pd
 
 # %% auto #0
@@ -23,6 +24,12 @@ class BreakerCheck(NamedTuple):
     message: str
 
 # %% ../../nbs/05d_risk.breakers.ipynb #63114646
+def _levels(x) -> np.ndarray|None:
+    "Levels as floats without the missing ones (numpy: the breakers run every session of a replay, and pandas costs more than the arithmetic)."
+    if x is None: return None
+    a = np.asarray(x, dtype=float)
+    return a[~np.isnan(a)]
+
 def evaluate_breakers(
     cfg,                              # a `BreakerSettings` section
     index:pd.Series|None=None,        # benchmark levels up to now (sessions ascending)
@@ -33,29 +40,29 @@ def evaluate_breakers(
     def add(name, value, threshold, tripped, action, what):
         msg = (f"{name}: {what}" + (f" — trading moves to {action}" if tripped else "")) if value is not None else f"{name}: not evaluated ({what})"
         out.append(BreakerCheck(name, value, threshold, bool(tripped), action, msg))
-    ix = None if index is None else pd.Series(index, dtype=float).dropna()
+    ix = _levels(index)
     if ix is not None and len(ix) > cfg.index_drop_window:
-        drop = float(1 - ix.iloc[-1] / ix.iloc[-1 - cfg.index_drop_window])
+        drop = float(1 - ix[-1] / ix[-1 - cfg.index_drop_window])
         add("index_drop", drop, cfg.index_drop, drop > cfg.index_drop, cfg.index_drop_action,
             f"index fell {drop:.2%} over {cfg.index_drop_window} sessions (threshold {cfg.index_drop:.2%})")
     else: add("index_drop", None, cfg.index_drop, False, cfg.index_drop_action, f"needs {cfg.index_drop_window + 1} index levels")
     if ix is not None and len(ix) > cfg.vol_long:
-        r = ix.pct_change().dropna()
-        short, long = float(r.iloc[-cfg.vol_short:].std() * math.sqrt(252)), float(r.iloc[-cfg.vol_long:].std() * math.sqrt(252))
+        r = ix[1:] / ix[:-1] - 1
+        short, long = float(r[-cfg.vol_short:].std(ddof=1) * math.sqrt(252)), float(r[-cfg.vol_long:].std(ddof=1) * math.sqrt(252))
         ratio = short / long if long > 0 else float("inf")
         add("vol_spike", ratio, cfg.vol_spike_ratio, ratio > cfg.vol_spike_ratio, cfg.vol_spike_action,
             f"{cfg.vol_short}-session volatility {short:.1%} is {ratio:.2f}x the {cfg.vol_long}-session {long:.1%} (threshold {cfg.vol_spike_ratio:.2f}x)")
     else: add("vol_spike", None, cfg.vol_spike_ratio, False, cfg.vol_spike_action, f"needs {cfg.vol_long + 1} index levels")
-    eq = None if equity is None else pd.Series(equity, dtype=float).dropna()
+    eq = _levels(equity)
     if eq is not None and len(eq) >= 2:
-        loss = float(1 - eq.iloc[-1] / eq.iloc[-2])
+        loss = float(1 - eq[-1] / eq[-2])
         add("daily_loss", loss, cfg.daily_loss, loss > cfg.daily_loss, cfg.daily_loss_action,
-            f"equity {eq.iloc[-1]:,.2f} is {loss:.2%} below the previous {eq.iloc[-2]:,.2f} (threshold {cfg.daily_loss:.2%})")
+            f"equity {eq[-1]:,.2f} is {loss:.2%} below the previous {eq[-2]:,.2f} (threshold {cfg.daily_loss:.2%})")
     else: add("daily_loss", None, cfg.daily_loss, False, cfg.daily_loss_action, "needs two equity marks")
     if eq is not None and len(eq) >= 1:
-        peak = float(eq.max()); dd = float(1 - eq.iloc[-1] / peak)
+        peak = float(eq.max()); dd = float(1 - eq[-1] / peak)
         add("drawdown", dd, cfg.drawdown, dd > cfg.drawdown, cfg.drawdown_action,
-            f"equity {eq.iloc[-1]:,.2f} is {dd:.2%} below its peak {peak:,.2f} (threshold {cfg.drawdown:.2%})")
+            f"equity {eq[-1]:,.2f} is {dd:.2%} below its peak {peak:,.2f} (threshold {cfg.drawdown:.2%})")
     else: add("drawdown", None, cfg.drawdown, False, cfg.drawdown_action, "needs an equity mark")
     return out
 

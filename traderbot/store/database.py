@@ -49,8 +49,11 @@ def connect(
 
 # %% ../../nbs/03b_store.database.ipynb #ec1c3e24
 @contextmanager
-def reading(engine:Engine):
+def reading(engine:Engine|sa.Connection):   # an engine, or a connection already open (several reads that belong together)
     "A connection for reads; a database failure (no schema yet, server down) becomes a `StorageError`."
+    if isinstance(engine, sa.Connection):     # the caller's connection: its reads see one state of the store, and cost no checkout
+        yield engine
+        return
     try:
         with engine.connect() as con: yield con
     except sa.exc.DBAPIError as e:

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/03c_store.ledger.ipynb #2c018249
 from __future__ import annotations
+from dataclasses import dataclass
 from decimal import Decimal
 import datetime as dt
 
@@ -25,10 +26,12 @@ __all__ = ['TRADING_STATES', 'ALERT_LEVELS', 'ensure_account', 'account_cash', '
            'record_risk_report', 'latest_risk_report', 'store_intents', 'get_order', 'orders_for', 'save_order',
            'unsent_orders', 'max_broker_order_id', 'record_routing', 'routed_venue', 'set_position', 'get_positions',
            'apply_to_position', 'record_fill', 'adopt_positions', 'record_reconciliation', 'record_snapshot',
-           'equity_history', 'last_session', 'equity_marks', 'equity_curve', 'positions_frame', 'orders_frame',
-           'fills_frame', 'account_orders', 'account_fills', 'order_history']
+           'equity_history', 'last_session', 'equity_marks', 'AccountBook', 'valued', 'account_book', 'equity_curve',
+           'positions_frame', 'orders_frame', 'fills_frame', 'account_orders', 'account_fills', 'order_history']
 
 # %% ../../nbs/03c_store.ledger.ipynb #474faade
+_ACCOUNT_BY_NAME = select(accounts.c.id, accounts.c.mode).where(accounts.c.name == sa.bindparam("name"))
+
 def ensure_account(
     engine:Engine,
     name:str,                # account name from settings
@@ -36,19 +39,25 @@ def ensure_account(
     initial_cash:Decimal,    # starting cash when the account is created
 ) -> int:                    # the account's id
     "Id of account `name`, creating it with `initial_cash` the first time; refuses a change of mode."
+    known = lambda con: con.execute(_ACCOUNT_BY_NAME, {"name": name}).first()
+    def found(row):
+        if row and row.mode != mode: raise StorageError(f"account {name!r} is a {row.mode} account; refusing to use it in {mode} mode")
+        return row.id if row else None
+    with reading(engine) as con: aid = found(known(con))   # the common case: no write lock needed
+    if aid is not None: return aid
     with transaction(engine) as con:
-        row = con.execute(select(accounts.c.id, accounts.c.mode).where(accounts.c.name == name)).first()
-        if row and row.mode != mode:
-            raise StorageError(f"account {name!r} is a {row.mode} account; refusing to use it in {mode} mode")
-        if row: return row.id
+        aid = found(known(con))
+        if aid is not None: return aid
         cash = to_decimal(initial_cash, "initial_cash")
         return con.execute(accounts.insert().values(name=name, mode=mode, initial_cash=cash, cash=cash,
                            risk_settings={}, sector_preferences={})).inserted_primary_key[0]
 
 # %% ../../nbs/03c_store.ledger.ipynb #2d42d3d8
+_CASH = select(accounts.c.cash).where(accounts.c.id == sa.bindparam("aid"))   # built once: the hot readers skip SQLAlchemy's statement construction
+
 def account_cash(engine:Engine, account_id:int) -> Decimal:
     "Cash the ledger holds for the account."
-    with reading(engine) as con: return con.execute(select(accounts.c.cash).where(accounts.c.id == account_id)).scalar_one()
+    with reading(engine) as con: return con.execute(_CASH, {"aid": account_id}).scalar_one()
 
 # %% ../../nbs/03c_store.ledger.ipynb #85b094fe
 def initial_cash(engine:Engine, account_id:int) -> Decimal:
@@ -58,7 +67,7 @@ def initial_cash(engine:Engine, account_id:int) -> Decimal:
 # %% ../../nbs/03c_store.ledger.ipynb #be80be08
 def find_account(engine:Engine, name:str) -> int|None:
     "Id of the account called `name`, or None if there is none."
-    with reading(engine) as con: return con.execute(select(accounts.c.id).where(accounts.c.name == name)).scalar()
+    with reading(engine) as con: return con.execute(_ACCOUNT_BY_NAME, {"name": name}).scalar()
 
 # %% ../../nbs/03c_store.ledger.ipynb #0957a5d9
 def account_id(engine:Engine, name:str) -> int:
@@ -77,11 +86,12 @@ def account_exists(engine:Engine, account:str) -> bool:
 TRADING_STATES = ("active", "reducing", "halted")
 
 # %% ../../nbs/03c_store.ledger.ipynb #eded2015
+_STATE = (select(trading_state_changes.c.state).where(trading_state_changes.c.account_id == sa.bindparam("aid"))
+          .order_by(trading_state_changes.c.id.desc()).limit(1))
+
 def trading_state(engine:Engine, account_id:int) -> str:
     "The account's current trading state."
-    t = trading_state_changes
-    with reading(engine) as con:
-        st = con.execute(select(t.c.state).where(t.c.account_id == account_id).order_by(t.c.id.desc()).limit(1)).scalar()
+    with reading(engine) as con: st = con.execute(_STATE, {"aid": account_id}).scalar()
     return st or "active"
 
 # %% ../../nbs/03c_store.ledger.ipynb #5c256007
@@ -145,11 +155,12 @@ def last_alert_session(engine:Engine, account_id:int, sources:tuple[str, ...]) -
     return max(days) if days else None
 
 # %% ../../nbs/03c_store.ledger.ipynb #93b604f6
+_PROFILE = select(accounts.c.name, accounts.c.risk_tolerance, accounts.c.optimizer, accounts.c.risk_settings,
+                  accounts.c.sector_preferences).where(accounts.c.id == sa.bindparam("aid"))
+
 def get_profile(engine:Engine, account_id:int):
     "The account's `AccountProfile` (empty fields fall back to settings.ini)."
-    a = accounts
-    with reading(engine) as con:
-        row = con.execute(select(a.c.name, a.c.risk_tolerance, a.c.optimizer, a.c.risk_settings, a.c.sector_preferences).where(a.c.id == account_id)).first()
+    with reading(engine) as con: row = con.execute(_PROFILE, {"aid": account_id}).first()
     if row is None: raise StorageError(f"no account with id {account_id}")
     data = dict(risk_tolerance=row.risk_tolerance, optimizer=row.optimizer, limits=row.risk_settings or {}, sector_preferences=row.sector_preferences or {})
     return parse_profile(data, f"account {row.name!r}'s profile")
@@ -224,10 +235,11 @@ def store_intents(
     return intents
 
 # %% ../../nbs/03c_store.ledger.ipynb #b8b4ca4f
+_ORDER = select(orders).where(orders.c.client_order_id == sa.bindparam("cid"))
+
 def get_order(engine:Engine, client_order_id:str) -> Order|None:
     "The stored order with this client order id, or None."
-    with reading(engine) as con:
-        r = con.execute(select(orders).where(orders.c.client_order_id == client_order_id)).first()
+    with reading(engine) as con: r = con.execute(_ORDER, {"cid": client_order_id}).first()
     return _row_order(r) if r else None
 
 # %% ../../nbs/03c_store.ledger.ipynb #1c7c6e46
@@ -239,17 +251,20 @@ def orders_for(engine:Engine, account_id:int, as_of=None, strategy:str|None=None
     with reading(engine) as con: return [_row_order(r) for r in con.execute(q)]
 
 # %% ../../nbs/03c_store.ledger.ipynb #c972e68f
+_ORDER_STATUS = select(orders.c.status).where(orders.c.client_order_id == sa.bindparam("cid")).with_for_update()
+_UPDATE_ORDER = orders.update().where(orders.c.client_order_id == sa.bindparam("b_cid"))   # the columns set are the parameters given
+_INSERT_DENIAL = risk_denials.insert()
+
 def save_order(engine:Engine, order:Order, denial:tuple[str,str]|None=None) -> Order:
     "Persist a new state of a stored order (through the state machine); record a risk denial if given."
     with transaction(engine) as con:
-        cur = con.execute(select(orders.c.status).where(orders.c.client_order_id == order.client_order_id).with_for_update()).scalar_one_or_none()
+        cur = con.execute(_ORDER_STATUS, {"cid": order.client_order_id}).scalar_one_or_none()
         if cur is None: raise StorageError(f"order {order.client_order_id} is not in the store")
         if cur != order.status.value:
             check_transition(OrderStatus(cur), order.status, order.client_order_id)
-        con.execute(orders.update().where(orders.c.client_order_id == order.client_order_id)   # fills are record_fill's
-                    .values(status=order.status.value, broker_order_id=order.broker_order_id, reason=order.reason, updated_at=now_utc()))
-        if denial: con.execute(risk_denials.insert().values(client_order_id=order.client_order_id,
-                               code=denial[0], message=denial[1], created_at=now_utc()))
+        con.execute(_UPDATE_ORDER, dict(b_cid=order.client_order_id, status=order.status.value, broker_order_id=order.broker_order_id,   # fills are record_fill's
+                                        reason=order.reason, updated_at=now_utc()))
+        if denial: con.execute(_INSERT_DENIAL, dict(client_order_id=order.client_order_id, code=denial[0], message=denial[1], created_at=now_utc()))
     return order
 
 # %% ../../nbs/03c_store.ledger.ipynb #8fab3863
@@ -289,10 +304,12 @@ def set_position(con, account_id:int, symbol:str, quantity:Decimal, average_cost
     else: con.execute(positions.insert().values(account_id=account_id, symbol=symbol, **vals))
 
 # %% ../../nbs/03c_store.ledger.ipynb #41c05777
+_POSITIONS = select(positions).where(positions.c.account_id == sa.bindparam("aid")).order_by(positions.c.symbol)
+
 def get_positions(engine:Engine, account_id:int) -> dict[str, Position]:
     "Non-zero positions of the account, by symbol."
     with reading(engine) as con:
-        rows = con.execute(select(positions).where(positions.c.account_id == account_id).order_by(positions.c.symbol))
+        rows = con.execute(_POSITIONS, {"aid": account_id})
         return {r.symbol: Position(r.symbol, r.quantity, r.average_cost) for r in rows if r.quantity != 0}
 
 # %% ../../nbs/03c_store.ledger.ipynb #1d7ecf81
@@ -306,35 +323,41 @@ def apply_to_position(pos:Position|None, fill:Fill) -> Position:
     return Position(fill.symbol, qty, cost0)                                                 # reduced
 
 # %% ../../nbs/03c_store.ledger.ipynb #1fcbf280
+_POSITION = select(positions).where((positions.c.account_id == sa.bindparam("aid")) & (positions.c.symbol == sa.bindparam("sym")))
+_UPDATE_POSITION = positions.update().where((positions.c.account_id == sa.bindparam("b_aid")) & (positions.c.symbol == sa.bindparam("b_sym")))
+_CASH_FOR_UPDATE = select(accounts.c.cash).where(accounts.c.id == sa.bindparam("aid")).with_for_update()
+_SET_CASH = accounts.update().where(accounts.c.id == sa.bindparam("b_aid"))
+_FILL_SEEN = select(fills.c.id, fills.c.commission).where(fills.c.execution_id == sa.bindparam("eid"))
+
 def _upsert_position(con, account_id:int, fill:Fill) -> None:
     "Update (or create) the position row that `fill` changes."
-    key = (positions.c.account_id == account_id) & (positions.c.symbol == fill.symbol)
-    r = con.execute(select(positions).where(key)).first()
+    key = {"aid": account_id, "sym": fill.symbol}
+    r = con.execute(_POSITION, key).first()
     new = apply_to_position(Position(r.symbol, r.quantity, r.average_cost) if r else None, fill)
     vals = dict(quantity=new.quantity, average_cost=new.average_cost, updated_at=now_utc())
-    if r: con.execute(positions.update().where(key).values(**vals))
-    else: con.execute(positions.insert().values(account_id=account_id, symbol=fill.symbol, **vals))
+    if r: con.execute(_UPDATE_POSITION, {"b_aid": account_id, "b_sym": fill.symbol, **vals})
+    else: con.execute(positions.insert(), dict(account_id=account_id, symbol=fill.symbol, **vals))
 
 def record_fill(engine:Engine, account_id:int, fill:Fill) -> bool:
     "Apply `fill` to order, position and cash atomically; False if this execution was already recorded."
     with transaction(engine) as con:
         # lock the account row first (PostgreSQL; SQLite holds the write lock already): fills of one account apply one at a time
-        cash = con.execute(select(accounts.c.cash).where(accounts.c.id == account_id).with_for_update()).scalar_one_or_none()
+        cash = con.execute(_CASH_FOR_UPDATE, {"aid": account_id}).scalar_one_or_none()
         if cash is None: raise StorageError(f"fill {fill.execution_id}: no account {account_id} in the store")
-        seen = con.execute(select(fills.c.id, fills.c.commission).where(fills.c.execution_id == fill.execution_id)).first()
+        seen = con.execute(_FILL_SEEN, {"eid": fill.execution_id}).first()
         if seen:   # a replay; only a late commission (IB reports it after the execution) may change the ledger
             if seen.commission != fill.commission:
                 con.execute(fills.update().where(fills.c.id == seen.id).values(commission=fill.commission))
                 con.execute(accounts.update().where(accounts.c.id == account_id).values(cash=cash + seen.commission - fill.commission))
             return False
-        r = con.execute(select(orders).where(orders.c.client_order_id == fill.client_order_id)).first()
+        r = con.execute(_ORDER, {"cid": fill.client_order_id}).first()
         if r is None: raise StorageError(f"fill {fill.execution_id}: no order {fill.client_order_id} in the store")
         order = _row_order(r).with_fill(fill)
-        con.execute(orders.update().where(orders.c.client_order_id == order.client_order_id).values(**_order_row(order), updated_at=now_utc()))
-        con.execute(fills.insert().values(execution_id=fill.execution_id, client_order_id=fill.client_order_id, account_id=account_id,
+        con.execute(_UPDATE_ORDER, {"b_cid": order.client_order_id, **_order_row(order), "updated_at": now_utc()})
+        con.execute(fills.insert(), dict(execution_id=fill.execution_id, client_order_id=fill.client_order_id, account_id=account_id,
             symbol=fill.symbol, side=fill.side.value, quantity=fill.quantity, price=fill.price, commission=fill.commission, timestamp=fill.timestamp))
         _upsert_position(con, account_id, fill)
-        con.execute(accounts.update().where(accounts.c.id == account_id).values(cash=cash + fill.cash_flow))
+        con.execute(_SET_CASH, {"b_aid": account_id, "cash": cash + fill.cash_flow})
     return True
 
 # %% ../../nbs/03c_store.ledger.ipynb #abd3344e
@@ -359,14 +382,15 @@ def record_reconciliation(engine:Engine, account_id:int, broker:str, status:str,
                                                            actions=actions, error=error, at=now_utc())).inserted_primary_key[0]
 
 # %% ../../nbs/03c_store.ledger.ipynb #a14827ef
+_DELETE_SNAPSHOT = equity_snapshots.delete().where((equity_snapshots.c.account_id == sa.bindparam("aid")) & (equity_snapshots.c.as_of == sa.bindparam("day")))
+
 def record_snapshot(engine:Engine, account_id:int, as_of, cash:Decimal, positions_value:Decimal, run_id:str|None=None) -> Decimal:
     "Store (or replace) the account's equity at the close of `as_of`; returns the equity."
     day, equity = pd.Timestamp(as_of).date(), cash + positions_value
-    key = (equity_snapshots.c.account_id == account_id) & (equity_snapshots.c.as_of == day)
     with transaction(engine) as con:
-        con.execute(equity_snapshots.delete().where(key))
-        con.execute(equity_snapshots.insert().values(account_id=account_id, as_of=day, cash=cash,
-                    positions_value=positions_value, equity=equity, run_id=run_id))
+        con.execute(_DELETE_SNAPSHOT, {"aid": account_id, "day": day})
+        con.execute(equity_snapshots.insert(), dict(account_id=account_id, as_of=day, cash=cash, positions_value=positions_value,
+                                                    equity=equity, run_id=run_id))
     return equity
 
 # %% ../../nbs/03c_store.ledger.ipynb #f2fe9f86
@@ -383,26 +407,62 @@ def equity_history(
     return pd.Series(df["equity"].astype(float).to_numpy(), index=idx, name="equity")
 
 # %% ../../nbs/03c_store.ledger.ipynb #007bd500
+_LAST_SESSION = sa.union_all(select(func.max(equity_snapshots.c.as_of)).where(equity_snapshots.c.account_id == sa.bindparam("aid")),
+                             select(func.max(orders.c.as_of)).where(orders.c.account_id == sa.bindparam("aid")))
+
 def last_session(engine:Engine, account_id:int) -> dt.date|None:
     "The latest session the account was run for (an order or an equity snapshot), or None for an account never run."
-    q = sa.union_all(select(func.max(equity_snapshots.c.as_of)).where(equity_snapshots.c.account_id == account_id),
-                     select(func.max(orders.c.as_of)).where(orders.c.account_id == account_id))
-    with reading(engine) as con: days = [d for d in con.execute(q).scalars() if d is not None]
+    with reading(engine) as con: days = [d for d in con.execute(_LAST_SESSION, {"aid": account_id}).scalars() if d is not None]
     return max(days) if days else None
 
 # %% ../../nbs/03c_store.ledger.ipynb #59d972af
+_MINE = (equity_snapshots.c.account_id == sa.bindparam("aid")) & (equity_snapshots.c.as_of < sa.bindparam("day"))
+_LAST_MARK = select(equity_snapshots.c.as_of, equity_snapshots.c.equity).where(_MINE).order_by(equity_snapshots.c.as_of.desc()).limit(1)
+_PEAK_MARK = (select(equity_snapshots.c.as_of, equity_snapshots.c.equity).where(_MINE)    # Money is stored as exact text: compare as numbers
+              .order_by(sa.cast(equity_snapshots.c.equity, sa.Float).desc(), equity_snapshots.c.as_of).limit(1))
+
 def equity_marks(
     engine:Engine, account_id:int,
     before,                   # only snapshots of sessions before this date
 ) -> pd.Series:               # equity as floats, indexed by aware UTC session date, oldest first (one or two rows; empty for a new account)
     "The account's peak and its latest equity snapshot before `before`: all the breakers and the gate read, in two queries that scan no more than the account's snapshots."
-    t, day = equity_snapshots, pd.Timestamp(before).date()
-    mine = (t.c.account_id == account_id) & (t.c.as_of < day)
-    last = select(t.c.as_of, t.c.equity).where(mine).order_by(t.c.as_of.desc()).limit(1)
-    peak = select(t.c.as_of, t.c.equity).where(mine).order_by(sa.cast(t.c.equity, sa.Float).desc(), t.c.as_of).limit(1)   # Money is stored as exact text: compare as numbers
-    with reading(engine) as con: rows = sorted({tuple(r) for q in (last, peak) for r in con.execute(q)})
+    key = {"aid": account_id, "day": pd.Timestamp(before).date()}
+    with reading(engine) as con: rows = sorted({tuple(r) for q in (_LAST_MARK, _PEAK_MARK) for r in con.execute(q, key)})
     idx = pd.DatetimeIndex(pd.to_datetime([r[0] for r in rows]), name="as_of").tz_localize("UTC")
     return pd.Series([float(r[1]) for r in rows], index=idx, name="equity", dtype=float)
+
+# %% ../../nbs/03c_store.ledger.ipynb #5c0e7279
+@dataclass(frozen=True)
+class AccountBook:
+    "What one session of the daily run reads of an account, in one go: cash, positions, kill switch, profile, last session, equity marks."
+    account_id: int
+    cash: Decimal
+    positions: dict                # non-zero positions by symbol
+    state: str                     # the kill switch: active, reducing or halted
+    profile: object                # the account's `AccountProfile`
+    last_session: dt.date|None     # the latest session the account was run for (None: never run)
+    marks: pd.Series               # `equity_marks` before the session: peak and latest equity
+    strategies: frozenset          # strategies with orders stored for the session (a rerun resumes them)
+
+    def equity(self, prices:dict[str, Decimal]) -> Decimal:
+        "Cash plus positions at `prices`."
+        return valued(self.cash, self.positions, prices)
+
+def valued(cash:Decimal, positions:dict[str, Position], prices:dict[str, Decimal]) -> Decimal:
+    "Cash plus `positions` at `prices`; a held symbol without a price is an error, never a zero."
+    missing = sorted(set(positions) - set(prices))
+    if missing: raise StorageError(f"no reference price for held symbol(s) {missing}; cannot value the account")
+    return cash + sum((p.quantity * prices[s] for s, p in positions.items()), Decimal(0))
+
+_STRATEGIES_ON = select(orders.c.strategy).distinct().where((orders.c.account_id == sa.bindparam("aid")) & (orders.c.as_of == sa.bindparam("day")))
+
+def account_book(engine:Engine, account_id:int, day) -> AccountBook:
+    "The account as session `day` starts, read on one connection: the daily run's reads at the cost of one checkout."
+    d = pd.Timestamp(day).date()
+    with reading(engine) as con:
+        strategies = con.execute(_STRATEGIES_ON, {"aid": account_id, "day": d}).scalars()
+        return AccountBook(account_id, account_cash(con, account_id), get_positions(con, account_id), trading_state(con, account_id),
+                           get_profile(con, account_id), last_session(con, account_id), equity_marks(con, account_id, d), frozenset(strategies))
 
 # %% ../../nbs/03c_store.ledger.ipynb #dbb003b0
 def equity_curve(engine:Engine, account:str) -> pd.Series:
