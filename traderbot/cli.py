@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 from .brokers.factory import make_broker
 from .config import for_account, load_settings, parse_profile, resolve_mode, trading_mode
@@ -22,7 +24,7 @@ from .execution.manager import reconcile
 from .pipeline import parse_parameters, run_pipeline
 from .research.registry import model_versions, promote, promotion_problems
 from .store import database, ledger
-from .store.runs import runs_frame
+from .store.runs import runs_frame, settle_abandoned
 
 # %% auto #0
 __all__ = ['parser', 'main']
@@ -39,6 +41,7 @@ def _cmd_run(args) -> int:
     if bool(args.start) != bool(args.end): raise ConfigError("--from and --to go together")
     if args.start and "as_of" in params: raise ConfigError("give either -p as_of=... or --from/--to, not both")
     if args.account: params["account"] = args.account
+    if args.replan: params["replan"] = "true"
     days = sessions_between(args.start, args.end, cfg.data.calendar) if args.start else [None]
     if args.pipeline == "daily": _refuse_the_past(cfg, params, args.start or params.get("as_of"))
     for day in days:   # one pipeline run per session, oldest first; stops at the first failure
@@ -65,6 +68,7 @@ def _describe_summary(s:dict) -> str:
         return f"as of {s['as_of']}: {s['note']}; equity {s['equity']:,.2f}, cash {s['cash']:,.2f}"
     return (f"as of {s['as_of']}: {s['planned']} orders planned, {s['sent']} sent now, {s['filled']} filled, "
             f"{s['denied']} denied, {s['rejected']} rejected" + (" (rerun: resumed the stored orders)" if s.get("resumed") else "")
+            + (f"; re-planned {s['replanned']} denied orders" if s.get("replanned") else "")
             + f"; equity {s['equity']:,.2f}, cash {s['cash']:,.2f}")
 
 # %% ../nbs/13_cli.ipynb #395d32d9
@@ -105,6 +109,7 @@ def _cmd_status(args) -> int:
     "traderbot status: latest runs, positions and equity."
     cfg = _settings_from(args)
     eng = database.open_store(cfg.store.url, cfg.store.busy_timeout_s)
+    for run_id in settle_abandoned(eng): print(f"run {run_id}: its process is gone; recorded as abandoned")
     print(f"store: {database.safe_url(cfg.store.url)} (revision {database.current_revision(eng)})")
     runs = runs_frame(eng, limit=5)
     print(runs[["run_id", "status", "duration_s", "error"]].to_string(index=False) if len(runs) else "no runs yet: try `make run`")
@@ -253,6 +258,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--from", dest="start", metavar="DATE", help="run once per trading session from DATE ...")
     r.add_argument("--to", dest="end", metavar="DATE", help="... to DATE (inclusive), oldest first")
     r.add_argument("--account", metavar="NAME", help="the account to trade (default: settings.ini [traderbot] account); a backfill goes into a fresh one")
+    r.add_argument("--replan", action="store_true", help="re-plan this session's orders a limit denied (after changing the limit); "
+                   "orders the kill switch denied are re-planned anyway once trading is active")
     r.set_defaults(func=_cmd_run)
     bt = sub.add_parser("backtest", help="the production replay: the daily run's own functions over history, in a throwaway store")
     bt.add_argument("--from", dest="start", metavar="DATE", help="first session (default: the first with enough history)")
@@ -296,9 +303,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/13_cli.ipynb #64637ab3
+def _terminate(signum, frame):
+    "SIGTERM as KeyboardInterrupt, so a run in progress is recorded as interrupted and its kernel stopped."
+    raise KeyboardInterrupt
+
 def main(argv:list[str]|None=None) -> int:
     "Run the `traderbot` command; returns the exit code."
     args = parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():   # SIGTERM (a scheduler's stop) ends a run as Ctrl-C does: settled, kernel stopped
+        signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try: return args.func(args)
     except TraderbotError as e:

@@ -166,6 +166,7 @@ class StrategySettings(_Section):
 class PipelineSettings(_Section):
     reports_dir: Path = Path("reports")          # executed notebooks and HTML, relative to settings.ini
     cell_timeout_s: int = Field(600, gt=0)       # a cell running longer fails the run
+    lock_wait_s: float = Field(60, ge=0)         # a trading run waits this long for another run of its account, then stops naming it
     kernel: str = "python3"                      # Jupyter kernel papermill starts
 
 # %% ../nbs/01_config.ipynb #2f67ca68

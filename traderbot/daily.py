@@ -86,13 +86,13 @@ def apply_breakers(engine, account_id:int, checks:list[BreakerCheck], day:pd.Tim
     tripped = [c for c in checks if c.tripped]
     if not tripped: return state or ledger.trading_state(engine, account_id)
     seen = set(ledger.alerts_frame_keys(engine, account_id))
-    for c in tripped:
+    fresh = [c for c in tripped if f"breaker:{c.breaker}:{day.date()}" not in seen]   # a trip moves the switch once a session: an operator's lift stands
+    for c in fresh:
         key = f"breaker:{c.breaker}:{day.date()}"
-        if key in seen: continue
         ledger.record_alert(engine, "critical" if c.action == "halted" else "warning", f"breaker:{c.breaker}", c.message,
                            {"key": key, "as_of": str(day.date()), "value": c.value, "threshold": c.threshold, "action": c.action}, account_id, run_id)
     current = ledger.trading_state(engine, account_id)
-    new = breaker_state(current, tripped)
+    new = breaker_state(current, fresh)
     if new != current:
         ledger.set_trading_state(engine, account_id, new, "circuit breaker", "; ".join(c.message for c in tripped))
     return new
@@ -244,7 +244,8 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
                 strategy:Strategy|None=None,     # None: built from settings.ini and the account's profile
                 benchmark:pd.Series|None=None,   # the benchmark's closes, loaded once per run; None: loaded here
                 model_store=None,                # the store the production model is loaded from; None: `engine`
-                reconcile_first:bool=True) -> RebalanceResult:   # False only for the replay's in-process venue (nothing to reconcile)
+                reconcile_first:bool=True,       # False only for the replay's in-process venue (nothing to reconcile)
+                replan:bool=False) -> RebalanceResult:   # re-plan this session's orders any check denied (after a limit change)
     "One session of the daily run: refuse the past, reconcile, check the breakers, then rebalance when the strategy says so, else mark to market."
     prices, b, account = session_prices(closes, day), settings.broker, settings.traderbot.account
     acct = ledger.ensure_account(engine, account, mode, b.initial_cash)   # refuses a change of mode; stores nothing for a known account
@@ -268,7 +269,8 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
                                                       ledger.account_fills(engine, acct) if st.tax_aware else None, close)
     res = rebalance(engine, broker, account, st.name, day, plan.weights, prices, account_limits(settings, book.profile),
                     is_session(day, settings.data.calendar), b.initial_cash, rationale=plan.rationale, run_id=run_id, mode=mode,
-                    portfolio=replace(view, returns=var_returns(settings, closes, day)), plan=orders, note=f"{plan.note}; picks from {plan.picks_from}")
+                    portfolio=replace(view, returns=var_returns(settings, closes, day)), plan=orders, note=f"{plan.note}; picks from {plan.picks_from}",
+                    replan=replan)
     record_limit_alerts(engine, acct, res.orders, day, run_id)
     return res
 

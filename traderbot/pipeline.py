@@ -11,17 +11,19 @@ import os
 import re
 import secrets
 import subprocess
+import threading
 import time
 
 import pandas as pd
 
-from .config import Settings, resolve_mode
-from .core import ConfigError, TraderbotError
+from .config import Settings, for_account, resolve_mode
+from .core import ConfigError, DataError, TraderbotError
+from .data.calendar import to_session_date
 from .store import database, runs
 
 # %% auto #0
-__all__ = ['PipelineFailed', 'pipelines_dir', 'pipeline_notebook', 'check_parameters', 'parse_parameters', 'RunOutcome',
-           'run_pipeline', 'ensure_run']
+__all__ = ['PipelineFailed', 'RunInterrupted', 'pipelines_dir', 'pipeline_notebook', 'check_parameters', 'parse_parameters',
+           'RunOutcome', 'run_pipeline', 'ensure_run']
 
 # %% ../nbs/11_pipeline.ipynb #edbd2852
 class PipelineFailed(TraderbotError):
@@ -29,6 +31,11 @@ class PipelineFailed(TraderbotError):
     def __init__(self, message:str, run_id:str, notebook:Path|None=None):
         super().__init__(message)
         self.run_id, self.notebook = run_id, notebook
+
+class RunInterrupted(PipelineFailed):
+    "SIGINT or SIGTERM stopped a run: it is recorded as interrupted, its kernel stopped, its lock released."
+
+_TRADING = ("daily",)   # the pipelines that trade an account: one run per account at a time
 
 # %% ../nbs/11_pipeline.ipynb #d95e9631
 _NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -74,6 +81,9 @@ def check_parameters(
         if any(w in key.lower() for w in _SECRET_WORDS):
             raise ConfigError(f"parameter {key!r} looks like a secret; secrets come from the environment, never parameters")
         out[key] = _convert(str(value), declared[key]["inferred_type_name"], key)
+        if "YYYY-MM-DD" in (declared[key].get("help") or "") and out[key]:   # a date parameter: exactly YYYY-MM-DD, before any run is recorded
+            try: to_session_date(out[key])
+            except DataError: raise ConfigError(f"parameter {key}={out[key]!r}: expected a date as YYYY-MM-DD, e.g. 2022-12-28") from None
     return out
 
 # %% ../nbs/11_pipeline.ipynb #57d279b5
@@ -131,15 +141,30 @@ def run_pipeline(
     params = check_parameters(nb, parameters or {})
     url = resolve_mode(settings, params["mode"]).store_url if "mode" in params else settings.store.url   # live runs: the live ledger
     engine = database.open_store(url, settings.store.busy_timeout_s)
-    run_id = runs.start_run(engine, _new_run_id(name), name, params, _git_commit(settings.root))
+    runs.settle_abandoned(engine)                      # runs whose process died are settled by the next command
+    run_id = _new_run_id(name)
+    account = for_account(settings, params.get("account", "")).traderbot.account if name in _TRADING else None
+    if account: runs.acquire_lock(engine, account, run_id, settings.pipeline.lock_wait_s)   # before any run row: a refused run leaves none
+    try: return _execute(settings, engine, nb, name, run_id, params, settings_path)
+    finally:
+        if account: runs.release_lock(engine, account, run_id)
+
+def _execute(settings:Settings, engine, nb:Path, name:str, run_id:str, params:dict, settings_path:Path|None) -> RunOutcome:
+    "Record the run, execute its notebook, and settle it: succeeded, failed, or interrupted (SIGINT/SIGTERM)."
+    import papermill as pm
+    runs.start_run(engine, run_id, name, params, _git_commit(settings.root))
     out = settings.path(settings.pipeline.reports_dir) / name / f"{run_id}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     injected = {**params, "run_id": run_id, "settings_path": str(settings_path or settings.root / "settings.ini")}
     error, t0 = None, time.monotonic()
     try:
-        with _kernel_env(TRADERBOT__STORE__URL=settings.store.url, TRADERBOT__STORE__LIVE_URL=settings.store.live_url):
+        with _kernel_env(TRADERBOT__STORE__URL=settings.store.url, TRADERBOT__STORE__LIVE_URL=settings.store.live_url,
+                         TRADERBOT_RUNNER_PID=str(os.getpid())):   # the kernel exits if this process dies (see `_watch_runner`)
           pm.execute_notebook(str(nb), str(out), parameters=injected, kernel_name=settings.pipeline.kernel, cwd=str(settings.root),
                             execution_timeout=settings.pipeline.cell_timeout_s, progress_bar=False, log_output=False)
+    except KeyboardInterrupt:   # papermill has stopped the kernel on its way out
+        runs.finish_run(engine, run_id, "interrupted", notebook_path=str(out), error="interrupted by SIGINT or SIGTERM")
+        raise RunInterrupted(f"run {run_id} interrupted (recorded as interrupted; a rerun resumes its stored orders)\n  notebook: {out}", run_id, out) from None
     except Exception as e: error = _failure_message(e)
     return _record_outcome(engine, run_id, out, error, time.monotonic() - t0)
 
@@ -154,6 +179,21 @@ def _kernel_env(**variables):
         for k, v in old.items():
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
+
+def _watch_runner(poll_s:float=1.0) -> bool:
+    "In a pipeline's kernel (`TRADERBOT_RUNNER_PID` set by `run_pipeline`): exit as soon as the runner is gone, so a kernel never outlives its CLI."
+    pid = os.environ.get("TRADERBOT_RUNNER_PID")
+    if not pid or int(pid) == os.getpid(): return False
+    def watch():
+        while True:
+            time.sleep(poll_s)
+            try: os.kill(int(pid), 0)
+            except ProcessLookupError: os._exit(70)   # the runner was killed: stop before writing anything more
+            except PermissionError: pass
+    threading.Thread(target=watch, name="traderbot-runner-watch", daemon=True).start()
+    return True
+
+_watch_runner()   # every pipeline notebook imports this module in its first cells
 
 # %% ../nbs/11_pipeline.ipynb #462202b7
 def _failure_message(e:Exception) -> str:

@@ -80,7 +80,9 @@ paper_fills = sa.Table("paper_fills", metadata,
     sa.Column("quantity", Money, nullable=False),
     sa.Column("price", Money, nullable=False),
     sa.Column("commission", Money, nullable=False),
-    sa.Column("timestamp", UTCDateTime, nullable=False))
+    sa.Column("timestamp", UTCDateTime, nullable=False),
+    sa.Index("ix_paper_fills_broker_order_id", "broker_order_id"),     # an order's fills, without a scan of the book (revision 0006)
+    sa.Index("ix_paper_fills_client_order_id", "client_order_id"))
 
 paper_accounts = sa.Table("paper_accounts", metadata,
     sa.Column("account", Str(40), primary_key=True),

@@ -5,6 +5,7 @@
 # %% ../../nbs/02a_data.calendar.ipynb #2a57d9f4
 from __future__ import annotations
 import functools
+import re
 
 import pandas as pd
 
@@ -15,13 +16,17 @@ __all__ = ['TRADING_DAYS', 'EXCHANGE_TZ', 'to_session_date', 'trading_calendar',
            'signal_session', 'sessions_between']
 
 # %% ../../nbs/02a_data.calendar.ipynb #7c461f7f
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")   # the one form a user may type a date in
+
 def to_session_date(
     when, # 'YYYY-MM-DD', a `datetime.date`, or a Timestamp (an aware one keeps its local date)
 ) -> pd.Timestamp: # that date at 00:00 UTC, the way bars are keyed
-    "The calendar date of `when` as an aware UTC Timestamp at midnight."
+    "The calendar date of `when` as an aware UTC Timestamp at midnight; text must be exactly YYYY-MM-DD."
+    if isinstance(when, str) and not _ISO_DAY.fullmatch(when):   # 28/12/2022, 20221228, 2022-12-28T23:00: refused, never guessed
+        raise DataError(f"invalid date {when!r}: expected YYYY-MM-DD, e.g. '2022-12-28'")
     try: ts = pd.Timestamp(when)
     except (ValueError, TypeError): ts = pd.NaT
-    if pd.isna(ts): raise DataError(f"invalid date {when!r}: expected a date such as '2022-12-28'")
+    if pd.isna(ts): raise DataError(f"invalid date {when!r}: expected YYYY-MM-DD, e.g. '2022-12-28'")
     if ts.tz is not None: ts = ts.tz_localize(None)
     return ts.normalize().tz_localize('UTC')
 
@@ -106,6 +111,9 @@ def sessions_between(
     calendar:str="XNYS",  # exchange calendar
 ) -> list[str]:           # trading sessions in the range, as YYYY-MM-DD
     "The exchange's trading sessions from `start` to `end`; weekends and holidays are not in it."
-    a, b = to_session_date(start).tz_localize(None), to_session_date(end).tz_localize(None)
+    cal = trading_calendar(calendar)
+    a, b = _session_label(start, cal), _session_label(end, cal)   # outside the calendar's range: one line naming it
     if a > b: raise DataError(f"sessions from {a.date()} to {b.date()}: the start is after the end")
-    return [d.strftime("%Y-%m-%d") for d in trading_calendar(calendar).sessions_in_range(a, b)]
+    days = [d.strftime("%Y-%m-%d") for d in cal.sessions_in_range(a, b)]
+    if not days: raise DataError(f"no {calendar} trading session from {a.date()} to {b.date()} (weekends and holidays only)")
+    return days

@@ -6,6 +6,7 @@
 from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
+import re
 import time
 from typing import Callable
 
@@ -15,11 +16,11 @@ import pandas as pd
 from ..core import (BrokerError, CostModel, DataError, DuplicateOrder, Order, OrderRejected, OrderStatus, Position, RateLimited,
                             Side, StorageError, TraderbotError, client_order_id, floor_to_lot, to_decimal)
 from ..risk.gate import OrderContext, PortfolioView, RiskLimits, check_order
-from ..store import database, ledger
+from ..store import ledger
 
 # %% auto #0
 __all__ = ['OPEN', 'plan_orders', 'execute_order', 'OrderManager', 'Reconciliation', 'reconcile', 'ledger_differences',
-           'ledger_problems', 'RebalanceResult', 'rebalance', 'ledger_equity']
+           'ledger_problems', 'RebalanceResult', 'replan_symbols', 'rebalance', 'ledger_equity']
 
 # %% ../../nbs/09a_execution.manager.ipynb #95a0b48d
 def plan_orders(
@@ -269,6 +270,7 @@ class RebalanceResult:
     cash: float = 0.0
     equity: float = 0.0
     resumed: bool = False    # the intents already existed: a rerun
+    replanned: int = 0       # new intents for orders the kill switch (or, with replan, a limit) had denied
     note: str = ""           # why the session traded or did not ("scheduled rebalance (every 21)", "no rebalance today (next: ...)")
     orders: list = field(default_factory=list)
     rationale: dict = field(default_factory=dict)   # why, per symbol (also stored with the signals)
@@ -279,6 +281,23 @@ class RebalanceResult:
         return {k: v for k, v in asdict(self).items() if k not in ("orders", "rationale", "weights")}
 
 # %% ../../nbs/09a_execution.manager.ipynb #aba90a6d
+_SWITCH_DENIALS = ("TRADING_HALTED", "REDUCE_ONLY")   # denials of the kill switch (an operator's or a breaker's): lifted, they are re-planned
+
+def _replan_round(cid:str) -> int:
+    "0 for a session's first intents, N for the N-th re-plan (`...-rN`, pieces after it)."
+    m = re.search(r"-r(\d+)(?=-|$)", cid)
+    return int(m[1]) if m else 0
+
+def replan_symbols(existing:list[Order], everything:bool, state:str) -> tuple[dict[str, str], int]:
+    "Symbols whose latest orders of the session were denied by the kill switch (any check, with `everything`), each with a denied order, and the next re-plan round; none unless trading is active and nothing is still working."
+    if state != "active" or not existing: return {}, 0
+    rounds = [_replan_round(o.client_order_id) for o in existing]
+    latest = [o for o, r in zip(existing, rounds) if r == max(rounds)]
+    if any(o.status is OrderStatus.NEW or o.status in OPEN for o in latest): return {}, 0
+    denied = {o.symbol: o.client_order_id for o in latest if o.status is OrderStatus.DENIED
+              and (everything or (o.reason or "").split(":")[0] in _SWITCH_DENIALS)}
+    return denied, max(rounds) + 1
+
 def rebalance(
     engine:Engine,
     broker,                       # a `Broker`
@@ -298,19 +317,29 @@ def rebalance(
     portfolio:PortfolioView|None=None,  # sectors, equity marks and returns for portfolio limits; holdings are filled in before each order
     plan:Callable|None=None,      # plan(positions, cash, ids) -> orders; None: `plan_orders` (the strategy passes its own: tax-aware, TWAP/VWAP)
     note:str="",                  # why this session rebalances, for the result
+    replan:bool=False,            # re-plan this session's orders that any check denied (after a limit change), not only the kill switch's
 ) -> RebalanceResult:
     "Move the account to `weights` at `as_of` through the order manager, at most once per date."
     acct = ledger.ensure_account(engine, account, mode, initial_cash)
     existing = ledger.orders_for(engine, acct, as_of, strategy)
+    def planned(suffix:str) -> list[Order]:   # intents from the ledger as it is now; `suffix` marks a re-plan round
+        positions, cash = ledger.holdings(engine, acct)
+        ids = {s: client_order_id(account, strategy, as_of, s) + suffix for s in set(weights.index) | set(positions)}
+        return (plan_orders(weights, positions, prices, ledger.valued(cash, positions, prices), ids, min_trade_notional=min_trade_notional, cost=cost)
+                if plan is None else plan(positions, cash, ids))
+    replanned = 0
     if not existing:
-        equity = ledger_equity(engine, acct, prices)
-        ids = {s: client_order_id(account, strategy, as_of, s) for s in set(weights.index) | set(ledger.get_positions(engine, acct))}
-        positions = ledger.get_positions(engine, acct)
-        intents = (plan_orders(weights, positions, prices, equity, ids, min_trade_notional=min_trade_notional, cost=cost) if plan is None
-                   else plan(positions, ledger.account_cash(engine, acct), ids))
-        existing = ledger.store_intents(engine, acct, strategy, as_of, weights.to_dict(), rationale or {}, intents, prices, broker.name, run_id)
+        existing = ledger.store_intents(engine, acct, strategy, as_of, weights.to_dict(), rationale or {}, planned(""), prices, broker.name, run_id)
+    else:
+        redo, rnd = replan_symbols(existing, replan, ledger.trading_state(engine, acct))
+        fresh = [o for o in planned(f"-r{rnd}") if o.symbol in redo] if redo else []
+        if fresh:
+            existing = existing + ledger.store_intents(engine, acct, strategy, as_of, {}, {}, fresh, prices, broker.name, run_id,
+                                                       replaces={o.client_order_id: redo[o.symbol] for o in fresh})
+            replanned = len(fresh)
     res = RebalanceResult(as_of=str(pd.Timestamp(as_of).date()), run_id=run_id, planned=len(existing), rationale=rationale or {},
-                          note=note, weights={s: float(w) for s, w in weights.items()}, resumed=bool(existing) and existing[0].status is not OrderStatus.NEW)
+                          note=note, weights={s: float(w) for s, w in weights.items()}, replanned=replanned,
+                          resumed=bool(existing) and existing[0].status is not OrderStatus.NEW)
     om = OrderManager(engine, broker, acct, limits)
     for o in existing: res.orders.append(_execute_one(om, o, prices, market_open, res, portfolio))
     return _finish_rebalance(engine, acct, prices, as_of, run_id, res)
@@ -318,7 +347,7 @@ def rebalance(
 # %% ../../nbs/09a_execution.manager.ipynb #5b7e2c55
 def _execute_one(om:OrderManager, o:Order, prices, market_open, res:RebalanceResult, portfolio:PortfolioView|None=None) -> Order:
     "Execute one order of a rebalance with up-to-date equity, position, cash and holdings, counting what happened."
-    with database.reading(om.engine) as con: positions, cash = ledger.get_positions(con, om.account_id), ledger.account_cash(con, om.account_id)
+    positions, cash = ledger.holdings(om.engine, om.account_id)
     held = positions.get(o.symbol)
     view = None if portfolio is None else replace(portfolio, holdings={s: p.quantity * prices[s] for s, p in positions.items() if p.quantity})
     ctx = OrderContext(prices.get(o.symbol), ledger.valued(cash, positions, prices), held.quantity if held else Decimal(0),
@@ -330,7 +359,8 @@ def _execute_one(om:OrderManager, o:Order, prices, market_open, res:RebalanceRes
 # %% ../../nbs/09a_execution.manager.ipynb #f593d14f
 def ledger_equity(engine:Engine, account_id:int, prices:dict[str, Decimal]) -> Decimal:
     "Cash plus positions at `prices`, from traderbot's own ledger."
-    with database.reading(engine) as con: return ledger.valued(ledger.account_cash(con, account_id), ledger.get_positions(con, account_id), prices)
+    positions, cash = ledger.holdings(engine, account_id)
+    return ledger.valued(cash, positions, prices)
 
 # %% ../../nbs/09a_execution.manager.ipynb #1dc22a03
 def _finish_rebalance(engine, acct, prices, as_of, run_id, res:RebalanceResult) -> RebalanceResult:

@@ -26,8 +26,9 @@ __all__ = ['TRADING_STATES', 'ALERT_LEVELS', 'ensure_account', 'account_cash', '
            'record_risk_report', 'latest_risk_report', 'store_intents', 'get_order', 'orders_for', 'save_order',
            'unsent_orders', 'max_broker_order_id', 'record_routing', 'routed_venue', 'set_position', 'get_positions',
            'apply_to_position', 'record_fill', 'adopt_positions', 'record_reconciliation', 'record_snapshot',
-           'equity_history', 'last_session', 'equity_marks', 'AccountBook', 'valued', 'account_book', 'equity_curve',
-           'positions_frame', 'orders_frame', 'fills_frame', 'account_orders', 'account_fills', 'order_history']
+           'equity_history', 'last_session', 'equity_marks', 'AccountBook', 'holdings', 'valued', 'account_book',
+           'equity_curve', 'positions_frame', 'orders_frame', 'fills_frame', 'account_orders', 'account_fills',
+           'order_history']
 
 # %% ../../nbs/03c_store.ledger.ipynb #474faade
 _ACCOUNT_BY_NAME = select(accounts.c.id, accounts.c.mode).where(accounts.c.name == sa.bindparam("name"))
@@ -218,6 +219,7 @@ def store_intents(
     reference_prices:dict[str, Decimal], # price each intent was sized at
     broker:str,                     # broker the orders are meant for
     run_id:str|None=None,
+    replaces:dict[str, str]|None=None,   # re-planned intents: client order id -> the denied order it takes over from (and whose signal it keeps)
 ) -> list[Order]:
     "Persist signals and NEW order intents in one transaction; returns the stored intents."
     day = pd.Timestamp(as_of).date()
@@ -229,7 +231,9 @@ def store_intents(
                 created_at=now_utc())).inserted_primary_key[0]
         for o in intents:
             if o.status is not OrderStatus.NEW: raise StorageError(f"order {o.client_order_id}: only NEW intents can be stored")
-            con.execute(orders.insert().values(**_order_row(o), account_id=account_id, run_id=run_id, signal_id=ids.get(o.symbol),
+            old = (replaces or {}).get(o.client_order_id)
+            signal = ids.get(o.symbol) if old is None else con.execute(select(orders.c.signal_id).where(orders.c.client_order_id == old)).scalar()
+            con.execute(orders.insert().values(**_order_row(o), account_id=account_id, run_id=run_id, signal_id=signal, replaces=old,
                 strategy=strategy, as_of=day, broker=broker, reference_price=reference_prices.get(o.symbol),
                 created_at=now_utc(), updated_at=now_utc()))
     return intents
@@ -382,15 +386,20 @@ def record_reconciliation(engine:Engine, account_id:int, broker:str, status:str,
                                                            actions=actions, error=error, at=now_utc())).inserted_primary_key[0]
 
 # %% ../../nbs/03c_store.ledger.ipynb #a14827ef
+_PREVIOUS_PEAK = (select(equity_snapshots.c.equity, equity_snapshots.c.peak_equity)
+                  .where((equity_snapshots.c.account_id == sa.bindparam("aid")) & (equity_snapshots.c.as_of < sa.bindparam("day")))
+                  .order_by(equity_snapshots.c.as_of.desc()).limit(1))
 _DELETE_SNAPSHOT = equity_snapshots.delete().where((equity_snapshots.c.account_id == sa.bindparam("aid")) & (equity_snapshots.c.as_of == sa.bindparam("day")))
 
 def record_snapshot(engine:Engine, account_id:int, as_of, cash:Decimal, positions_value:Decimal, run_id:str|None=None) -> Decimal:
     "Store (or replace) the account's equity at the close of `as_of`; returns the equity."
     day, equity = pd.Timestamp(as_of).date(), cash + positions_value
     with transaction(engine) as con:
+        prev = con.execute(_PREVIOUS_PEAK, {"aid": account_id, "day": day}).first()
+        peak = equity if prev is None else max(equity, prev.peak_equity if prev.peak_equity is not None else prev.equity)
         con.execute(_DELETE_SNAPSHOT, {"aid": account_id, "day": day})
         con.execute(equity_snapshots.insert(), dict(account_id=account_id, as_of=day, cash=cash, positions_value=positions_value,
-                                                    equity=equity, run_id=run_id))
+                                                    equity=equity, run_id=run_id, peak_equity=peak))
     return equity
 
 # %% ../../nbs/03c_store.ledger.ipynb #f2fe9f86
@@ -416,20 +425,19 @@ def last_session(engine:Engine, account_id:int) -> dt.date|None:
     return max(days) if days else None
 
 # %% ../../nbs/03c_store.ledger.ipynb #59d972af
-_MINE = (equity_snapshots.c.account_id == sa.bindparam("aid")) & (equity_snapshots.c.as_of < sa.bindparam("day"))
-_LAST_MARK = select(equity_snapshots.c.as_of, equity_snapshots.c.equity).where(_MINE).order_by(equity_snapshots.c.as_of.desc()).limit(1)
-_PEAK_MARK = (select(equity_snapshots.c.as_of, equity_snapshots.c.equity).where(_MINE)    # Money is stored as exact text: compare as numbers
-              .order_by(sa.cast(equity_snapshots.c.equity, sa.Float).desc(), equity_snapshots.c.as_of).limit(1))
+_MINE = (equity_snapshots.c.account_id == sa.bindparam("aid")) & (equity_snapshots.c.as_of != sa.bindparam("day"))   # the whole history but the session's own
+_LAST_MARK = (select(equity_snapshots.c.as_of, equity_snapshots.c.equity, equity_snapshots.c.peak_equity).where(_MINE)
+              .order_by(equity_snapshots.c.as_of.desc()).limit(1))   # one row through the primary key: its running peak is the history's
 
 def equity_marks(
     engine:Engine, account_id:int,
-    before,                   # only snapshots of sessions before this date
-) -> pd.Series:               # equity as floats, indexed by aware UTC session date, oldest first (one or two rows; empty for a new account)
-    "The account's peak and its latest equity snapshot before `before`: all the breakers and the gate read, in two queries that scan no more than the account's snapshots."
-    key = {"aid": account_id, "day": pd.Timestamp(before).date()}
-    with reading(engine) as con: rows = sorted({tuple(r) for q in (_LAST_MARK, _PEAK_MARK) for r in con.execute(q, key)})
-    idx = pd.DatetimeIndex(pd.to_datetime([r[0] for r in rows]), name="as_of").tz_localize("UTC")
-    return pd.Series([float(r[1]) for r in rows], index=idx, name="equity", dtype=float)
+    day,                      # the session being run: its own snapshot (a rerun replaces it) is left out
+) -> pd.Series:               # [peak, latest] equity as floats, both indexed by the latest snapshot's session (the peak as of then); empty for a new account
+    "The account's peak and its latest equity snapshot over its whole history but `day`: what the loss limits, the drawdown limit and the breakers read."
+    with reading(engine) as con: r = con.execute(_LAST_MARK, {"aid": account_id, "day": pd.Timestamp(day).date()}).first()
+    if r is None: return pd.Series([], index=pd.DatetimeIndex([], name="as_of", tz="UTC"), name="equity", dtype=float)
+    idx = pd.DatetimeIndex([pd.Timestamp(r.as_of)] * 2, name="as_of").tz_localize("UTC")
+    return pd.Series([float(r.peak_equity), float(r.equity)], index=idx, name="equity", dtype=float)
 
 # %% ../../nbs/03c_store.ledger.ipynb #5c0e7279
 @dataclass(frozen=True)
@@ -447,6 +455,10 @@ class AccountBook:
     def equity(self, prices:dict[str, Decimal]) -> Decimal:
         "Cash plus positions at `prices`."
         return valued(self.cash, self.positions, prices)
+
+def holdings(engine:Engine, account_id:int) -> tuple[dict[str, Position], Decimal]:
+    "The account's positions and cash, read together on one connection."
+    with reading(engine) as con: return get_positions(con, account_id), account_cash(con, account_id)
 
 def valued(cash:Decimal, positions:dict[str, Position], prices:dict[str, Decimal]) -> Decimal:
     "Cash plus `positions` at `prices`; a held symbol without a price is an error, never a zero."
@@ -494,9 +506,9 @@ def fills_frame(engine:Engine, account:str, limit:int=50) -> pd.DataFrame:
 
 # %% ../../nbs/03c_store.ledger.ipynb #4a4e6706
 def account_orders(engine:Engine, account_id:int) -> pd.DataFrame:
-    "Every order of the account: client order id, status, filled quantity (the ledger audit reads these)."
+    "Every order of the account: client order id, status, filled quantity, and the denied order a re-planned one replaces (the ledger audit reads these)."
     t = orders
-    return read_frame(engine, select(t.c.client_order_id, t.c.status, t.c.filled_quantity).where(t.c.account_id == account_id).order_by(t.c.id))
+    return read_frame(engine, select(t.c.client_order_id, t.c.status, t.c.filled_quantity, t.c.replaces).where(t.c.account_id == account_id).order_by(t.c.id))
 
 # %% ../../nbs/03c_store.ledger.ipynb #85ad8f45
 def account_fills(engine:Engine, account_id:int) -> pd.DataFrame:

@@ -5,25 +5,31 @@
 # %% ../../nbs/03d_store.runs.ipynb #62796c5e
 from __future__ import annotations
 
+import os
+import socket
+import time
+
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 import pandas as pd
+import sqlalchemy as sa
 
 from ..core import StorageError
 from .database import read_frame, reading, transaction
 from .ledger import insert_alert
-from .schema import model_versions, now_utc, pipeline_runs, trials
+from .schema import model_versions, now_utc, pipeline_runs, run_locks, trials
 
 # %% auto #0
-__all__ = ['start_run', 'get_run', 'record_run_fields', 'finish_run', 'runs_frame', 'insert_trial', 'trials_frame',
-           'insert_model_version', 'model_version_rows', 'set_production', 'model_versions_frame']
+__all__ = ['RUN_ENDS', 'start_run', 'get_run', 'record_run_fields', 'finish_run', 'settle_abandoned', 'acquire_lock',
+           'release_lock', 'runs_frame', 'insert_trial', 'trials_frame', 'insert_model_version', 'model_version_rows',
+           'set_production', 'model_versions_frame']
 
 # %% ../../nbs/03d_store.runs.ipynb #afe55ba2
 def start_run(engine:Engine, run_id:str, pipeline:str, parameters:dict, git_commit:str|None=None) -> str:
-    "Record that run `run_id` of `pipeline` has started."
+    "Record that run `run_id` of `pipeline` has started, in this process on this host (so a run whose process dies can be settled)."
     with transaction(engine) as con:
-        con.execute(pipeline_runs.insert().values(run_id=run_id, pipeline=pipeline, status="running",
-                    parameters=parameters, git_commit=git_commit, started_at=now_utc()))
+        con.execute(pipeline_runs.insert().values(run_id=run_id, pipeline=pipeline, status="running", parameters=parameters,
+                    git_commit=git_commit, started_at=now_utc(), pid=os.getpid(), host=socket.gethostname()))
     return run_id
 
 # %% ../../nbs/03d_store.runs.ipynb #fd035fbe
@@ -40,14 +46,58 @@ def record_run_fields(engine:Engine, run_id:str, **fields) -> None:
         con.execute(pipeline_runs.update().where(pipeline_runs.c.run_id == run_id).values(**fields))
 
 # %% ../../nbs/03d_store.runs.ipynb #c16dbd7d
+RUN_ENDS = ("succeeded", "failed", "interrupted", "abandoned")   # interrupted: SIGINT/SIGTERM stopped it; abandoned: its process died
+
 def finish_run(engine:Engine, run_id:str, status:str, **fields) -> None:
     "Record the end of run `run_id`: status, paths, error, summary, data hash."
-    if status not in ("succeeded", "failed"): raise StorageError(f"run {run_id}: unknown status {status!r}")
+    if status not in RUN_ENDS: raise StorageError(f"run {run_id}: unknown status {status!r}")
     with transaction(engine) as con:
         started = con.execute(select(pipeline_runs.c.started_at).where(pipeline_runs.c.run_id == run_id)).scalar_one()
         end = now_utc()
         con.execute(pipeline_runs.update().where(pipeline_runs.c.run_id == run_id).values(
             status=status, finished_at=end, duration_s=(end - started).total_seconds(), **fields))
+
+# %% ../../nbs/03d_store.runs.ipynb #69bd538b
+def _alive(pid:int) -> bool:
+    "Whether process `pid` exists on this host."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def settle_abandoned(engine:Engine) -> list[str]:
+    "Mark `abandoned` every running run of this host whose process is gone, and release its locks; returns their ids."
+    host = socket.gethostname()
+    with reading(engine) as con:
+        rows = con.execute(select(pipeline_runs.c.run_id, pipeline_runs.c.pid).where(
+            (pipeline_runs.c.status == "running") & (pipeline_runs.c.host == host) & pipeline_runs.c.pid.is_not(None))).all()
+    dead = [r.run_id for r in rows if not _alive(r.pid)]
+    for run_id, pid in [(r.run_id, r.pid) for r in rows if r.run_id in dead]:
+        finish_run(engine, run_id, "abandoned", error=f"process {pid} on {host} ended without settling the run (killed or crashed)")
+        with transaction(engine) as con: con.execute(run_locks.delete().where(run_locks.c.run_id == run_id))
+    return dead
+
+def acquire_lock(engine:Engine, account:str, run_id:str, wait_s:float=0.0, poll_s:float=0.5) -> None:
+    "Take account `account`'s run lock for `run_id`, waiting up to `wait_s` for the run that holds it; else raise naming it."
+    deadline = time.monotonic() + wait_s
+    while True:
+        with transaction(engine) as con:
+            held = con.execute(select(run_locks).where(run_locks.c.account == account)).first()
+            if held is None:
+                con.execute(run_locks.insert().values(account=account, run_id=run_id, pid=os.getpid(), host=socket.gethostname(), acquired_at=now_utc()))
+                return
+        if held.host == socket.gethostname() and not _alive(held.pid):   # its process is gone: settle it and try again
+            settle_abandoned(engine)
+            with transaction(engine) as con: con.execute(run_locks.delete().where((run_locks.c.account == account) & (run_locks.c.run_id == held.run_id)))
+            continue
+        if time.monotonic() >= deadline:
+            raise StorageError(f"account {account!r} is being traded by run {held.run_id} (process {held.pid} on {held.host}, since "
+                               f"{held.acquired_at:%Y-%m-%d %H:%M:%S} UTC); one trading run per account at a time")
+        time.sleep(poll_s)
+
+def release_lock(engine:Engine, account:str, run_id:str) -> None:
+    "Give back account `account`'s run lock, if `run_id` holds it."
+    with transaction(engine) as con: con.execute(run_locks.delete().where((run_locks.c.account == account) & (run_locks.c.run_id == run_id)))
 
 # %% ../../nbs/03d_store.runs.ipynb #ae81305a
 def runs_frame(engine:Engine, limit:int=20) -> pd.DataFrame:

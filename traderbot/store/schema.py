@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from ..core import StorageError, to_decimal
 
 # %% auto #0
-__all__ = ['NAMING', 'metadata', 'accounts', 'pipeline_runs', 'signals', 'orders', 'fills', 'positions', 'equity_snapshots',
-           'risk_denials', 'trading_state_changes', 'routing_decisions', 'reconciliations', 'trials', 'model_versions',
-           'risk_reports', 'alerts', 'Money', 'Str', 'UTCDateTime', 'now_utc']
+__all__ = ['NAMING', 'metadata', 'accounts', 'pipeline_runs', 'run_locks', 'signals', 'orders', 'fills', 'positions',
+           'equity_snapshots', 'risk_denials', 'trading_state_changes', 'routing_decisions', 'reconciliations',
+           'trials', 'model_versions', 'risk_reports', 'alerts', 'Money', 'Str', 'UTCDateTime', 'now_utc']
 
 # %% ../../nbs/03a_store.schema.ipynb #dd27edef
 class Money(sa.types.TypeDecorator):
@@ -84,7 +84,7 @@ accounts = sa.Table("accounts", metadata,
 pipeline_runs = sa.Table("pipeline_runs", metadata,
     sa.Column("run_id", Str(64), primary_key=True),
     sa.Column("pipeline", Str(40), nullable=False),
-    sa.Column("status", Str(12), nullable=False),              # running, succeeded, failed
+    sa.Column("status", Str(12), nullable=False),              # running, succeeded, failed, interrupted (a signal stopped it), abandoned (its process died)
     sa.Column("parameters", sa.JSON, nullable=False, default=dict),
     sa.Column("git_commit", Str(40)),
     sa.Column("data_hash", Str(64)),
@@ -94,7 +94,16 @@ pipeline_runs = sa.Table("pipeline_runs", metadata,
     sa.Column("summary", sa.JSON),
     sa.Column("started_at", UTCDateTime, nullable=False, default=now_utc),
     sa.Column("finished_at", UTCDateTime),
-    sa.Column("duration_s", sa.Float))
+    sa.Column("duration_s", sa.Float),
+    sa.Column("pid", sa.Integer),                               # the process that runs it (revision 0006): a dead one means abandoned
+    sa.Column("host", Str(255)))
+
+run_locks = sa.Table("run_locks", metadata,                   # one trading run per account at a time (revision 0006)
+    sa.Column("account", Str(40), primary_key=True),
+    sa.Column("run_id", Str(64), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("host", Str(255), nullable=False),
+    sa.Column("acquired_at", UTCDateTime, nullable=False, default=now_utc))
 
 # %% ../../nbs/03a_store.schema.ipynb #2160db06
 signals = sa.Table("signals", metadata,
@@ -130,7 +139,9 @@ orders = sa.Table("orders", metadata,
     sa.Column("broker_order_id", Str(64)),
     sa.Column("reason", sa.Text),                                    # denial or rejection code: message
     sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc),
-    sa.Column("updated_at", UTCDateTime, nullable=False, default=now_utc))
+    sa.Column("updated_at", UTCDateTime, nullable=False, default=now_utc),
+    sa.Column("replaces", Str(64)),                                   # the denied order a re-planned intent takes over from (revision 0006)
+    sa.Index("ix_orders_account_id_as_of", "account_id", "as_of"))   # a session's orders and an account's last session (revision 0006)
 
 # %% ../../nbs/03a_store.schema.ipynb #64af0908
 fills = sa.Table("fills", metadata,
@@ -160,7 +171,8 @@ equity_snapshots = sa.Table("equity_snapshots", metadata,
     sa.Column("cash", Money, nullable=False),
     sa.Column("positions_value", Money, nullable=False),
     sa.Column("equity", Money, nullable=False),
-    sa.Column("run_id", sa.ForeignKey("pipeline_runs.run_id")))
+    sa.Column("run_id", sa.ForeignKey("pipeline_runs.run_id")),
+    sa.Column("peak_equity", Money))   # the highest equity up to and including this session (revision 0006): the drawdown reads one row, not the history
 
 # %% ../../nbs/03a_store.schema.ipynb #257acf21
 risk_denials = sa.Table("risk_denials", metadata,

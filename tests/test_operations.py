@@ -1,0 +1,111 @@
+"""Operations that survive the operator (issue 11), through the real `traderbot` command: one trading run per account
+at a time, and runs that always end settled (SIGTERM, Ctrl-C, a killed process), with no kernel left behind."""
+import os, signal, subprocess, sys, time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from traderbot.store import database
+from traderbot.store.runs import get_run, runs_frame
+from test_pipeline import ROOT, TRADERBOT, environment, table_rows, traderbot
+
+
+def start(env, *args):
+    "The command started in its own session (as a terminal would run it), not waited for."
+    return subprocess.Popen([*TRADERBOT, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for(check, timeout=120, what="condition"):
+    "Poll `check()` until it returns something true."
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            got = check()
+            if got: return got
+        except Exception: pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def kernel_of(proc):
+    "The pipeline's kernel: the Python child of the CLI that runs ipykernel."
+    kids = psutil.Process(proc.pid).children(recursive=True)
+    return next((k for k in kids if "ipykernel" in " ".join(k.cmdline())), None)
+
+
+def test_one_trading_run_per_account(tmp_path):
+    env, url, _ = environment(tmp_path)
+    first = start(env, "run", "daily", "-p", "as_of=2022-12-27")
+    holder = wait_for(lambda: table_rows(url, "run_locks"), what="the first run's lock")[0]
+    refused = traderbot({**env, "TRADERBOT__PIPELINE__LOCK_WAIT_S": "0"}, "run", "daily", "-p", "as_of=2022-12-28")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()] and "Traceback" not in refused.stderr
+    assert f"account 'default' is being traded by run {holder['run_id']}" in refused.stderr
+    waiting = start(env, "run", "daily", "-p", "as_of=2022-12-28")            # waits ([pipeline] lock_wait_s = 60), then runs
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert waiting.wait(timeout=300) == 0, waiting.stderr.read()
+    runs = runs_frame(database.connect(url))
+    assert sorted(runs.status) == ["succeeded", "succeeded"]                    # the refused run left no run row
+    assert table_rows(url, "run_locks") == []
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_a_stopped_run_is_recorded_interrupted_and_its_kernel_stopped(tmp_path, how):
+    env, url, _ = environment(tmp_path)
+    p = start(env, "run", "daily", "-p", "as_of=2022-12-27")
+    kernel = wait_for(lambda: kernel_of(p), what="the kernel")
+    run_id = wait_for(lambda: table_rows(url, "run_locks")[0]["run_id"], what="the run's lock")
+    if how == "SIGTERM": p.send_signal(signal.SIGTERM)
+    else: os.killpg(p.pid, signal.SIGINT)                                      # Ctrl-C reaches the whole process group
+    assert p.wait(timeout=60) == 1
+    err = p.stderr.read()
+    assert "Traceback" not in err and f"run {run_id} interrupted" in err, err
+    assert get_run(database.connect(url), run_id)["status"] == "interrupted"
+    assert table_rows(url, "run_locks") == []
+    wait_for(lambda: not kernel.is_running() or kernel.status() == psutil.STATUS_ZOMBIE, timeout=15, what="the kernel to stop")
+    rerun = traderbot(env, "run", "daily", "-p", "as_of=2022-12-27")         # the session can be run again
+    assert rerun.returncode == 0, rerun.stderr
+
+
+def test_a_killed_run_is_abandoned_and_no_kernel_outlives_it(tmp_path):
+    env, url, _ = environment(tmp_path)
+    p = start(env, "run", "daily", "-p", "as_of=2022-12-27")
+    kernel = wait_for(lambda: kernel_of(p), what="the kernel")
+    run_id = wait_for(lambda: table_rows(url, "run_locks")[0]["run_id"], what="the run's lock")
+    p.kill(); p.wait(timeout=30)                                               # SIGKILL: nothing in the CLI can react
+    wait_for(lambda: not kernel.is_running() or kernel.status() == psutil.STATUS_ZOMBIE, timeout=15, what="the orphaned kernel to exit")
+    status = traderbot(env, "status")                                          # the next command settles it
+    assert status.returncode == 0 and f"run {run_id}: its process is gone; recorded as abandoned" in status.stdout
+    r = get_run(database.connect(url), run_id)
+    assert r["status"] == "abandoned" and "ended without settling the run" in r["error"]
+    assert table_rows(url, "run_locks") == []
+    assert traderbot(env, "run", "daily", "-p", "as_of=2022-12-27").returncode == 0
+
+
+def test_a_lifted_kill_switch_trades_the_session_it_denied_and_nothing_twice(tmp_path):
+    from decimal import Decimal
+    from traderbot.execution.manager import ledger_problems
+    from traderbot.store import ledger
+    env, url, _ = environment(tmp_path)
+    eng = database.open_store(url)
+    acct = ledger.ensure_account(eng, "default", "paper", Decimal(1_000_000))
+    ledger.set_trading_state(eng, acct, "halted", "operator:test", "maintenance")
+    halted = traderbot(env, "run", "daily", "-p", "as_of=2022-12-28")      # the account's first session: it wants to trade
+    assert halted.returncode == 0, halted.stderr
+    orders = table_rows(url, "orders")
+    assert orders and all(o["status"] == "denied" and o["reason"].startswith("TRADING_HALTED") for o in orders)
+    lift = traderbot(env, "trading-state", "active", "--reason", "maintenance done")
+    assert lift.returncode == 0, lift.stderr
+    rerun = traderbot(env, "run", "daily", "-p", "as_of=2022-12-28")
+    assert rerun.returncode == 0 and f"re-planned {len(orders)} denied orders" in rerun.stdout, rerun.stdout + rerun.stderr
+    after = table_rows(url, "orders")
+    fresh = [o for o in after if o["replaces"]]
+    assert len(fresh) == len(orders) and {o["replaces"] for o in fresh} == {o["client_order_id"] for o in orders}
+    assert all(o["status"] == "filled" and o["client_order_id"].endswith("-r1") for o in fresh)
+    fills = len(table_rows(url, "paper_fills"))
+    third = traderbot(env, "run", "daily", "-p", "as_of=2022-12-28")          # nothing left to do, nothing sent twice
+    assert third.returncode == 0 and "re-planned" not in third.stdout
+    assert len(table_rows(url, "paper_fills")) == fills and len(table_rows(url, "orders")) == len(after)
+    assert ledger_problems(eng, acct) == []
