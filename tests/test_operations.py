@@ -109,3 +109,39 @@ def test_a_lifted_kill_switch_trades_the_session_it_denied_and_nothing_twice(tmp
     assert third.returncode == 0 and "re-planned" not in third.stdout
     assert len(table_rows(url, "paper_fills")) == fills and len(table_rows(url, "orders")) == len(after)
     assert ledger_problems(eng, acct) == []
+
+
+def _future_store(path):
+    "A SQLite store stamped with a schema revision this traderbot does not know."
+    import sqlite3
+    with sqlite3.connect(path) as con:
+        con.execute("create table alembic_version (version_num varchar(32) primary key)"); con.execute("insert into alembic_version values ('9999')")
+
+
+ONE_LINERS = [   # (id, store: None = fresh / 'junk' / 'future' / a URL, extra environment, command, what the line must say)
+    ("not-a-database-file", "junk", {}, ["status"], "failed: DatabaseError: file is not a database"),
+    ("unknown-revision", "future", {}, ["status"], "is at a schema revision this traderbot does not know"),
+    ("url-not-a-url", "not a url", {}, ["status"], "store URL 'not a url' is not a database URL"),
+    ("url-mysql", "mysql://u:secret@localhost/db", {}, ["status"], "mysql is not supported"),
+    ("unknown-kernel", None, {"TRADERBOT__PIPELINE__KERNEL": "nokernel"}, ["run", "daily"], "no such Jupyter kernel"),
+    ("date-beyond-calendar", None, {}, ["run", "daily", "--from", "2022-12-01", "--to", "2099-01-01"], "2099-01-01 is outside the XNYS calendar"),
+    ("range-without-session", None, {}, ["run", "daily", "--from", "2022-12-24", "--to", "2022-12-26"], "no XNYS trading session from 2022-12-24"),
+    ("day-first-date", None, {}, ["run", "daily", "-p", "as_of=03/01/2022"], "invalid date '03/01/2022': expected YYYY-MM-DD"),
+    ("compact-date", None, {}, ["run", "daily", "-p", "as_of=20221228"], "invalid date '20221228': expected YYYY-MM-DD"),
+    ("date-with-time", None, {}, ["backtest", "-p", "start=2022-12-28T23:00"], "parameter start='2022-12-28T23:00': expected a date as YYYY-MM-DD"),
+    ("port-out-of-range", None, {}, ["dashboard", "--port", "99999"], "dashboard port 99999: expected 1 to 65535"),
+]
+
+
+@pytest.mark.parametrize("case,store,extra,args,says", ONE_LINERS, ids=[c[0] for c in ONE_LINERS])
+def test_every_failure_is_one_line(tmp_path, case, store, extra, args, says):
+    env, url, _ = environment(tmp_path)
+    if store == "junk": (tmp_path / "traderbot.db").write_text("not a database")
+    elif store == "future": _future_store(tmp_path / "traderbot.db")
+    elif store: env["TRADERBOT__STORE__URL"] = store
+    r = traderbot({**env, **extra}, *args, timeout=120)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert says in r.stderr, r.stderr
+    if store is None and Path(url.removeprefix("sqlite:///")).exists():   # refused before a run was recorded
+        assert runs_frame(database.connect(url)).empty

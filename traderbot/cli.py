@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -319,3 +320,11 @@ def main(argv:list[str]|None=None) -> int:
         print(f"traderbot {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt: return 130
+    except BrokenPipeError:                  # `traderbot status | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as e:                   # a full disk, a permission, anything unforeseen: one line; --debug shows the traceback
+        if args.debug: raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"traderbot {args.command}: {type(e).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1

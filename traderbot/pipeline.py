@@ -140,6 +140,7 @@ def run_pipeline(
     nb = pipeline_notebook(settings, name)
     params = check_parameters(nb, parameters or {})
     url = resolve_mode(settings, params["mode"]).store_url if "mode" in params else settings.store.url   # live runs: the live ledger
+    _check_kernel(settings.pipeline.kernel)           # before anything is recorded
     engine = database.open_store(url, settings.store.busy_timeout_s)
     runs.settle_abandoned(engine)                      # runs whose process died are settled by the next command
     run_id = _new_run_id(name)
@@ -148,6 +149,13 @@ def run_pipeline(
     try: return _execute(settings, engine, nb, name, run_id, params, settings_path)
     finally:
         if account: runs.release_lock(engine, account, run_id)
+
+def _check_kernel(name:str) -> None:
+    "Refuse a Jupyter kernel name that is not installed, naming the ones that are."
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    try: KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        raise ConfigError(f"[pipeline] kernel = {name!r}: no such Jupyter kernel (installed: {', '.join(sorted(KernelSpecManager().find_kernel_specs()))})") from None
 
 def _execute(settings:Settings, engine, nb:Path, name:str, run_id:str, params:dict, settings_path:Path|None) -> RunOutcome:
     "Record the run, execute its notebook, and settle it: succeeded, failed, or interrupted (SIGINT/SIGTERM)."

@@ -82,6 +82,13 @@ def _log_tail(path:Path, lines:int=20) -> str:
     return "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) if p.is_file() else ""
 
 # %% ../../nbs/12d_dashboard.serve.ipynb #1e536327
+def _check_port(host:str, port:int) -> None:
+    "Refuse a port outside 1-65535, or one something else already listens on, before Voila starts."
+    if not 1 <= int(port) <= 65535: raise ConfigError(f"dashboard port {port}: expected 1 to 65535")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try: s.bind((host, int(port)))
+        except OSError as e: raise ConfigError(f"dashboard port {port} on {host} is not free ({e.strerror}); pick another with --port") from None
+
 def start_dashboards(
     settings,                    # traderbot Settings: root, dashboard host and port
     port:int|None=None,          # default settings.dashboard.port; 0 picks a free one
@@ -91,6 +98,7 @@ def start_dashboards(
 ) -> tuple[subprocess.Popen, str]: # the running Voila and the URL with its token
     "Start Voila for `<root>/nbs/dashboards` on loopback and wait until it answers."
     port, token = (settings.dashboard.port if port is None else port) or free_port(), _new_token()
+    _check_port(settings.dashboard.host, port)
     cmd = dashboard_command(settings.root / "nbs" / "dashboards", settings.dashboard.host, port)
     env = _voila_env(token, env)
     if (settings.root / "settings.ini").is_file(): env.setdefault("TRADERBOT_SETTINGS", str(settings.root / "settings.ini"))

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
 import pandas as pd
 import sqlalchemy as sa
 import traderbot
@@ -38,7 +37,11 @@ def connect(
     busy_timeout_s:float=30.0,   # how long a SQLite writer waits for a lock
 ) -> Engine:
     "An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys."
-    u = sa.make_url(url)
+    try: u = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise StorageError(f"store URL {url!r} is not a database URL (expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB)") from None
+    if u.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StorageError(f"store URL {safe_url(u)}: {u.get_backend_name()} is not supported (use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB)")
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:": Path(u.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(u, connect_args={"timeout": busy_timeout_s})
@@ -100,10 +103,14 @@ def current_revision(engine:Engine) -> str|None:
 def migrate(engine:Engine, revision:str="head") -> Engine:
     "Upgrade the database behind `engine` to `revision` (the newest by default)."
     from alembic import command
+    from alembic.util.exc import CommandError
     try:
         with engine.begin() as con: command.upgrade(alembic_config(engine, con), revision)
-    except (OperationalError, IntegrityError) as e:
-        raise StorageError(f"migrating {safe_url(engine.url)} failed: {e.orig}") from e
+    except sa.exc.DBAPIError as e:            # locked, not a database file, server gone
+        raise StorageError(f"migrating {safe_url(engine.url)} failed: {type(e.orig).__name__}: {e.orig}") from None
+    except CommandError as e:                 # a revision this traderbot does not know: a newer traderbot wrote the store
+        raise StorageError(f"store {safe_url(engine.url)} is at a schema revision this traderbot does not know ({e}); "
+                           f"upgrade traderbot, or point [store] url at another store") from None
     return engine
 
 # %% ../../nbs/03b_store.database.ipynb #0ec5a5ed
