@@ -145,3 +145,27 @@ def test_every_failure_is_one_line(tmp_path, case, store, extra, args, says):
     assert says in r.stderr, r.stderr
     if store is None and Path(url.removeprefix("sqlite:///")).exists():   # refused before a run was recorded
         assert runs_frame(database.connect(url)).empty
+
+
+MORE_ONE_LINERS = [
+    ("universe-unknown-symbol", {"TRADERBOT__DATA__UNIVERSE": "AAPL,ZZZZ"}, ["run", "daily"], "[data] universe: ZZZZ not in the data"),
+    ("benchmark-not-an-index", {"TRADERBOT__DATA__BENCHMARK": "../../etc/passwd"}, ["run", "daily"], "benchmark"),
+    ("live-without-opt-ins", {}, ["run", "daily", "-p", "mode=live"], "mode=live: live trading is not enabled, missing: [traderbot] mode = paper"),
+    ("live-without-the-flag", {"TRADERBOT__TRADERBOT__MODE": "live", "TRADERBOT__BROKER__NAME": "alpaca", "ALPACA_API_KEY": "AKx", "ALPACA_SECRET_KEY": "s"},
+     ["run", "daily", "-p", "mode=live"], "missing: TRADERBOT_LIVE_TRADING=yes is not in the environment"),
+]
+
+
+@pytest.mark.parametrize("case,extra,args,says", MORE_ONE_LINERS, ids=[c[0] for c in MORE_ONE_LINERS])
+def test_settings_that_would_do_nothing_are_refused_in_one_line(tmp_path, case, extra, args, says):
+    env, url, _ = environment(tmp_path)
+    r = traderbot({**env, **extra}, *args, timeout=120)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and says in r.stderr, r.stderr
+    assert not Path(url.removeprefix("sqlite:///")).exists() or runs_frame(database.connect(url)).empty   # nothing was run
+
+
+def test_a_universe_with_nothing_to_pick_says_so(tmp_path):
+    env, url, _ = environment(tmp_path)
+    r = traderbot({**env, "TRADERBOT__DATA__UNIVERSE": "AAPL,MSFT"}, "run", "daily")   # both fell over the year to 2022-12-27
+    assert r.returncode == 0, r.stderr
+    assert "0 orders planned" in r.stdout and "no symbol of 2 qualified at 2022-12-27" in r.stdout and "the target is all cash" in r.stdout

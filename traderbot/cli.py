@@ -70,6 +70,7 @@ def _describe_summary(s:dict) -> str:
     return (f"as of {s['as_of']}: {s['planned']} orders planned, {s['sent']} sent now, {s['filled']} filled, "
             f"{s['denied']} denied, {s['rejected']} rejected" + (" (rerun: resumed the stored orders)" if s.get("resumed") else "")
             + (f"; re-planned {s['replanned']} denied orders" if s.get("replanned") else "")
+            + (f" ({s['note']})" if not s.get("planned") and s.get("note") else "")
             + f"; equity {s['equity']:,.2f}, cash {s['cash']:,.2f}")
 
 # %% ../nbs/13_cli.ipynb #395d32d9

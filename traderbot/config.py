@@ -36,7 +36,7 @@ class DataSettings(_Section):
     source: Literal["sample"] = "sample"         # where bars come from
     path: Path = Path("data/sample")             # folder of the embedded sample, relative to settings.ini
     universe: tuple[str, ...] = ()               # symbols to trade; empty means every symbol in the source
-    benchmark: str = "SP500"                     # index the reports compare against
+    benchmark: Literal["SP500"] = "SP500"        # index the reports and breakers read (the sample ships the S&P 500 only; anything else is refused)
     calendar: str = "XNYS"                       # exchange_calendars name that decides trading days
 
     @field_validator("universe", mode="before")

@@ -220,6 +220,10 @@ def plan_session(engine, settings:Settings, strategy:Strategy, closes:pd.DataFra
     elif new: note = "first session of a new account"
     else: due, note = rebalance_due(strategy, day, current, weights)
     if not (resume or new or due): return SessionPlan(False, note, pd.Series(dtype=float, name="weight"), {})
+    if weights.empty:   # nothing qualifies (all momentum negative, say): the target is cash, and the run says so
+        rule = (f"positive {strategy.momentum['lookback']}-{strategy.momentum['skip']} session momentum and volatility under "
+                f"{strategy.momentum['max_volatility']:.0%}" if fc is None else "P(up) above 0.5")
+        note += f"; no symbol of {closes.shape[1]} qualified at {signal_session(closes, day).date()} ({rule}): the target is all cash"
     why = (_momentum_rationale(strategy, closes, day, weights) if fc is None else
            {s: f"{fc.rationale.get(s, 'picked')}; target weight {w:.1%}{_weights_note(strategy)}" for s, w in weights.items()})
     return SessionPlan(True, note, weights, why, "momentum" if fc is None else f"model {fc.name} {fc.version[:12]}")

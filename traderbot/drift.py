@@ -193,6 +193,7 @@ def drift_report(
     as_of, why = replay_end(closes, live, first, hi, name)
     rep = replay_account(engine, settings, closes, first, as_of, strategy, benchmark)
     rows = drift_orders(match_orders(live, rep.orders), closes, set(_sessions(live.session).union(equity.index)), as_of, why, within)
+    rows = rows.assign(session=pd.to_datetime(rows.session, utc=True))   # aware even when no order traded (an empty frame comes back naive)
     unexplained = equity.get(as_of, float("nan")) - rep.equity.get(as_of, float("nan")) - rows.total[rows.session <= as_of].sum()
     window = rows[(rows.session >= lo) & (rows.session <= hi)].reset_index(drop=True)
     return DriftReport(name, lo, hi, as_of, window, drift_by_cause(window, rows.total[rows.session < lo], unexplained),

@@ -19,6 +19,7 @@ import pandas as pd
 from .config import Settings, for_account, resolve_mode
 from .core import ConfigError, DataError, TraderbotError
 from .data.calendar import to_session_date
+from .data.sample import check_universe
 from .store import database, runs
 
 # %% auto #0
@@ -139,8 +140,14 @@ def run_pipeline(
     import papermill as pm
     nb = pipeline_notebook(settings, name)
     params = check_parameters(nb, parameters or {})
-    url = resolve_mode(settings, params["mode"]).store_url if "mode" in params else settings.store.url   # live runs: the live ledger
+    mode = resolve_mode(settings, params["mode"]) if "mode" in params else None
+    if mode is not None and params["mode"] == "live" and mode.mode != "live":   # asked for live and not enabled: refuse, never trade paper instead
+        why = ["[traderbot] mode = paper in the settings" if m == "mode is paper" else m for m in mode.missing]
+        raise ConfigError(f"mode=live: live trading is not enabled, missing: {'; '.join(why)}; nothing was run (live needs [traderbot] mode = live, "
+                          f"a live broker with its keys, and TRADERBOT_LIVE_TRADING=yes)")
+    url = mode.store_url if mode is not None else settings.store.url   # live runs: the live ledger
     _check_kernel(settings.pipeline.kernel)           # before anything is recorded
+    check_universe(for_account(settings, params.get("account", "")))
     engine = database.open_store(url, settings.store.busy_timeout_s)
     runs.settle_abandoned(engine)                      # runs whose process died are settled by the next command
     run_id = _new_run_id(name)

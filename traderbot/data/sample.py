@@ -11,12 +11,12 @@ import pandas as pd
 import traderbot
 
 from ..config import Settings
-from ..core import DataError, check_symbol
+from ..core import ConfigError, DataError, check_symbol
 from .bars import PRICE_FIELDS, _read_csv, bars_between, closes, read_bars_csv, validate_bars
 
 # %% auto #0
 __all__ = ['default_data_dir', 'load_bars', 'load_closes', 'adjust_ohlcv', 'load_ohlcv', 'load_benchmark', 'load_sectors',
-           'SampleData', 'sector_map', 'benchmark_until']
+           'sample_symbols', 'check_universe', 'SampleData', 'sector_map', 'benchmark_until']
 
 # %% ../../nbs/02c_data.sample.ipynb #8ad1fd34
 _SAMPLE_CLOSES = 'sp500_closes.csv.gz'  # 20 stocks' adjusted closes, wide
@@ -125,6 +125,19 @@ def load_sectors(
     if df['symbol'].duplicated().any(): raise DataError(f"{path}: symbol {df['symbol'][df['symbol'].duplicated()].iloc[0]} is listed twice")
     if df['sector'].isna().any(): raise DataError(f"{path}: symbol {df['symbol'][df['sector'].isna()].iloc[0]} has no sector")
     return df.set_index('symbol')['sector'].rename('sector')
+
+# %% ../../nbs/02c_data.sample.ipynb #ce535f5b
+def sample_symbols(
+    path=None, # sample folder; None: `default_data_dir()`
+) -> list[str]: # the stocks the sample has closes for
+    "The sample's symbols, read from the header of its closes file only (a cheap check before a run)."
+    return [c for c in pd.read_csv(_sample_file(path, _SAMPLE_CLOSES), nrows=0).columns if c.lower() not in ("date", "timestamp")]
+
+def check_universe(settings) -> None:
+    "Refuse a `[data] universe` naming symbols the data does not have, naming them, before anything runs."
+    have = sample_symbols(settings.path(settings.data.path))
+    missing = [s for s in settings.data.universe if s not in have]
+    if missing: raise ConfigError(f"[data] universe: {', '.join(missing)} not in the data at {settings.data.path} (it has {', '.join(sorted(have))})")
 
 # %% ../../nbs/02c_data.sample.ipynb #c965f494
 @dataclass(frozen=True)
