@@ -245,13 +245,18 @@ def test_stop_ends_voila_and_its_kernels(server):
 
 
 @pytest.mark.timeout(180)
-def test_a_voila_that_cannot_start_is_reported(tmp_path):
+def test_a_voila_that_cannot_start_is_reported(tmp_path, monkeypatch):
+    import traderbot.dashboard.serve as serve
     cfg = load_settings(ROOT / "settings.ini", env={"TRADERBOT__STORE__URL": f"sqlite:///{tmp_path}/s.db"})
     with socket.socket() as taken:                           # the port is busy: Voila must not move elsewhere
         taken.bind(("127.0.0.1", 0)); taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(TraderbotError, match=f"dashboard port {port} on 127.0.0.1 is not free"):   # refused before Voila starts
+            start_dashboards(cfg, port=port, log_path=tmp_path / "voila.log")
+        monkeypatch.setattr(serve, "_check_port", lambda host, port: None)   # and were it not, Voila's own failure is reported
         t0 = time.monotonic()
         with pytest.raises(TraderbotError, match=r"voila exited with code 1(.|\n)*no available port"):
-            start_dashboards(cfg, port=taken.getsockname()[1], log_path=tmp_path / "voila.log")
+            start_dashboards(cfg, port=port, log_path=tmp_path / "voila.log")
         assert time.monotonic() - t0 < 60
 
 

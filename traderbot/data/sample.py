@@ -135,6 +135,7 @@ def sample_symbols(
 
 def check_universe(settings) -> None:
     "Refuse a `[data] universe` naming symbols the data does not have, naming them, before anything runs."
+    if not settings.data.universe: return   # empty: every symbol the data has
     have = sample_symbols(settings.path(settings.data.path))
     missing = [s for s in settings.data.universe if s not in have]
     if missing: raise ConfigError(f"[data] universe: {', '.join(missing)} not in the data at {settings.data.path} (it has {', '.join(sorted(have))})")
