@@ -341,8 +341,21 @@ def rebalance(
                           note=note, weights={s: float(w) for s, w in weights.items()}, replanned=replanned,
                           resumed=bool(existing) and existing[0].status is not OrderStatus.NEW)
     om = OrderManager(engine, broker, acct, limits)
-    for o in existing: res.orders.append(_execute_one(om, o, prices, market_open, res, portfolio))
+    for o in existing:
+        try: res.orders.append(_execute_one(om, o, prices, market_open, res, portfolio))
+        except StorageError as e: raise _storage_failure(engine, acct, o, e, run_id) from None   # nothing more is sent
     return _finish_rebalance(engine, acct, prices, as_of, run_id, res)
+
+def _storage_failure(engine:Engine, account_id:int, order:Order, error:StorageError, run_id:str|None) -> StorageError:
+    "A ledger write failed mid-rebalance (a full disk, a lost database): halt the account and alert if the store takes a write; the error to raise."
+    try:
+        ledger.set_trading_state(engine, account_id, "halted", "storage failure", f"a write failed while trading {order.client_order_id}: {error}")
+        ledger.record_alert(engine, "critical", "storage", f"a ledger write failed while trading {order.client_order_id}; trading halted, nothing more sent",
+                            {"client_order_id": order.client_order_id, "error": str(error)}, account_id, run_id)
+        halted = "trading is halted"
+    except StorageError: halted = "the store took no further write, so the halt is not recorded: halt the account before the next run"
+    return StorageError(f"{error} (while trading {order.client_order_id}); nothing more was sent; {halted}; "
+                        f"the next run's reconciliation settles the order with the broker")
 
 # %% ../../nbs/09a_execution.manager.ipynb #5b7e2c55
 def _execute_one(om:OrderManager, o:Order, prices, market_open, res:RebalanceResult, portfolio:PortfolioView|None=None) -> Order:
