@@ -199,7 +199,7 @@ def test_risk_page_shows_the_report(server):
 
 
 @pytest.mark.timeout(180)
-def test_requests_without_the_token_are_refused(server):
+def test_s4_requests_without_the_token_are_refused(server):
     port, token = server["port"], server["token"]
     assert len(token) >= 32
     for path in ["/", "/voila/render/portfolio.ipynb", "/voila/render/portfolio.ipynb?token=" + "x" * 43]:
@@ -212,7 +212,7 @@ def test_requests_without_the_token_are_refused(server):
 
 
 @pytest.mark.timeout(180)
-def test_no_path_traversal(server):
+def test_s5_no_path_traversal(server):
     auth = {"Authorization": f"token {server['token']}"}
     for path in ["/voila/files/..%2F..%2Fsettings.ini", "/voila/files/%2Fetc%2Fpasswd", "/voila/files/portfolio.ipynb",
                  "/voila/static/..%2F..%2F..%2F..%2F..%2F..%2Fsettings.ini", "/voila/render/..%2F..%2Fsettings.ini",
@@ -223,7 +223,7 @@ def test_no_path_traversal(server):
 
 
 @pytest.mark.timeout(180)
-def test_voila_listens_on_loopback_only(server):
+def test_s4_voila_listens_on_loopback_only(server):
     proc, port = server["proc"], server["port"]
     assert "--show_tracebacks=False" in proc.args and "--Voila.ip=127.0.0.1" in proc.args
     listening = [(p.pid, c.laddr) for p in voila_family(proc) for c in p.net_connections(kind="inet")

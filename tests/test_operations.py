@@ -1,12 +1,15 @@
 """Operations that survive the operator (issue 11), through the real `traderbot` command: one trading run per account
-at a time, and runs that always end settled (SIGTERM, Ctrl-C, a killed process), with no kernel left behind."""
+at a time (and catalogue L2: a pipeline, a reader and a reconciler on one SQLite file), runs that always end settled
+(SIGTERM, Ctrl-C, a killed process) with no kernel left behind, a kill switch that can be lifted, and every failure
+in one line."""
 import os, signal, subprocess, sys, time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 
-from traderbot.store import database
+from traderbot.store import database, ledger
 from traderbot.store.runs import get_run, runs_frame
 from test_pipeline import ROOT, TRADERBOT, environment, table_rows, traderbot
 
@@ -169,3 +172,44 @@ def test_a_universe_with_nothing_to_pick_says_so(tmp_path):
     r = traderbot({**env, "TRADERBOT__DATA__UNIVERSE": "AAPL,MSFT"}, "run", "daily")   # both fell over the year to 2022-12-27
     assert r.returncode == 0, r.stderr
     assert "0 orders planned" in r.stdout and "no symbol of 2 qualified at 2022-12-27" in r.stdout and "the target is all cash" in r.stdout
+
+
+READER = """
+import sys, time
+from pathlib import Path
+from traderbot.store import database, ledger
+from traderbot.store.runs import runs_frame
+eng, stop, n = database.connect(sys.argv[1]), Path(sys.argv[2]), 0
+while not stop.exists():                      # what the dashboards read, as fast as it can
+    ledger.positions_frame(eng, "default"); ledger.equity_curve(eng, "default"); ledger.alerts_frame(eng, "default"); runs_frame(eng)
+    n += 1
+print(n)
+"""
+
+
+def test_l2_a_pipeline_a_dashboard_reader_and_a_reconciler_share_one_sqlite_file(tmp_path):
+    "Three processes on one SQLite file: a backfill, a dashboard-like reader and repeated reconciliations; no lost update, no lock escaping."
+    from test_reliability import assert_ledger
+    from traderbot.brokers.factory import make_broker
+    from traderbot.config import load_settings
+    from traderbot.data.bars import session_prices
+    from traderbot.data.sample import load_closes
+    env, url, _ = environment(tmp_path)
+    assert traderbot(env, "run", "daily", "-p", "as_of=2022-12-20").returncode == 0        # the account and its first trades
+    stop = tmp_path / "stop"
+    reader = subprocess.Popen([sys.executable, "-c", READER, url, str(stop)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = start(env, "run", "daily", "--from", "2022-12-21", "--to", "2022-12-28")
+    recs = []
+    while run.poll() is None: recs.append(traderbot(env, "reconcile"))                    # each waits for the lock a session holds
+    stop.touch()
+    out, err = reader.communicate(timeout=60)
+    assert run.returncode == 0, run.stderr.read()
+    assert reader.returncode == 0 and int(out) > 0 and "locked" not in err, err
+    assert recs and all(r.returncode == 0 and "reconciliation with paper: clean" in r.stdout for r in recs), [r.stdout + r.stderr for r in recs]
+    runs = runs_frame(database.connect(url))
+    assert list(runs.status) == ["succeeded"] * 6                                           # 2022-12-20 and the five sessions to 12-28
+    cfg = load_settings(ROOT / "settings.ini", env={"TRADERBOT__STORE__URL": url})
+    px = load_closes(); day = px.index[-1]
+    eng = database.connect(url)
+    broker = make_broker(eng, cfg, session_prices(px, day), pd.Timestamp("2022-12-28 21:00", tz="UTC"))
+    assert_ledger(eng, ledger.account_id(eng, "default"), broker)

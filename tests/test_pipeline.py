@@ -135,7 +135,7 @@ def test_timed_out_run_is_recorded_as_failed(tmp_path):
     assert e.value.notebook.exists()
 
 
-def test_canary_secrets_never_reach_notebooks_reports_logs_or_store(sandbox):
+def test_s2_canary_secrets_never_reach_notebooks_reports_logs_or_store(sandbox):
     env, url, tmp = sandbox
     env = {**env, **CANARIES}
     r = traderbot(env, "--debug", "run", "daily")
@@ -156,7 +156,7 @@ def test_canary_secrets_never_reach_notebooks_reports_logs_or_store(sandbox):
     ({"TRADERBOT__DATA__UNIVERSE": "AAPL';DROP TABLE orders;--"}, "AAPL';DROP TABLE orders;--"),
     ({"TRADERBOT__DATA__UNIVERSE": "AAPL ../x"}, "../x"),
 ])
-def test_bad_settings_and_hostile_symbols_change_nothing(traded, override, named):
+def test_b11_b12_bad_settings_and_hostile_symbols_change_nothing(traded, override, named):
     env, url, _ = traded
     before = {t: table_rows(url, t) for t in ("orders", "fills", "positions", "pipeline_runs", "paper_orders")}
     r = traderbot({**env, **override}, "run", "daily", "-p", "as_of=2022-12-28")

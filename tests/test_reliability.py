@@ -55,7 +55,7 @@ CASH = D(1_000_000)
 LIMITS = RiskLimits(max_position_weight=0.25, max_order_notional=D(300_000))
 PRICES = {"AAPL": D("129.93"), "MSFT": D("239.82"), "XOM": D("108.39"), "JPM": D("133.22")}
 WEIGHTS = pd.Series({"AAPL": 0.2, "MSFT": 0.2, "XOM": 0.2})
-ID_PATTERN = re.compile(r"tb-\d{8}-[A-Z][A-Z0-9.\-]{0,15}-[0-9a-f]{10}")
+ID_PATTERN = re.compile(r"tb-\d{8}-[A-Z][A-Z0-9.\-]{0,15}-[0-9a-f]{10}(-r\d+)?(-p?\d{2})?")   # a re-plan round, a piece or slice
 CANARIES = {"ALPACA_API_KEY": "canary-key-R3l1aB7x", "ALPACA_SECRET_KEY": "canary-secret-Q9vZp2Kw"}
 
 
@@ -1030,3 +1030,48 @@ def test_s1_misplaced_secret_is_not_echoed_in_the_config_error():
     with pytest.raises(ConfigError, match="alpaca_secret_key") as e:
         load_settings(ROOT / "settings.ini", env={"TRADERBOT__BROKER__ALPACA_SECRET_KEY": CANARIES["ALPACA_SECRET_KEY"]})
     assert CANARIES["ALPACA_SECRET_KEY"] not in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# F5, F6: the store refuses a write
+# ---------------------------------------------------------------------------------------------------------
+
+def test_f5_database_locked_longer_than_the_busy_timeout_fails_before_any_broker_call(tmp_path):
+    """Another process holds the SQLite write lock past the busy timeout: the rebalance fails with a clear
+    StorageError naming the lock, before the venue receives anything; once the lock is gone the same call trades."""
+    from traderbot.core import StorageError
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    eng = database.open_store(url, busy_timeout_s=0.3)
+    b = paper_broker(eng, "default", PRICES)
+    holder = sa.create_engine(url).connect()
+    holder.exec_driver_sql("BEGIN IMMEDIATE")                                  # the other writer
+    try:
+        with pytest.raises(StorageError, match="database is locked"):
+            rebalance(eng, b, "default", "momentum", DAY, WEIGHTS, PRICES, LIMITS, True, CASH, cost=CostModel())
+    finally:
+        holder.rollback(); holder.close()
+    assert table(eng, "paper_orders") == []                                    # no broker call happened
+    res = rebalance(eng, b, "default", "momentum", DAY, WEIGHTS, PRICES, LIMITS, True, CASH, cost=CostModel())
+    assert res.filled == len(WEIGHTS)
+    assert_ledger(eng, ledger.account_id(eng, "default"), b)
+
+
+def test_f6_a_ledger_write_refused_after_the_send_halts_and_sends_nothing_more(db, monkeypatch):
+    """The ledger cannot store a fill the venue made (SQLite's 'database or disk is full'): the rebalance stops,
+    nothing more reaches the venue, the account is halted with a critical alert, and the next reconciliation
+    settles the order from the venue's book."""
+    from traderbot.core import StorageError
+    b = paper_broker(db, "default", PRICES)
+    full = StorageError("store: OperationalError: database or disk is full")
+    real = ledger.record_fill
+    monkeypatch.setattr(ledger, "record_fill", lambda *a, **k: (_ for _ in ()).throw(full))
+    with pytest.raises(StorageError, match="database or disk is full .*nothing more was sent; trading is halted"):
+        rebalance(db, b, "default", "momentum", DAY, WEIGHTS, PRICES, LIMITS, True, CASH, cost=CostModel())
+    aid = ledger.account_id(db, "default")
+    assert len(table(db, "paper_orders")) == 1                                 # the first order reached the venue; nothing after it
+    assert ledger.trading_state(db, aid) == "halted"
+    assert [a["source"] for a in table(db, "alerts") if a["level"] == "critical"] == ["storage"]
+    monkeypatch.setattr(ledger, "record_fill", real)                           # space again: the next start reconciles
+    reconcile(db, b, aid)
+    assert [o.status for o in ledger.orders_for(db, aid)][0] is S.FILLED
+    assert_ledger(db, aid, b)

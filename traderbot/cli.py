@@ -12,6 +12,8 @@ import signal
 import sys
 import threading
 
+import pandas as pd
+
 from .brokers.factory import make_broker
 from .config import for_account, load_settings, parse_profile, resolve_mode, trading_mode
 from .core import ConfigError, TraderbotError
@@ -25,7 +27,7 @@ from .execution.manager import reconcile
 from .pipeline import parse_parameters, run_pipeline
 from .research.registry import model_versions, promote, promotion_problems
 from .store import database, ledger
-from .store.runs import runs_frame, settle_abandoned
+from .store.runs import acquire_lock, release_lock, runs_frame, settle_abandoned
 
 # %% auto #0
 __all__ = ['parser', 'main']
@@ -138,7 +140,10 @@ def _cmd_reconcile(args) -> int:
     px = closes(load_bars(list(cfg.data.universe) or None, path=cfg.path(cfg.data.path)))
     day = px.index[-1]
     broker = make_broker(eng, cfg, session_prices(px, day), session_close(day, cfg.data.calendar), tm.mode)
-    rec = reconcile(eng, broker, ledger.account_id(eng, cfg.traderbot.account), args.policy)
+    holder = f"reconcile-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}-{os.getpid()}"
+    acquire_lock(eng, cfg.traderbot.account, holder, cfg.pipeline.lock_wait_s)   # never beside a trading run of the account
+    try: rec = reconcile(eng, broker, ledger.account_id(eng, cfg.traderbot.account), args.policy)
+    finally: release_lock(eng, cfg.traderbot.account, holder)
     print(f"{tm.banner()}\nreconciliation with {broker.name}: {rec.status}")
     for a in rec.actions: print(f"  {a}")
     return 0
