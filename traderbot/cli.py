@@ -27,7 +27,7 @@ from .execution.manager import reconcile
 from .pipeline import parse_parameters, run_pipeline
 from .research.registry import model_versions, promote, promotion_problems
 from .store import database, ledger
-from .store.runs import acquire_lock, release_lock, runs_frame, settle_abandoned
+from .store.runs import acquire_lock, lock_holder, release_lock, runs_frame, settle_abandoned
 
 # %% auto #0
 __all__ = ['parser', 'main']
@@ -114,6 +114,8 @@ def _cmd_status(args) -> int:
     cfg = _settings_from(args)
     eng = database.open_store(cfg.store.url, cfg.store.busy_timeout_s)
     for run_id in settle_abandoned(eng): print(f"run {run_id}: its process is gone; recorded as abandoned")
+    if holder := lock_holder(eng, cfg.traderbot.account):
+        print(f"account {cfg.traderbot.account}: run {holder['run_id']} is trading it now (process {holder['pid']} on {holder['host']}, since {holder['acquired_at']:%Y-%m-%d %H:%M:%S} UTC)")
     print(f"store: {database.safe_url(cfg.store.url)} (revision {database.current_revision(eng)})")
     runs = runs_frame(eng, limit=5)
     print(runs[["run_id", "status", "duration_s", "error"]].to_string(index=False) if len(runs) else "no runs yet: try `make run`")

@@ -12,7 +12,8 @@ import pandas as pd
 
 from .widgets import TABLE_CSS, empty_dashboard, equity_chart, frame_table
 from ..store.ledger import account_exists, equity_curve, fills_frame, orders_frame, positions_frame
-from ..store.runs import runs_frame
+from ..store.database import snapshot
+from ..store.runs import lock_holder, runs_frame
 
 # %% auto #0
 __all__ = ['equity_headline', 'portfolio_dashboard']
@@ -34,6 +35,14 @@ def equity_headline(
     return w
 
 # %% ../../nbs/12b_dashboard.portfolio.ipynb #27019fbc
+def _in_progress(holder:dict|None) -> list[widgets.HTML]:
+    "A notice while a run trades the account: its orders and fills may already show while its equity snapshot is still to come."
+    if holder is None: return []
+    w = widgets.HTML(f"<p><b>A run is trading this account now</b> ({html.escape(holder['run_id'])}, since {holder['acquired_at']:%Y-%m-%d %H:%M:%S} UTC): "
+                     "orders and fills may belong to a session whose equity snapshot is not written yet; reload when it ends.</p>")
+    w.add_class("tb-run-in-progress")
+    return [w]
+
 def portfolio_dashboard(
     engine:Engine, # the store (read only)
     account:str,   # account name from settings
@@ -41,11 +50,12 @@ def portfolio_dashboard(
 ) -> widgets.VBox:
     "The read-only portfolio view: equity, chart, positions, latest orders and fills, recent runs."
     if not account_exists(engine, account): return empty_dashboard(account)
-    curve = equity_curve(engine, account)
-    box = widgets.VBox([widgets.HTML(f"<style>{TABLE_CSS}</style>"), equity_headline(curve, account), equity_chart(curve),
-        frame_table(positions_frame(engine, account), "tb-positions", "No open positions.", "Positions"),
-        frame_table(orders_frame(engine, account, limit), "tb-orders", "No orders yet.", "Latest orders"),
-        frame_table(fills_frame(engine, account, limit), "tb-fills", "No fills yet.", "Latest fills"),
-        frame_table(runs_frame(engine, limit), "tb-runs", "No pipeline runs yet.", "Recent pipeline runs")])
+    with snapshot(engine) as view:   # every table of the page from one state of the store, while a run goes on writing
+        curve, holder = equity_curve(view, account), lock_holder(view, account)
+        box = widgets.VBox([widgets.HTML(f"<style>{TABLE_CSS}</style>"), *_in_progress(holder), equity_headline(curve, account), equity_chart(curve),
+            frame_table(positions_frame(view, account), "tb-positions", "No open positions.", "Positions"),
+            frame_table(orders_frame(view, account, limit), "tb-orders", "No orders yet.", "Latest orders"),
+            frame_table(fills_frame(view, account, limit), "tb-fills", "No fills yet.", "Latest fills"),
+            frame_table(runs_frame(view, limit), "tb-runs", "No pipeline runs yet.", "Recent pipeline runs")])
     box.add_class("tb-dashboard")
     return box

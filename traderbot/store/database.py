@@ -17,8 +17,8 @@ from ..core import StorageError, TraderbotError
 from .schema import metadata
 
 # %% auto #0
-__all__ = ['safe_url', 'connect', 'reading', 'read_frame', 'transaction', 'alembic_config', 'current_revision', 'migrate',
-           'schema_differences', 'open_store', 'scratch_store']
+__all__ = ['safe_url', 'connect', 'reading', 'read_frame', 'snapshot', 'transaction', 'alembic_config', 'current_revision',
+           'migrate', 'schema_differences', 'open_store', 'scratch_store']
 
 # %% ../../nbs/03b_store.database.ipynb #ffc91d85
 def safe_url(url:str|sa.URL) -> str:
@@ -68,6 +68,19 @@ def read_frame(engine:Engine, query) -> pd.DataFrame:
     with reading(engine) as con:
         res = con.execute(query)
         return pd.DataFrame(res.fetchall(), columns=list(res.keys()))
+
+# %% ../../nbs/03b_store.database.ipynb #bc3e5036
+@contextmanager
+def snapshot(engine:Engine):
+    "A read-only connection that sees one state of the store for all its reads (readers never block writers)."
+    try:
+        with engine.connect() as con:
+            if con.dialect.name == "sqlite": con.exec_driver_sql("BEGIN")   # WAL: the first read fixes what every later read sees
+            else: con.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            try: yield con
+            finally: con.rollback()
+    except sa.exc.DBAPIError as e:
+        raise StorageError(f"store {safe_url(engine.url)}: {type(e.orig).__name__}: {e.orig}") from e
 
 # %% ../../nbs/03b_store.database.ipynb #99bfa40e
 @contextmanager

@@ -21,8 +21,8 @@ from .schema import model_versions, now_utc, pipeline_runs, run_locks, trials
 
 # %% auto #0
 __all__ = ['RUN_ENDS', 'start_run', 'get_run', 'record_run_fields', 'finish_run', 'settle_abandoned', 'acquire_lock',
-           'release_lock', 'runs_frame', 'insert_trial', 'trials_frame', 'insert_model_version', 'model_version_rows',
-           'set_production', 'model_versions_frame']
+           'lock_holder', 'release_lock', 'runs_frame', 'insert_trial', 'trials_frame', 'insert_model_version',
+           'model_version_rows', 'set_production', 'model_versions_frame']
 
 # %% ../../nbs/03d_store.runs.ipynb #afe55ba2
 def start_run(engine:Engine, run_id:str, pipeline:str, parameters:dict, git_commit:str|None=None) -> str:
@@ -94,6 +94,11 @@ def acquire_lock(engine:Engine, account:str, run_id:str, wait_s:float=0.0, poll_
             raise StorageError(f"account {account!r} is being traded by run {held.run_id} (process {held.pid} on {held.host}, since "
                                f"{held.acquired_at:%Y-%m-%d %H:%M:%S} UTC); one trading run per account at a time")
         time.sleep(poll_s)
+
+def lock_holder(engine:Engine, account:str) -> dict|None:
+    "The run holding account `account`'s lock (run_id, pid, host, acquired_at), or None when no run is trading it."
+    with reading(engine) as con: row = con.execute(select(run_locks).where(run_locks.c.account == account)).mappings().first()
+    return dict(row) if row else None
 
 def release_lock(engine:Engine, account:str, run_id:str) -> None:
     "Give back account `account`'s run lock, if `run_id` holds it."
