@@ -735,3 +735,14 @@ def test_runs_are_unique_and_statuses_checked(engine):
     r = get_run(engine, "r-1")
     assert (r["status"], r["parameters"], r["git_commit"], r["data_hash"], r["summary"]) == ("succeeded", {"a": 1}, "deadbeef", "f00d", {"orders": 3})
     assert get_run(engine, "r-404") is None
+
+
+def test_a_snapshot_sees_one_state_and_blocks_no_writer(engine):
+    "A dashboard page's reads (`database.snapshot`) see the store as of their first read, on both backends; a writer meanwhile commits unblocked."
+    count = lambda con: len(ledger.alerts_frame(con, "snap", limit=1000)) if ledger.find_account(con, "snap") else 0
+    aid = ledger.ensure_account(engine, "snap", "paper", Decimal(1))
+    with database.snapshot(engine) as view:
+        before = count(view)
+        ledger.record_alert(engine, "info", "test", "written while a page reads", {}, aid)   # would block here if readers blocked writers
+        assert count(view) == before
+    assert count(engine) == before + 1
