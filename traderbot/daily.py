@@ -16,7 +16,7 @@ from .core import DataError
 from .data.bars import session_prices
 from .data.calendar import is_session, session_close, signal_session
 from .data.sample import benchmark_until, load_benchmark, sector_map
-from .execution.manager import RebalanceResult, ledger_equity, rebalance, reconcile
+from .execution.manager import RebalanceResult, rebalance, reconcile
 from .research.features import feature_panel
 from .research.models import explain
 from .research.registry import load_production
@@ -41,7 +41,7 @@ def account_profile(engine, settings:Settings, mode:str="paper") -> AccountProfi
 
 # %% ../nbs/10b_daily.ipynb #e4ee9d6f
 def _equity_marks(marks:pd.Series, day:pd.Timestamp, equity_now:Decimal) -> pd.Series:
-    "The account's peak and last equity snapshot before `day` (`ledger.equity_marks`), then `equity_now` at `day`: what the breakers and the gate read."
+    "The account's peak and latest equity over its history but `day` (`ledger.equity_marks`), then `equity_now` at `day`: what the breakers and the gate read."
     return pd.Series(list(marks.to_numpy(float)) + [float(equity_now)], index=list(marks.index) + [day], dtype=float)
 
 def var_returns(settings:Settings, closes:pd.DataFrame, day:pd.Timestamp) -> pd.DataFrame:
@@ -94,7 +94,7 @@ def apply_breakers(engine, account_id:int, checks:list[BreakerCheck], day:pd.Tim
     current = ledger.trading_state(engine, account_id)
     new = breaker_state(current, fresh)
     if new != current:
-        ledger.set_trading_state(engine, account_id, new, "circuit breaker", "; ".join(c.message for c in tripped))
+        ledger.set_trading_state(engine, account_id, new, "circuit breaker", "; ".join(c.message for c in fresh))
     return new
 
 # %% ../nbs/10b_daily.ipynb #56e94a76

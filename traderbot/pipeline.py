@@ -147,11 +147,12 @@ def run_pipeline(
                           f"a live broker with its keys, and TRADERBOT_LIVE_TRADING=yes)")
     url = mode.store_url if mode is not None else settings.store.url   # live runs: the live ledger
     _check_kernel(settings.pipeline.kernel)           # before anything is recorded
-    check_universe(for_account(settings, params.get("account", "")))
+    acct_cfg = for_account(settings, params.get("account", ""))
+    check_universe(acct_cfg)
     engine = database.open_store(url, settings.store.busy_timeout_s)
     runs.settle_abandoned(engine)                      # runs whose process died are settled by the next command
     run_id = _new_run_id(name)
-    account = for_account(settings, params.get("account", "")).traderbot.account if name in _TRADING else None
+    account = acct_cfg.traderbot.account if name in _TRADING else None
     if account: runs.acquire_lock(engine, account, run_id, settings.pipeline.lock_wait_s)   # before any run row: a refused run leaves none
     try: return _execute(settings, engine, nb, name, run_id, params, settings_path)
     finally:

@@ -12,7 +12,6 @@ import time
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 import pandas as pd
-import sqlalchemy as sa
 
 from ..core import StorageError
 from .database import read_frame, reading, transaction
@@ -71,11 +70,11 @@ def settle_abandoned(engine:Engine) -> list[str]:
     with reading(engine) as con:
         rows = con.execute(select(pipeline_runs.c.run_id, pipeline_runs.c.pid).where(
             (pipeline_runs.c.status == "running") & (pipeline_runs.c.host == host) & pipeline_runs.c.pid.is_not(None))).all()
-    dead = [r.run_id for r in rows if not _alive(r.pid)]
-    for run_id, pid in [(r.run_id, r.pid) for r in rows if r.run_id in dead]:
-        finish_run(engine, run_id, "abandoned", error=f"process {pid} on {host} ended without settling the run (killed or crashed)")
-        with transaction(engine) as con: con.execute(run_locks.delete().where(run_locks.c.run_id == run_id))
-    return dead
+    dead = [r for r in rows if not _alive(r.pid)]
+    for r in dead:
+        finish_run(engine, r.run_id, "abandoned", error=f"process {r.pid} on {host} ended without settling the run (killed or crashed)")
+        with transaction(engine) as con: con.execute(run_locks.delete().where(run_locks.c.run_id == r.run_id))
+    return [r.run_id for r in dead]
 
 def acquire_lock(engine:Engine, account:str, run_id:str, wait_s:float=0.0, poll_s:float=0.5) -> None:
     "Take account `account`'s run lock for `run_id`, waiting up to `wait_s` for the run that holds it; else raise naming it."
