@@ -144,6 +144,12 @@ def test_s3_paper_keys_with_live_mode_refuse_to_start(tmp_path):
     run_env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRADERBOT")}, **env,
                "TRADERBOT_SETTINGS": str(ROOT / "settings.ini"), "TRADERBOT__TRADERBOT__MODE": "live", "TRADERBOT__BROKER__NAME": "alpaca",
                "TRADERBOT__STORE__URL": f"sqlite:///{tmp_path}/paper.db", "TRADERBOT__STORE__LIVE_URL": f"sqlite:///{tmp_path}/live.db"}
+    from test_reliability import audit, scenario, table
+    paper_url = f"sqlite:///{tmp_path}/paper.db"
+    eng, _, _ = scenario()["run"](paper_url)                                   # the paper account already trades
+    before = {t: table(eng, t) for t in ("orders", "fills", "positions", "pipeline_runs", "paper_orders")}
     r = subprocess.run(cli, env=run_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "paper keys" in r.stderr, r.stderr
     assert not (tmp_path / "live.db").exists() and "PKpaperkey" not in r.stderr + r.stdout
+    assert {t: table(eng, t) for t in before} == before                       # neither ledger was touched
+    audit(paper_url)

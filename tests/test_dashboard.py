@@ -27,9 +27,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 ACCOUNT = "demo"
 HOSTILE = '<img src=x onerror="window.__tb_xss = 1">'   # an order reason as a hostile broker could send it
-ORDERS = {"tb-20221228-AAPL-1": ("AAPL", "20"), "tb-20221228-MSFT-1": ("MSFT", "10")}
-FILLS = [("x1", "tb-20221228-AAPL-1", "AAPL", "20", "126.10"), ("x2", "tb-20221228-MSFT-1", "MSFT", "4", "240.50"),
-         ("x3", "tb-20221228-MSFT-1", "MSFT", "6", "240.50")]
+ORDERS = {"tb-20221228-AAPL-a1a1a1a1a1": ("AAPL", "20"), "tb-20221228-MSFT-b2b2b2b2b2": ("MSFT", "10")}
+FILLS = [("x1", "tb-20221228-AAPL-a1a1a1a1a1", "AAPL", "20", "126.10"), ("x2", "tb-20221228-MSFT-b2b2b2b2b2", "MSFT", "4", "240.50"),
+         ("x3", "tb-20221228-MSFT-b2b2b2b2b2", "MSFT", "6", "240.50")]
 POSITIONS = [["AAPL", "20", "126.10"], ["MSFT", "10", "240.50"]]   # symbol, quantity, average cost as shown
 LATEST_EQUITY, LATEST_DAY = "1,002,345.12", "2022-12-29"           # recorded after Voila has pre-heated
 
@@ -93,6 +93,15 @@ def get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict, s
         r = con.getresponse()
         return r.status, dict(r.getheaders()), r.read().decode(errors="replace")
     finally: con.close()
+
+
+def audit_seeded(server) -> None:
+    "The ledger audit of the store the dashboards serve (ledger side: the seeded store has no venue): the requests changed nothing."
+    from test_reliability import assert_ledger
+    eng = server["engine"]
+    assert_ledger(eng, account_id(eng, ACCOUNT), None)
+    from traderbot.store.ledger import orders_for
+    assert [(o.client_order_id, o.status) for o in orders_for(eng, account_id(eng, ACCOUNT))] == [(c, OrderStatus.FILLED) for c in ORDERS]
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +218,7 @@ def test_s4_requests_without_the_token_are_refused(server):
         if status == 302: assert headers["Location"].startswith("/login"), headers
     status, _, _ = get(port, "/", {"Authorization": f"token {token}"})
     assert status == 200   # the same request with the token is served
+    audit_seeded(server)
 
 
 @pytest.mark.timeout(180)
@@ -220,6 +230,7 @@ def test_s5_no_path_traversal(server):
         status, _, body = get(server["port"], path, auth)
         assert status != 200, path
         assert "[store]" not in body and "root:" not in body and "tb-positions" not in body, path
+    audit_seeded(server)
 
 
 @pytest.mark.timeout(180)
@@ -232,6 +243,7 @@ def test_s4_voila_listens_on_loopback_only(server):
     assert all(a.ip == "127.0.0.1" for _, a in listening), listening   # Voila and its kernels
     # the token never appears on a command line, where any local user could read it with ps
     assert not [p.pid for p in voila_family(proc) if server["token"] in " ".join(p.cmdline())]
+    audit_seeded(server)
 
 
 @pytest.mark.timeout(180)

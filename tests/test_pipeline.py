@@ -148,6 +148,8 @@ def test_s2_canary_secrets_never_reach_notebooks_reports_logs_or_store(sandbox):
     for where, text in places.items():
         for secret in CANARIES.values():
             assert secret not in text, f"secret leaked into {where}"
+    from test_reliability import audit
+    audit(url)
 
 
 @pytest.mark.parametrize("override, named", [
@@ -162,6 +164,8 @@ def test_b11_b12_bad_settings_and_hostile_symbols_change_nothing(traded, overrid
     r = traderbot({**env, **override}, "run", "daily", "-p", "as_of=2022-12-28")
     assert r.returncode == 1 and named in r.stderr, r.stderr
     assert {t: table_rows(url, t) for t in before} == before
+    from test_reliability import audit
+    audit(url)
 
 
 def test_bad_bars_are_refused_naming_symbol_and_date(sandbox):

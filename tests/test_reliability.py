@@ -144,6 +144,13 @@ def assert_ledger(engine, account_id: int, broker) -> None:
     assert theirs == {f["execution_id"] for f in fills}, "a broker execution of one of our orders is missing from the ledger"
 
 
+def audit(url: str, account: str = "default") -> None:
+    "`assert_ledger` for a store a real command traded: its paper venue keeps its book in the same store."
+    eng = database.connect(url)
+    try: assert_ledger(eng, ledger.account_id(eng, account), paper_broker(eng, account, {}))
+    finally: eng.dispose()
+
+
 def intent(engine, aid, account, symbol, side, qty, strategy="manual", as_of=DAY, limit_price=None, ref=None) -> Order:
     "Store one NEW intent (and its signal) and return it."
     o = Order(client_order_id(account, strategy, as_of, symbol), symbol, side, qty, limit_price=limit_price)
@@ -1014,6 +1021,7 @@ def test_s1_debug_run_with_canary_secrets_leaks_nothing(tmp_path):
     for where, text in places.items():
         for secret in CANARIES.values():
             assert secret not in text, f"secret leaked into {where}"
+    audit(url)
 
 
 def test_s1_store_password_is_not_in_the_settings_repr():
@@ -1075,3 +1083,106 @@ def test_f6_a_ledger_write_refused_after_the_send_halts_and_sends_nothing_more(d
     reconcile(db, b, aid)
     assert [o.status for o in ledger.orders_for(db, aid)][0] is S.FILLED
     assert_ledger(db, aid, b)
+
+
+FULL_DISK = '''
+import json
+sys.path.insert(0, sys.argv[3])                         # the tests folder, for the ledger audit
+from test_reliability import assert_ledger
+from traderbot.core import StorageError
+from traderbot.execution.manager import reconcile
+
+mount = sys.argv[2]
+url = f"sqlite:///{mount}/traderbot.db"
+ballast = os.path.join(mount, "ballast")
+
+def fill_the_disk():
+    "Write zeros until the filesystem refuses even one more byte."
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT)
+    for chunk in (1 << 20, 1 << 16, 4096, 512, 1):
+        try:
+            while True: os.write(fd, bytes(chunk))
+        except OSError: pass
+    os.close(fd)
+
+real_submit = PaperBroker.submit
+def submit(self, order):                                 # the disk fills up once the venue holds the first order
+    out = real_submit(self, order)
+    if not os.path.exists(ballast): fill_the_disk()
+    return out
+PaperBroker.submit = submit
+
+report = {"reserve_before": None}
+engine = database.open_store(url)
+database.keep_reserve(engine)
+report["reserve_before"] = os.path.getsize(database.reserve_path(engine))
+try:
+    run(url)
+    report["error"] = None
+except StorageError as e:
+    report["error"] = str(e)
+aid = ledger.account_id(engine, ACCOUNT)
+report["state"] = ledger.trading_state(engine, aid)
+report["alerts"] = [(a.level, a.source) for a in ledger.alerts_frame(engine, ACCOUNT, limit=10).itertuples()]
+report["ledger"] = [o.status.value for o in ledger.orders_for(engine, aid)]
+with engine.connect() as con: report["venue"] = con.exec_driver_sql("select count(*) from paper_orders").scalar()
+report["note"] = database.reserve_note(engine)
+PaperBroker.submit = real_submit
+os.remove(ballast)                                       # the operator frees space; the next start
+b = broker(engine)
+report["reconciled"] = reconcile(engine, b, aid).status
+_, b, again = run(url)
+report["again_sent"] = again.sent
+report["after"] = [o.status.value for o in ledger.orders_for(engine, aid)]
+report["reserve_after"] = os.path.getsize(database.reserve_path(engine))
+report["state_after"] = ledger.trading_state(engine, aid)
+report["alerts_after"] = ledger.alerts_frame(engine, ACCOUNT, limit=10).message.tolist()
+assert_ledger(engine, aid, b)
+print(json.dumps(report))
+'''
+
+
+def small_filesystem(tmp_path, script: Path, *args, size="8m") -> subprocess.CompletedProcess | None:
+    "Run `script` with a fresh tmpfs of `size` mounted at tmp_path/mnt (a private mount namespace; none if unshare is not allowed here)."
+    mnt = tmp_path / "mnt"; mnt.mkdir()
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tbprobe {mnt}"], capture_output=True)
+    if probe.returncode:
+        return None
+    shell = 'mount -t tmpfs -o size="$1" tbfull "$2" && shift 2 && exec "$@"'
+    return subprocess.run(["unshare", "-rm", "sh", "-c", shell, "sh", size, str(mnt), sys.executable, str(script), "-", str(mnt), *args],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("reserve", ["whole", "too small"])
+def test_f6_a_real_filesystem_that_fills_up_mid_rebalance_halts_and_sends_nothing_more(tmp_path, reserve):
+    """The store lives on an 8 MiB filesystem that fills up (to the last byte) as soon as the venue holds the first
+    order: the ledger's next write fails with SQLite's real SQLITE_FULL. The rebalance stops there (the orders after
+    it are never sent). With the storage reserve whole, its room takes the halt and the critical alert at once; with
+    a reserve too small to help (one byte), the halt cannot be stored then, the reserve's note says it is owed, and the
+    next start writes it before anything else. Either way, after the operator frees space, the next start reconciles
+    the venue's order, trades nothing (halted), makes the reserve whole again, and the ledger audit is clean (run
+    inside the child, where the filesystem is mounted)."""
+    script = tmp_path / "full.py"
+    script.write_text(SCENARIO + ("database.RESERVE_BYTES = 1\n" if reserve == "too small" else "") + FULL_DISK)
+    r = small_filesystem(tmp_path, script, str(Path(__file__).parent))
+    if r is None:
+        pytest.skip("this machine does not allow a private mount namespace (unshare -rm), so no small filesystem can be made")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = __import__("json").loads(r.stdout.strip().splitlines()[-1])
+    size = database.RESERVE_BYTES if reserve == "whole" else 1
+    assert rep["reserve_before"] == size
+    assert "database or disk is full (while trading tb-20221228-" in rep["error"] and "nothing more was sent" in rep["error"]
+    assert rep["note"]["while"].startswith("trading tb-20221228-")
+    if reserve == "whole":
+        assert "trading is halted" in rep["error"] and rep["note"]["halted"] is True
+        assert rep["state"] == "halted" and ["critical", "storage"] in rep["alerts"]
+    else:
+        assert "the next trading run records the halt before anything else" in rep["error"] and rep["note"]["halted"] is False
+        assert rep["state"] == "active" and rep["alerts"] == []
+        assert any("trading halted at the next start" in m for m in rep["alerts_after"])
+    sent = [s for s in rep["ledger"] if s != "new"]
+    assert rep["venue"] == len(sent) >= 1 and rep["ledger"][len(sent):] == ["new"] * (len(rep["ledger"]) - len(sent))   # nothing after the failure
+    assert len(sent) < len(WEIGHTS)
+    assert rep["reconciled"] == "clean" and rep["again_sent"] == 0 and rep["state_after"] == "halted"
+    assert rep["after"][:len(sent)] == ["filled"] * len(sent) and set(rep["after"][len(sent):]) == {"denied"}
+    assert rep["reserve_after"] == size

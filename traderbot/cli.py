@@ -117,6 +117,8 @@ def _cmd_status(args) -> int:
     if holder := lock_holder(eng, cfg.traderbot.account):
         print(f"account {cfg.traderbot.account}: run {holder['run_id']} is trading it now (process {holder['pid']} on {holder['host']}, since {holder['acquired_at']:%Y-%m-%d %H:%M:%S} UTC)")
     print(f"store: {database.safe_url(cfg.store.url)} (revision {database.current_revision(eng)})")
+    if (note := database.reserve_note(eng)) and not note.get("halted"):
+        print(f"a write failed while {note['while']} and the halt could not be stored: the next trading run halts account id {note['account_id']} first")
     runs = runs_frame(eng, limit=5)
     print(runs[["run_id", "status", "duration_s", "error"]].to_string(index=False) if len(runs) else "no runs yet: try `make run`")
     try: curve, pos = ledger.equity_curve(eng, cfg.traderbot.account), ledger.positions_frame(eng, cfg.traderbot.account)

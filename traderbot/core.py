@@ -66,6 +66,10 @@ class RiskLimitBreached(TraderbotError):
 # %% ../nbs/00_core.ipynb #f0fbb4b1
 class StorageError(TraderbotError):
     "The store could not persist or read what was asked; nothing may be sent to a broker."
+    @property
+    def disk_full(self) -> bool:
+        "The store's disk (or the server's) has no room: SQLite's SQLITE_FULL, PostgreSQL's 53100 `DiskFull`, or ENOSPC."
+        return any(s in str(self) for s in ("database or disk is full", "DiskFull", "No space left on device", "could not extend file"))
 
 # %% ../nbs/00_core.ipynb #a17b5d33
 class InvalidTransition(TraderbotError):

@@ -16,7 +16,7 @@ from .core import DataError
 from .data.bars import session_prices
 from .data.calendar import is_session, session_close, signal_session
 from .data.sample import benchmark_until, load_benchmark, sector_map
-from .execution.manager import RebalanceResult, rebalance, reconcile
+from .execution.manager import RebalanceResult, rebalance, reconcile, settle_storage_note
 from .research.features import feature_panel
 from .research.models import explain
 from .research.registry import load_production
@@ -253,6 +253,7 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     "One session of the daily run: refuse the past, reconcile, check the breakers, then rebalance when the strategy says so, else mark to market."
     prices, b, account = session_prices(closes, day), settings.broker, settings.traderbot.account
     acct = ledger.ensure_account(engine, account, mode, b.initial_cash)   # refuses a change of mode; stores nothing for a known account
+    settle_storage_note(engine)                                           # a halt a full disk kept out of the store (F6), and room for the next
     book = ledger.account_book(engine, acct, day)
     last = refuse_past(account, book.last_session, day)                   # before anything is stored
     close = session_close(day, settings.data.calendar)

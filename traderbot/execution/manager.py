@@ -16,11 +16,11 @@ import pandas as pd
 from ..core import (BrokerError, CostModel, DataError, DuplicateOrder, Order, OrderRejected, OrderStatus, Position, RateLimited,
                             Side, StorageError, TraderbotError, client_order_id, floor_to_lot, to_decimal)
 from ..risk.gate import OrderContext, PortfolioView, RiskLimits, check_order
-from ..store import ledger
+from ..store import database, ledger
 
 # %% auto #0
 __all__ = ['OPEN', 'plan_orders', 'execute_order', 'OrderManager', 'Reconciliation', 'reconcile', 'ledger_differences',
-           'ledger_problems', 'RebalanceResult', 'replan_symbols', 'rebalance', 'ledger_equity']
+           'ledger_problems', 'RebalanceResult', 'replan_symbols', 'rebalance', 'settle_storage_note', 'ledger_equity']
 
 # %% ../../nbs/09a_execution.manager.ipynb #95a0b48d
 def plan_orders(
@@ -321,6 +321,7 @@ def rebalance(
 ) -> RebalanceResult:
     "Move the account to `weights` at `as_of` through the order manager, at most once per date."
     acct = ledger.ensure_account(engine, account, mode, initial_cash)
+    settle_storage_note(engine)   # a halt that a full disk kept out of the store is written first; the reserve is made whole
     existing = ledger.orders_for(engine, acct, as_of, strategy)
     def planned(suffix:str) -> list[Order]:   # intents from the ledger as it is now; `suffix` marks a re-plan round
         positions, cash = ledger.holdings(engine, acct)
@@ -329,7 +330,10 @@ def rebalance(
                 if plan is None else plan(positions, cash, ids))
     replanned = 0
     if not existing:
-        existing = ledger.store_intents(engine, acct, strategy, as_of, weights.to_dict(), rationale or {}, planned(""), prices, broker.name, run_id)
+        try: existing = ledger.store_intents(engine, acct, strategy, as_of, weights.to_dict(), rationale or {}, planned(""), prices, broker.name, run_id)
+        except StorageError as e:   # nothing was sent; a full disk still halts the account (a locked store only fails the run)
+            if e.disk_full: raise _storage_failure(engine, acct, f"storing the intents of {pd.Timestamp(as_of).date()}", e, run_id) from None
+            raise
     else:
         redo, rnd = replan_symbols(existing, replan, ledger.trading_state(engine, acct))
         fresh = [o for o in planned(f"-r{rnd}") if o.symbol in redo] if redo else []
@@ -343,19 +347,38 @@ def rebalance(
     om = OrderManager(engine, broker, acct, limits)
     for o in existing:
         try: res.orders.append(_execute_one(om, o, prices, market_open, res, portfolio))
-        except StorageError as e: raise _storage_failure(engine, acct, o, e, run_id) from None   # nothing more is sent
-    return _finish_rebalance(engine, acct, prices, as_of, run_id, res)
+        except StorageError as e: raise _storage_failure(engine, acct, f"trading {o.client_order_id}", e, run_id) from None   # nothing more is sent
+    try: return _finish_rebalance(engine, acct, prices, as_of, run_id, res)
+    except StorageError as e:
+        if e.disk_full: raise _storage_failure(engine, acct, f"recording the session {pd.Timestamp(as_of).date()}", e, run_id) from None
+        raise
 
-def _storage_failure(engine:Engine, account_id:int, order:Order, error:StorageError, run_id:str|None) -> StorageError:
-    "A ledger write failed mid-rebalance (a full disk, a lost database): halt the account and alert if the store takes a write; the error to raise."
+def _storage_failure(engine:Engine, account_id:int, what:str, error:StorageError, run_id:str|None) -> StorageError:
+    "A ledger write failed mid-rebalance (a full disk, a lost database): free the storage reserve, halt the account and alert; the error to raise."
+    note = {"account_id": account_id, "run_id": run_id, "while": what, "error": str(error), "at": pd.Timestamp.now("UTC").isoformat(), "halted": False}
+    noted = database.use_reserve(engine, note)   # the reserve's room goes back to the disk; the note survives the halt write failing
     try:
-        ledger.set_trading_state(engine, account_id, "halted", "storage failure", f"a write failed while trading {order.client_order_id}: {error}")
-        ledger.record_alert(engine, "critical", "storage", f"a ledger write failed while trading {order.client_order_id}; trading halted, nothing more sent",
-                            {"client_order_id": order.client_order_id, "error": str(error)}, account_id, run_id)
+        ledger.set_trading_state(engine, account_id, "halted", "storage failure", f"a write failed while {what}: {error}")
+        ledger.record_alert(engine, "critical", "storage", f"a ledger write failed while {what}; trading halted, nothing more sent",
+                            {"while": what, "error": str(error)}, account_id, run_id)
+        if noted: database.use_reserve(engine, {**note, "halted": True})
         halted = "trading is halted"
-    except StorageError: halted = "the store took no further write, so the halt is not recorded: halt the account before the next run"
-    return StorageError(f"{error} (while trading {order.client_order_id}); nothing more was sent; {halted}; "
+    except StorageError:
+        halted = ("the store took no further write: the next trading run records the halt before anything else" if noted else
+                  "the store took no further write, so the halt is not recorded: halt the account before the next run")
+    return StorageError(f"{error} (while {what}); nothing more was sent; {halted}; "
                         f"the next run's reconciliation settles the order with the broker")
+
+def settle_storage_note(engine:Engine) -> dict|None:
+    "Before trading: record the halt a storage failure could not write (kept in the reserve's note), then make the reserve whole; the note, if any."
+    note = database.reserve_note(engine)
+    if note and not note.get("halted"):
+        aid = note["account_id"]
+        ledger.set_trading_state(engine, aid, "halted", "storage failure", f"recorded at the next start: a write failed while {note['while']}: {note['error']}")
+        ledger.record_alert(engine, "critical", "storage", f"a ledger write failed while {note['while']} and the halt could not be stored then; "
+                            "trading halted at the next start", note, aid, note.get("run_id"))
+    database.keep_reserve(engine)
+    return note
 
 # %% ../../nbs/09a_execution.manager.ipynb #5b7e2c55
 def _execute_one(om:OrderManager, o:Order, prices, market_open, res:RebalanceResult, portfolio:PortfolioView|None=None) -> Order:

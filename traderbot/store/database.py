@@ -6,6 +6,8 @@
 from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
+import json
+import os
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -17,8 +19,9 @@ from ..core import StorageError, TraderbotError
 from .schema import metadata
 
 # %% auto #0
-__all__ = ['safe_url', 'connect', 'reading', 'read_frame', 'snapshot', 'transaction', 'alembic_config', 'current_revision',
-           'migrate', 'schema_differences', 'open_store', 'scratch_store']
+__all__ = ['RESERVE_BYTES', 'safe_url', 'connect', 'reading', 'read_frame', 'snapshot', 'transaction', 'reserve_path',
+           'reserve_note', 'keep_reserve', 'use_reserve', 'alembic_config', 'current_revision', 'migrate',
+           'schema_differences', 'open_store', 'scratch_store']
 
 # %% ../../nbs/03b_store.database.ipynb #ffc91d85
 def safe_url(url:str|sa.URL) -> str:
@@ -93,6 +96,52 @@ def transaction(engine:Engine):
     except sa.exc.StatementError as e:
         if isinstance(e.orig, TraderbotError): raise e.orig from None    # a type's own refusal (naive datetime, bad amount)
         raise StorageError(f"store {safe_url(engine.url)}: {type(e.orig).__name__}: {e.orig}") from e
+
+# %% ../../nbs/03b_store.database.ipynb #1fa2c58e
+RESERVE_BYTES = 1 << 20   # room kept beside a SQLite store for the writes that halt trading when its disk fills up
+_NOTE_MAX = 4000          # a note fits in the first block the reserve owns
+
+def reserve_path(engine:Engine) -> Path|None:
+    "The reserve beside a SQLite store's file; None for a store whose disk is not ours (PostgreSQL) or in memory."
+    u = engine.url
+    if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"): return None
+    db = Path(u.database)
+    return db.with_name(db.name + ".reserve")
+
+def reserve_note(engine:Engine) -> dict|None:
+    "The note a storage failure left in the reserve (`use_reserve`), or None."
+    p = reserve_path(engine)
+    if p is None or not p.exists(): return None
+    with p.open("rb") as f: head = f.read(_NOTE_MAX)
+    if not head.startswith(b"{"): return None
+    try: return json.loads(head.split(b"\0", 1)[0])
+    except ValueError as e: raise StorageError(f"the storage reserve {p} holds a note that is not JSON ({e}); read it, then delete the file") from None
+
+def keep_reserve(engine:Engine) -> Path|None:
+    "Make the reserve whole before trading (after its note, if any, was acted on); no room for it on the disk is a `StorageError`."
+    p = reserve_path(engine)
+    if p is None: return None
+    try:
+        if p.exists() and p.stat().st_size == RESERVE_BYTES:
+            with p.open("rb") as f:
+                if f.read(1) != b"{": return p                       # whole, and no note in it
+        with p.open("wb") as f:
+            f.write(bytes(RESERVE_BYTES)); f.flush(); os.fsync(f.fileno())
+    except OSError as e:
+        raise StorageError(f"store {safe_url(engine.url)}: no room for its {RESERVE_BYTES:,}-byte storage reserve at {p} "
+                           f"({e.strerror}); free space on that disk before trading") from None
+    return p
+
+def use_reserve(engine:Engine, note:dict) -> bool:
+    "Give the reserve's room back to the disk, keeping `note` (what failed, whether trading is halted) in the block the file owns; False if there is none."
+    p = reserve_path(engine)
+    if p is None or not p.exists(): return False
+    data = json.dumps(note, default=str).encode()[:_NOTE_MAX]
+    try:
+        with p.open("r+b") as f:
+            f.write(data); f.truncate(len(data)); f.flush(); os.fsync(f.fileno())
+    except OSError: return False
+    return True
 
 # %% ../../nbs/03b_store.database.ipynb #d996c05d
 _MIGRATIONS_DIR = Path(__file__).parent / "migrations" if "__file__" in globals() else None
