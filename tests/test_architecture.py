@@ -105,7 +105,7 @@ def test_only_the_store_runs_sql_against_its_tables():
 def test_the_paper_venue_declares_its_own_tables():
     from traderbot.brokers import paper
     from traderbot.store import schema
-    assert sorted(paper.metadata.tables) == ["paper_accounts", "paper_fills", "paper_orders"]
+    assert sorted(paper.metadata.tables) == ["paper_accounts", "paper_fills", "paper_orders", "paper_splits"]
     assert not set(paper.metadata.tables) & set(schema.metadata.tables)
 
 

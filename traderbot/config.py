@@ -9,17 +9,19 @@ from pathlib import Path
 from typing import Literal
 import configparser
 import os
+import re
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .core import ConfigError, CostModel, DataError, check_symbol
 
 # %% auto #0
 __all__ = ['LIVE_FLAG', 'RISK_TOLERANCE', 'TraderbotSettings', 'DataSettings', 'StoreSettings', 'BrokerSettings',
            'RoutingSettings', 'CostSettings', 'RiskSettings', 'BreakerSettings', 'ModelSettings', 'PortfolioSettings',
-           'StrategySettings', 'PipelineSettings', 'DashboardSettings', 'Secrets', 'load_secrets', 'Settings',
-           'find_settings', 'load_settings', 'TradingMode', 'trading_mode', 'SectorPreference', 'AccountProfile',
-           'parse_profile', 'resolve_mode', 'for_account']
+           'StrategySettings', 'PipelineSettings', 'DashboardSettings', 'IngestSettings', 'QualitySettings',
+           'ScheduleSettings', 'AlertSettings', 'Secrets', 'load_secrets', 'Settings', 'find_settings', 'load_settings',
+           'TradingMode', 'trading_mode', 'SectorPreference', 'AccountProfile', 'parse_profile', 'resolve_mode',
+           'for_account']
 
 # %% ../nbs/01_config.ipynb #ea016c0c
 class _Section(BaseModel):
@@ -33,11 +35,31 @@ class TraderbotSettings(_Section):
 
 # %% ../nbs/01_config.ipynb #c86ce7cc
 class DataSettings(_Section):
-    source: Literal["sample"] = "sample"         # where bars come from
+    source: Literal["sample", "lake"] = "sample" # where bars come from: the embedded sample, or the bar lake `traderbot ingest` fills
     path: Path = Path("data/sample")             # folder of the embedded sample, relative to settings.ini
+    lake: Path = Path("data/lake")               # folder of the bar lake (Parquet), relative to settings.ini
     universe: tuple[str, ...] = ()               # symbols to trade; empty means every symbol in the source
-    benchmark: Literal["SP500"] = "SP500"        # index the reports and breakers read (the sample ships the S&P 500 only; anything else is refused)
+    benchmark: str = "SP500"                     # index the reports and breakers read: SP500 in the sample; in the lake, a symbol ingested with the rest (e.g. SPY)
     calendar: str = "XNYS"                       # exchange_calendars name that decides trading days
+    sectors: Path|None = None                    # a CSV (symbol,sector) for symbols the data's own sectors lack; a symbol with none fails closed at the sector limit
+
+    @field_validator("sectors", mode="before")
+    @classmethod
+    def empty_is_none(cls, v): return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("benchmark")
+    @classmethod
+    def benchmark_symbol(cls, v):
+        "A plain ticker (SP500 is the sample's index)."
+        try: return check_symbol(v)
+        except DataError as e: raise ValueError(str(e)) from None
+
+    @model_validator(mode="after")
+    def sample_benchmark(self):
+        "The sample ships the S&P 500 index only: any other benchmark needs the lake."
+        if self.source == "sample" and self.benchmark != "SP500":
+            raise ValueError(f"benchmark {self.benchmark!r}: the sample ships SP500 only (set source = lake for another)")
+        return self
 
     @field_validator("universe", mode="before")
     @classmethod
@@ -174,14 +196,89 @@ class DashboardSettings(_Section):
     host: Literal["127.0.0.1", "localhost"] = "127.0.0.1"  # dashboards never listen beyond loopback
     port: int = Field(8866, gt=0, lt=65536)
 
+# %% ../nbs/01_config.ipynb #dc1260c0
+class IngestSettings(_Section):
+    "Where `traderbot ingest` fetches daily bars from, into the bar lake (`[data] lake`)."
+    provider: Literal["files", "alpaca", "polygon", "alphavantage", "finnhub"] = "files"   # keys come from the environment
+    path: Path|None = None                       # files: the folder of <SYMBOL>.csv or .parquet files, relative to settings.ini
+    symbols: tuple[str, ...] = ()                # empty: [data] universe plus the benchmark (files: every file in the folder)
+    start: str = "2020-01-02"                    # YYYY-MM-DD: the first session fetched for a symbol the lake does not have yet
+    profiles: Literal["none", "finnhub"] = "none"  # sectors from Finnhub's company profile (FINNHUB_API_KEY) besides [data] sectors
+    alpaca_feed: Literal["iex", "sip"] = "iex"  # Alpaca's free plan serves IEX bars; sip needs a subscription
+    timeout_s: float = Field(10.0, gt=0)         # every provider call
+    retries: int = Field(4, ge=0, le=10)         # tries again on 429 and 5xx, with backoff
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def split_symbols(cls, v):
+        items = v.replace(",", " ").split() if isinstance(v, str) else list(v)
+        try: return tuple(check_symbol(s) for s in items)
+        except DataError as e: raise ValueError(str(e)) from None
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def empty_is_none(cls, v): return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("start")
+    @classmethod
+    def iso_day(cls, v):
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v): raise ValueError(f"{v!r}: expected YYYY-MM-DD")
+        return v
+
+class QualitySettings(_Section):
+    "The quality gates every trading run applies to its bars before any order (catalogue B5, B6, B8, B10)."
+    lookback_sessions: int = Field(60, ge=5)     # sessions checked before the run's session
+    max_frozen_sessions: int = Field(5, ge=2)    # the same close this many sessions in a row: STALE_DATA
+    max_missing_sessions: int = Field(0, ge=0)   # sessions of the exchange calendar missing in the window beyond this: DATA_QUALITY
+    max_jump: float = Field(0.5, gt=0)           # a one-session move beyond this (|return|) that no corporate action explains: DATA_QUALITY
+    max_failing_share: float = Field(0.5, gt=0, le=1)   # more of the universe failing than this stops the run before any order
+
+class ScheduleSettings(_Section):
+    "`traderbot schedule`: jobs on the exchange calendar, in the exchange's time zone."
+    jobs: tuple[Literal["ingest", "daily", "train"], ...] = ("ingest", "daily")   # what runs; daily waits for a successful ingest of its session when ingest is listed
+    ingest_delay_min: int = Field(30, ge=0)      # ingest this long after the session's close (early closes included)
+    daily_delay_min: int = Field(45, ge=0)       # the daily run not before this long after the close
+    train_weekday: int = Field(4, ge=0, le=6)    # train after the last session of the week that falls on or before this weekday (4: Friday)
+    catch_up: int = Field(5, ge=0)               # missed sessions run in order up to this many; older ones are skipped with an alert
+    poll_s: float = Field(60, gt=0)              # how often the service looks for due jobs
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def split_jobs(cls, v): return tuple(v.replace(",", " ").split()) if isinstance(v, str) else v
+
+class AlertSettings(_Section):
+    "Telling a person: a webhook (Slack, Discord; its URL comes from TRADERBOT_ALERT_WEBHOOK_URL) and email over SMTP with STARTTLS (password from TRADERBOT_SMTP_PASSWORD)."
+    webhook_levels: tuple[Literal["info", "warning", "critical"], ...] = ("warning", "critical")
+    email_levels: tuple[Literal["info", "warning", "critical"], ...] = ("critical",)
+    email_to: tuple[str, ...] = ()               # empty: no email
+    email_from: str = ""
+    smtp_host: str = ""
+    smtp_port: int = Field(587, gt=0, lt=65536)
+    smtp_user: str = ""
+    dedupe_window_s: float = Field(3600, ge=0)   # the same alert (source and message) again within this window is suppressed
+    retry_after_s: float = Field(300, gt=0)      # a failed delivery is tried again after this (doubling), up to max_attempts
+    max_attempts: int = Field(8, ge=1)
+    timeout_s: float = Field(5, gt=0)            # one delivery attempt; delivery never blocks trading
+
+    @field_validator("webhook_levels", "email_levels", "email_to", mode="before")
+    @classmethod
+    def split_list(cls, v): return tuple(v.replace(",", " ").split()) if isinstance(v, str) else v
+
 # %% ../nbs/01_config.ipynb #239d75f8
 LIVE_FLAG = "TRADERBOT_LIVE_TRADING"   # must be exactly 'yes' for live trading
-_SECRET_VARIABLES = {"alpaca_api_key": "ALPACA_API_KEY", "alpaca_secret_key": "ALPACA_SECRET_KEY"}
+_SECRET_VARIABLES = {"alpaca_api_key": "ALPACA_API_KEY", "alpaca_secret_key": "ALPACA_SECRET_KEY",
+                     "polygon_api_key": "POLYGON_API_KEY", "alphavantage_api_key": "ALPHAVANTAGE_API_KEY", "finnhub_api_key": "FINNHUB_API_KEY",
+                     "alert_webhook_url": "TRADERBOT_ALERT_WEBHOOK_URL", "smtp_password": "TRADERBOT_SMTP_PASSWORD"}
 
 class Secrets(_Section):
-    "API keys read from the environment; never from settings.ini."
+    "API keys, the alert webhook's URL (it carries a token) and the SMTP password, read from the environment; never from settings.ini."
     alpaca_api_key: SecretStr|None = None
     alpaca_secret_key: SecretStr|None = None
+    polygon_api_key: SecretStr|None = None
+    alphavantage_api_key: SecretStr|None = None
+    finnhub_api_key: SecretStr|None = None
+    alert_webhook_url: SecretStr|None = None
+    smtp_password: SecretStr|None = None
 
 # %% ../nbs/01_config.ipynb #a6e447c4
 def load_secrets(
@@ -194,7 +291,8 @@ def load_secrets(
 _SECTIONS = {"traderbot": TraderbotSettings, "data": DataSettings, "store": StoreSettings,
             "broker": BrokerSettings, "routing": RoutingSettings, "costs": CostSettings, "risk": RiskSettings,
             "breakers": BreakerSettings, "portfolio": PortfolioSettings, "models": ModelSettings,
-            "strategy": StrategySettings, "pipeline": PipelineSettings, "dashboard": DashboardSettings}
+            "strategy": StrategySettings, "pipeline": PipelineSettings, "dashboard": DashboardSettings,
+            "ingest": IngestSettings, "quality": QualitySettings, "schedule": ScheduleSettings, "alerts": AlertSettings}
 
 class Settings(_Section):
     "All of traderbot's runtime settings, validated and frozen."
@@ -212,6 +310,10 @@ class Settings(_Section):
     strategy: StrategySettings = StrategySettings()
     pipeline: PipelineSettings = PipelineSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    ingest: IngestSettings = IngestSettings()
+    quality: QualitySettings = QualitySettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    alerts: AlertSettings = AlertSettings()
     secrets: Secrets = Secrets()
     live_trading_flag: bool = False               # TRADERBOT_LIVE_TRADING=yes was in the environment
 

@@ -15,7 +15,7 @@ import re
 import pandas as pd
 
 # %% auto #0
-__all__ = ['TRANSITIONS', 'TERMINAL', 'TraderbotError', 'ConfigError', 'DataError', 'BrokerError', 'RateLimited',
+__all__ = ['TRANSITIONS', 'TERMINAL', 'TraderbotError', 'ConfigError', 'DataError', 'BrokerError', 'ProviderError', 'RateLimited',
            'DuplicateOrder', 'OrderRejected', 'RiskLimitBreached', 'StorageError', 'InvalidTransition', 'check_symbol',
            'to_decimal', 'floor_to_lot', 'Side', 'CostModel', 'OrderStatus', 'check_transition', 'Fill', 'Order',
            'Position', 'client_order_id', 'DataSource', 'Account', 'Broker']
@@ -35,6 +35,13 @@ class DataError(TraderbotError, ValueError):
 # %% ../nbs/00_core.ipynb #f6055c23
 class BrokerError(TraderbotError):
     "The broker could not be reached or answered unexpectedly."
+    def __init__(self, message:str, retryable:bool=False):
+        super().__init__(message)
+        self.retryable = retryable
+
+# %% ../nbs/00_core.ipynb #70e764fa
+class ProviderError(TraderbotError):
+    "A market-data or news provider could not be reached, refused the request (a key, a tier, a throttle) or answered in an unexpected shape; the message names the provider and the endpoint, never the key."
     def __init__(self, message:str, retryable:bool=False):
         super().__init__(message)
         self.retryable = retryable

@@ -22,8 +22,8 @@ from ..store import database, schema
 from ..store.schema import Money, NAMING, Str, UTCDateTime, now_utc
 
 # %% auto #0
-__all__ = ['metadata', 'paper_orders', 'paper_fills', 'paper_accounts', 'PaperMarket', 'market_at', 'fill_price', 'fillable',
-           'PaperBroker', 'broker_order_id']
+__all__ = ['metadata', 'paper_orders', 'paper_fills', 'paper_accounts', 'paper_splits', 'PaperMarket', 'market_at', 'fill_price',
+           'fillable', 'PaperBroker', 'broker_order_id']
 
 # %% ../../nbs/08a_brokers.paper.ipynb #c534aa9c
 @dataclass(frozen=True)
@@ -87,6 +87,13 @@ paper_fills = sa.Table("paper_fills", metadata,
 paper_accounts = sa.Table("paper_accounts", metadata,
     sa.Column("account", Str(40), primary_key=True),
     sa.Column("initial_cash", Money, nullable=False))
+
+# %% ../../nbs/08a_brokers.paper.ipynb #966a89d5
+paper_splits = sa.Table("paper_splits", metadata,     # splits the venue applied to its book, as a real broker does (revision 0007)
+    sa.Column("account", Str(40), primary_key=True),
+    sa.Column("symbol", Str(16), primary_key=True),
+    sa.Column("ex_date", sa.Date, primary_key=True),
+    sa.Column("ratio", Money, nullable=False))            # new shares per old share
 
 # %% ../../nbs/08a_brokers.paper.ipynb #49506472
 class PaperBroker:
