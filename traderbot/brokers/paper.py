@@ -16,7 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ..core import (Account, BrokerError, CostModel, DuplicateOrder, Fill, Order, OrderRejected, OrderStatus, Position, Side,
-                            StorageError, floor_to_lot)
+                            StorageError, floor_to_lot, to_decimal)
 from ..data.calendar import EXCHANGE_TZ
 from ..store import database, schema
 from ..store.schema import Money, NAMING, Str, UTCDateTime, now_utc
@@ -233,10 +233,34 @@ def fills(self:PaperBroker, client_order_id:str|None=None) -> list[Fill]:
 # %% ../../nbs/08a_brokers.paper.ipynb #9eafd0cf
 @patch
 def positions(self:PaperBroker) -> list[Position]:
-    "Non-zero positions, summed from the paper book's fills."
+    "Non-zero positions, summed from the paper book's fills, each multiplied by the splits the venue applied after it."
     qty: dict[str, Decimal] = {}
-    for f in self.fills(): qty[f.symbol] = qty.get(f.symbol, Decimal(0)) + f.signed_quantity
+    splits = self.splits()
+    for f in self.fills():
+        q = f.signed_quantity
+        for day, ratio in splits.get(f.symbol, ()):
+            if pd.Timestamp(f.timestamp).date() < day: q *= ratio
+        qty[f.symbol] = qty.get(f.symbol, Decimal(0)) + q
     return [Position(s, q) for s, q in sorted(qty.items()) if q != 0]
+
+@patch
+def splits(self:PaperBroker) -> dict[str, list]:
+    "The splits the venue applied to this account's book: symbol -> [(ex_date, ratio)]."
+    t = paper_splits
+    with database.reading(self.engine) as con:
+        rows = con.execute(select(t.c.symbol, t.c.ex_date, t.c.ratio).where(t.c.account == self.account_name).order_by(t.c.ex_date)).all()
+    out: dict[str, list] = {}
+    for r in rows: out.setdefault(r.symbol, []).append((r.ex_date, r.ratio))
+    return out
+
+@patch
+def apply_split(self:PaperBroker, symbol:str, ex_date, ratio) -> bool:
+    "Apply a split to the venue's book, as a real broker does on the ex-date (once: True when it was new)."
+    t, day = paper_splits, pd.Timestamp(ex_date).date()
+    with database.transaction(self.engine) as con:
+        if con.execute(select(t.c.ratio).where((t.c.account == self.account_name) & (t.c.symbol == symbol) & (t.c.ex_date == day))).first(): return False
+        con.execute(t.insert().values(account=self.account_name, symbol=symbol, ex_date=day, ratio=to_decimal(ratio, f"split ratio of {symbol}")))
+    return True
 
 @patch
 def account(self:PaperBroker) -> Account:

@@ -244,9 +244,13 @@ def ledger_problems(engine:Engine, account_id:int, broker=None) -> list[str]:
 
 # %% ../../nbs/09a_execution.manager.ipynb #004e54ee
 def _cash_and_position_problems(engine:Engine, account_id:int, fills_:pd.DataFrame, broker) -> list[str]:
-    "Positions against the fills (and the broker), cash against the fills' cash flows."
-    signed = {}
-    for r in fills_.itertuples(): signed[r.symbol] = signed.get(r.symbol, Decimal(0)) + (r.quantity if r.side == "buy" else -r.quantity)
+    "Positions against the fills (each multiplied by the splits applied after it) and the broker; cash against the fills' cash flows."
+    signed, splits = {}, ledger.corporate_actions_frame(engine, account_id)
+    for r in fills_.itertuples():
+        q = r.quantity if r.side == "buy" else -r.quantity
+        for s in splits[(splits.symbol == r.symbol) & (splits.kind == "split")].itertuples():
+            if pd.Timestamp(r.timestamp).date() < pd.Timestamp(s.ex_date).date(): q *= s.ratio
+        signed[r.symbol] = signed.get(r.symbol, Decimal(0)) + q
     held = {s: p.quantity for s, p in ledger.get_positions(engine, account_id).items()}
     out = [f"{s}: position {held.get(s, 0)} but fills sum to {q}" for s, q in signed.items() if held.get(s, Decimal(0)) != q]
     flows = sum(((-r.quantity if r.side == "buy" else r.quantity) * r.price - r.commission for r in fills_.itertuples()), Decimal(0))
@@ -318,6 +322,7 @@ def rebalance(
     plan:Callable|None=None,      # plan(positions, cash, ids) -> orders; None: `plan_orders` (the strategy passes its own: tax-aware, TWAP/VWAP)
     note:str="",                  # why this session rebalances, for the result
     replan:bool=False,            # re-plan this session's orders that any check denied (after a limit change), not only the kill switch's
+    data_issues:dict[str, str]|None=None,   # symbol -> "STALE_DATA: why" / "DATA_QUALITY: why": its orders are denied with that code (the quality gates)
 ) -> RebalanceResult:
     "Move the account to `weights` at `as_of` through the order manager, at most once per date."
     acct = ledger.ensure_account(engine, account, mode, initial_cash)
@@ -346,7 +351,7 @@ def rebalance(
                           resumed=bool(existing) and existing[0].status is not OrderStatus.NEW)
     om = OrderManager(engine, broker, acct, limits)
     for o in existing:
-        try: res.orders.append(_execute_one(om, o, prices, market_open, res, portfolio))
+        try: res.orders.append(_execute_one(om, o, prices, market_open, res, portfolio, (data_issues or {}).get(o.symbol)))
         except StorageError as e: raise _storage_failure(engine, acct, f"trading {o.client_order_id}", e, run_id) from None   # nothing more is sent
     try: return _finish_rebalance(engine, acct, prices, as_of, run_id, res)
     except StorageError as e:
@@ -381,13 +386,13 @@ def settle_storage_note(engine:Engine) -> dict|None:
     return note
 
 # %% ../../nbs/09a_execution.manager.ipynb #5b7e2c55
-def _execute_one(om:OrderManager, o:Order, prices, market_open, res:RebalanceResult, portfolio:PortfolioView|None=None) -> Order:
+def _execute_one(om:OrderManager, o:Order, prices, market_open, res:RebalanceResult, portfolio:PortfolioView|None=None, data_issue:str|None=None) -> Order:
     "Execute one order of a rebalance with up-to-date equity, position, cash and holdings, counting what happened."
     positions, cash = ledger.holdings(om.engine, om.account_id)
     held = positions.get(o.symbol)
     view = None if portfolio is None else replace(portfolio, holdings={s: p.quantity * prices[s] for s, p in positions.items() if p.quantity})
     ctx = OrderContext(prices.get(o.symbol), ledger.valued(cash, positions, prices), held.quantity if held else Decimal(0),
-                       market_open, tradable=o.symbol in prices, cash=cash, portfolio=view)
+                       market_open, tradable=o.symbol in prices, cash=cash, portfolio=view, data_issue=data_issue)
     done, sent = om.place(o.client_order_id, ctx)
     res.sent += sent
     return done

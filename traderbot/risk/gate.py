@@ -69,6 +69,7 @@ class OrderContext:
     cash: Decimal|None = None   # cash available for a buy; None skips the check
     trading_state: str = "active"   # the kill switch: active, reducing (only orders that shrink exposure) or halted
     portfolio: PortfolioView|None = None   # the account as a whole, for portfolio limits
+    data_issue: str|None = None # "STALE_DATA: why" or "DATA_QUALITY: why": the symbol's bars failed the quality gates; it sits the session out
 
 # %% ../../nbs/05c_risk.gate.ipynb #b6fe87b4
 class Denial(NamedTuple):
@@ -91,6 +92,9 @@ def check_order(
     "First failed pre-trade check for `order`, or None."
     who = f"order {order.client_order_id} {order.side.value} {order.quantity} {order.symbol}"
     if ctx.trading_state not in ("active", "reducing"): return Denial("TRADING_HALTED", f"{who}: trading is {ctx.trading_state}")
+    if ctx.data_issue:
+        code, _, why = ctx.data_issue.partition(": ")
+        return Denial(code, f"{who}: {why or 'its data failed the quality gates'}")
     price, equity, qty = _finite_decimal(ctx.price), _finite_decimal(ctx.equity), _finite_decimal(order.quantity)
     if price is None or equity is None or qty is None:
         return Denial("NON_FINITE", f"{who}: price {ctx.price!r}, equity {ctx.equity!r} and quantity must be finite numbers")

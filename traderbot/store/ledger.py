@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from ..config import parse_profile
 from ..core import Fill, Order, OrderStatus, Position, Side, StorageError, check_symbol, check_transition, to_decimal
 from .database import read_frame, reading, transaction
-from .schema import (accounts, alerts, equity_snapshots, fills, now_utc, orders, positions, reconciliations, risk_denials,
-                                    risk_reports, routing_decisions, signals, trading_state_changes)
+from .schema import (accounts, alerts, corporate_actions, equity_snapshots, fills, now_utc, orders, positions, reconciliations,
+                                    risk_denials, risk_reports, routing_decisions, signals, trading_state_changes)
 
 # %% auto #0
 __all__ = ['TRADING_STATES', 'ALERT_LEVELS', 'ensure_account', 'account_cash', 'initial_cash', 'find_account', 'account_id',
@@ -25,10 +25,10 @@ __all__ = ['TRADING_STATES', 'ALERT_LEVELS', 'ensure_account', 'account_cash', '
            'record_alert', 'alerts_frame', 'alerts_frame_keys', 'last_alert_session', 'get_profile', 'set_profile',
            'record_risk_report', 'latest_risk_report', 'store_intents', 'get_order', 'orders_for', 'save_order',
            'unsent_orders', 'max_broker_order_id', 'record_routing', 'routed_venue', 'set_position', 'get_positions',
-           'apply_to_position', 'record_fill', 'adopt_positions', 'record_reconciliation', 'record_snapshot',
-           'equity_history', 'last_session', 'equity_marks', 'AccountBook', 'holdings', 'valued', 'account_book',
-           'equity_curve', 'positions_frame', 'orders_frame', 'fills_frame', 'account_orders', 'account_fills',
-           'order_history']
+           'apply_to_position', 'record_fill', 'adopt_positions', 'record_reconciliation', 'apply_split',
+           'corporate_actions_frame', 'record_snapshot', 'equity_history', 'last_session', 'equity_marks',
+           'AccountBook', 'holdings', 'valued', 'account_book', 'equity_curve', 'positions_frame', 'orders_frame',
+           'fills_frame', 'account_orders', 'account_fills', 'order_history']
 
 # %% ../../nbs/03c_store.ledger.ipynb #474faade
 _ACCOUNT_BY_NAME = select(accounts.c.id, accounts.c.mode).where(accounts.c.name == sa.bindparam("name"))
@@ -384,6 +384,36 @@ def record_reconciliation(engine:Engine, account_id:int, broker:str, status:str,
     with transaction(engine) as con:
         return con.execute(reconciliations.insert().values(account_id=account_id, broker=broker, status=status, differences=differences,
                                                            actions=actions, error=error, at=now_utc())).inserted_primary_key[0]
+
+# %% ../../nbs/03c_store.ledger.ipynb #8950b1d0
+def apply_split(
+    engine:Engine, account_id:int,
+    symbol:str,
+    ex_date,                  # the session the split takes effect
+    ratio,                    # new shares per old share: 2 for 2-for-1, 0.1 for 1-for-10
+    source:str,               # where the action came from (the lake's provider)
+    run_id:str|None=None,
+) -> dict|None:               # the audit row written; None when nothing is held or it was applied before
+    "Apply a split to the account's position (quantity x ratio, average cost / ratio) with its audit row, once per ex-date."
+    ratio, sym, day = to_decimal(ratio, f"split ratio of {symbol}"), check_symbol(symbol), pd.Timestamp(ex_date).date()
+    if ratio <= 0 or ratio == 1: raise StorageError(f"split of {sym} on {day}: ratio {ratio} must be positive and not 1")
+    ca = corporate_actions
+    with transaction(engine) as con:
+        seen = con.execute(select(ca.c.id).where((ca.c.account_id == account_id) & (ca.c.symbol == sym) & (ca.c.ex_date == day)
+                                                  & (ca.c.kind == "split"))).first()
+        pos = con.execute(_POSITION, {"aid": account_id, "sym": sym}).first()
+        if seen or pos is None or pos.quantity == 0: return None
+        row = dict(account_id=account_id, symbol=sym, ex_date=day, kind="split", ratio=ratio, quantity_before=pos.quantity,
+                   quantity_after=pos.quantity * ratio, average_cost_before=pos.average_cost, average_cost_after=pos.average_cost / ratio,
+                   source=source, run_id=run_id, created_at=now_utc())
+        set_position(con, account_id, sym, row["quantity_after"], row["average_cost_after"])
+        con.execute(ca.insert().values(**row))
+        return row
+
+def corporate_actions_frame(engine:Engine, account_id:int) -> pd.DataFrame:
+    "The splits applied to the account's positions, oldest first."
+    ca = corporate_actions
+    return read_frame(engine, select(ca).where(ca.c.account_id == account_id).order_by(ca.c.ex_date, ca.c.id))
 
 # %% ../../nbs/03c_store.ledger.ipynb #a14827ef
 _PREVIOUS_PEAK = (select(equity_snapshots.c.equity, equity_snapshots.c.peak_equity)
