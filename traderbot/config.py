@@ -91,6 +91,7 @@ class BrokerSettings(_Section):
     initial_cash: Decimal = Field(Decimal("1000000"), gt=0)  # paper account's starting cash
     min_trade_notional: Decimal = Field(Decimal("100"), ge=0)  # smaller rebalancing trades are skipped
     max_volume_share: float = Field(0.10, gt=0, le=1)  # paper broker: most of a session's volume one symbol may fill (when volume is known)
+    alpaca_url: str = Field("", pattern=r"^(https?://[^\s]+)?$")   # empty: Alpaca's own paper or live endpoint; else this one (a proxy, or a local fake in tests)
 
 # %% ../nbs/01_config.ipynb #eae76166
 class RoutingSettings(_Section):
@@ -207,6 +208,7 @@ class IngestSettings(_Section):
     alpaca_feed: Literal["iex", "sip"] = "iex"  # Alpaca's free plan serves IEX bars; sip needs a subscription
     timeout_s: float = Field(10.0, gt=0)         # every provider call
     retries: int = Field(4, ge=0, le=10)         # tries again on 429 and 5xx, with backoff
+    base_url: str = Field("", pattern=r"^(https?://[^\s]+)?$")     # empty: the provider's own endpoint; else this one (a proxy, or a local fake in tests)
 
     @field_validator("symbols", mode="before")
     @classmethod

@@ -46,7 +46,7 @@ def _alpaca_broker(settings:Settings, live:bool):
     sec = settings.secrets
     if not (sec.alpaca_api_key and sec.alpaca_secret_key): raise ConfigError("[broker] name = alpaca needs ALPACA_API_KEY and ALPACA_SECRET_KEY in the environment or .env")
     return AlpacaBroker(sec.alpaca_api_key.get_secret_value(), sec.alpaca_secret_key.get_secret_value(), paper=not live,
-                        timeout_s=settings.broker.timeout_s, account_name=settings.traderbot.account)
+                        timeout_s=settings.broker.timeout_s, account_name=settings.traderbot.account, url_override=settings.broker.alpaca_url or None)
 
 # %% ../../nbs/08e_brokers.factory.ipynb #e052c067
 def _ib_broker(engine, settings:Settings):
