@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "traderbot"
-TOP_LEVEL = {"core", "config", "cli", "strategy", "daily", "replay", "drift", "pipeline"}   # modules that sit beside the subpackages
+TOP_LEVEL = {"core", "config", "cli", "strategy", "daily", "replay", "drift", "pipeline", "alerts", "schedule"}   # modules that sit beside the subpackages
 SQL_OWNERS = ("store/", "brokers/paper.py")                         # the store, and the paper venue's own book
 
 

@@ -17,12 +17,12 @@ import pandas as pd
 from .brokers.factory import make_broker
 from .config import for_account, load_settings, parse_profile, resolve_mode, trading_mode
 from .core import ConfigError, TraderbotError
-from .daily import check_time_forward
+from .daily import check_time_forward, load_session
 from .dashboard.serve import serve_dashboards
 from .drift import drift_report
 from .data.bars import closes, session_prices
 from .data.calendar import session_close, sessions_between, to_session_date
-from .data.sample import load_bars, sector_map
+from .data.lake import sectors_for
 from .execution.manager import reconcile
 from .pipeline import parse_parameters, run_pipeline
 from .research.registry import model_versions, promote, promotion_problems
@@ -66,7 +66,10 @@ def _refuse_the_past(cfg, params:dict, first) -> None:
 
 # %% ../nbs/13_cli.ipynb #cc1c2f4c
 def _describe_summary(s:dict) -> str:
-    "One line from a session's summary: what was traded, or why nothing was."
+    "One line from a session's summary: what was traded, or why nothing was (an ingest's: what came into the lake)."
+    if "provider" in s:
+        return (f"{s['provider']} to {s['session']}: {s['rows_new']} new bars, {s['rows_changed']} revised, {s['actions']} corporate actions, "
+                f"{s['gaps']} gaps" + (f"; failed the data checks: {', '.join(s['flagged'])}" if s.get("flagged") else ""))
     if not s.get("planned") and s.get("note", "").startswith("no rebalance"):
         return f"as of {s['as_of']}: {s['note']}; equity {s['equity']:,.2f}, cash {s['cash']:,.2f}"
     return (f"as of {s['as_of']}: {s['planned']} orders planned, {s['sent']} sent now, {s['filled']} filled, "
@@ -74,6 +77,22 @@ def _describe_summary(s:dict) -> str:
             + (f"; re-planned {s['replanned']} denied orders" if s.get("replanned") else "")
             + (f" ({s['note']})" if not s.get("planned") and s.get("note") else "")
             + f"; equity {s['equity']:,.2f}, cash {s['cash']:,.2f}")
+
+# %% ../nbs/13_cli.ipynb #8823198b
+def _cmd_ingest(args) -> int:
+    "traderbot ingest [--provider NAME] [--path DIR] [--symbols S ...] [--as-of DATE]: the ingest pipeline, into the bar lake."
+    cfg, params = _settings_from(args), {}
+    if args.provider: params["provider"] = args.provider
+    if args.path:
+        if not Path(args.path).is_dir(): raise ConfigError(f"--path {args.path}: no such folder")
+        params["path"] = str(Path(args.path).resolve())
+    if args.symbols: params["symbols"] = " ".join(args.symbols)
+    if args.as_of: params["as_of"] = to_session_date(args.as_of).strftime("%Y-%m-%d")
+    out = run_pipeline(cfg, "ingest", params, settings_path=Path(args.settings).resolve() if args.settings else None)
+    print(f"Run {out.run_id}: {out.status} in {out.duration_s:.1f} s")
+    print(f"  notebook: {out.notebook}\n  report:   {out.html}")
+    if out.summary: print("  " + _describe_summary(out.summary))
+    return 0
 
 # %% ../nbs/13_cli.ipynb #395d32d9
 def _cmd_backtest(args) -> int:
@@ -99,7 +118,7 @@ def _cmd_drift(args) -> int:
     import pandas as pd
     cfg = for_account(_settings_from(args), args.account or "")
     eng = database.open_store(trading_mode(cfg).store_url, cfg.store.busy_timeout_s)
-    px = closes(load_bars(list(cfg.data.universe) or None, path=cfg.path(cfg.data.path)))
+    px = load_session(cfg).closes
     rpt = drift_report(eng, cfg, px, start=args.start, end=args.end)
     print(rpt.summary())
     print(rpt.by_cause.to_string(float_format="{:+,.2f}".format))
@@ -141,7 +160,7 @@ def _cmd_reconcile(args) -> int:
     "traderbot reconcile [--policy adopt|halt]: compare the ledger with the broker now."
     cfg = _settings_from(args); tm = trading_mode(cfg)
     eng = database.open_store(tm.store_url, cfg.store.busy_timeout_s)
-    px = closes(load_bars(list(cfg.data.universe) or None, path=cfg.path(cfg.data.path)))
+    px = load_session(cfg).closes
     day = px.index[-1]
     broker = make_broker(eng, cfg, session_prices(px, day), session_close(day, cfg.data.calendar), tm.mode)
     holder = f"reconcile-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}-{os.getpid()}"
@@ -215,7 +234,7 @@ def _cmd_profile(args) -> int:
     if args.set or args.reset:
         current = {} if args.reset else ledger.get_profile(eng, acct).model_dump(exclude_defaults=True)
         new = parse_profile(_merge(current, _parse_assignments(args.set or [])), f"account {cfg.traderbot.account!r}'s profile")
-        known = set(sector_map(cfg).values())
+        known = set(sectors_for(cfg).values())
         unknown = sorted(set(new.sector_preferences) - known) if known else []
         if unknown: raise ConfigError(f"profile: unknown sector(s) {unknown}; the data's sectors are {sorted(known)}")
         ledger.set_profile(eng, acct, new, args.actor or f"operator:{getpass.getuser()}")
@@ -284,6 +303,12 @@ def parser() -> argparse.ArgumentParser:
     dr.add_argument("--account", help="account to report on (default: settings.ini [traderbot] account)")
     dr.set_defaults(func=_cmd_drift)
     sub.add_parser("status", help="latest runs, positions and equity").set_defaults(func=_cmd_status)
+    ig = sub.add_parser("ingest", help="fetch daily bars, corporate actions and sectors into the bar lake ([ingest] in settings.ini)")
+    ig.add_argument("--provider", choices=["files", "alpaca", "polygon", "alphavantage", "finnhub"], help="default: [ingest] provider")
+    ig.add_argument("--path", metavar="DIR", help="files provider: a folder of SYMBOL.csv / SYMBOL.parquet (date,open,high,low,close,volume[,adj_close])")
+    ig.add_argument("--symbols", nargs="+", metavar="SYMBOL", help="default: [ingest] symbols, else the universe and benchmark (files: every file)")
+    ig.add_argument("--as-of", dest="as_of", metavar="DATE", help="last session to fetch (default: the latest session whose close has passed)")
+    ig.set_defaults(func=_cmd_ingest)
     d = sub.add_parser("db", help="migrate the store or show its revision")
     d.add_argument("action", choices=["upgrade", "current"]); d.set_defaults(func=_cmd_db)
     rc = sub.add_parser("reconcile", help="compare the ledger with the broker; the broker's truth wins")

@@ -229,10 +229,10 @@ class IngestSettings(_Section):
 
 class QualitySettings(_Section):
     "The quality gates every trading run applies to its bars before any order (catalogue B5, B6, B8, B10)."
-    lookback_sessions: int = Field(60, ge=5)     # sessions checked before the run's session
+    lookback_sessions: int = Field(60, ge=5)     # sessions checked, up to and including the run's session
     max_frozen_sessions: int = Field(5, ge=2)    # the same close this many sessions in a row: STALE_DATA
     max_missing_sessions: int = Field(0, ge=0)   # sessions of the exchange calendar missing in the window beyond this: DATA_QUALITY
-    max_jump: float = Field(0.5, gt=0)           # a one-session move beyond this (|return|) that no corporate action explains: DATA_QUALITY
+    max_jump: float = Field(0.4, gt=0)           # a one-session move beyond this (|return|) that no corporate action explains: DATA_QUALITY (0.4 catches an unadjusted 2-for-1 split even on a day the stock rose)
     max_failing_share: float = Field(0.5, gt=0, le=1)   # more of the universe failing than this stops the run before any order
 
 class ScheduleSettings(_Section):

@@ -13,9 +13,11 @@ import pandas as pd
 from .brokers.factory import make_broker
 from .config import AccountProfile, Settings
 from .core import DataError
-from .data.bars import session_prices
-from .data.calendar import is_session, session_close, signal_session
-from .data.sample import benchmark_until, load_benchmark, sector_map
+from .data.bars import closes as wide_closes, session_prices
+from .data.calendar import is_session, resolve_as_of, session_close, signal_session, to_session_date
+from .data.lake import BarLake, benchmark_for, sectors_for, source_for
+from .data.providers.base import empty_actions
+from .data.quality import QualityReport, check_bars, splits_between
 from .execution.manager import RebalanceResult, rebalance, reconcile, settle_storage_note
 from .research.features import feature_panel
 from .research.models import explain
@@ -31,7 +33,8 @@ from .strategy import Strategy, current_weights, plan_trades, rebalance_due, tar
 # %% auto #0
 __all__ = ['account_profile', 'var_returns', 'portfolio_view', 'account_limits', 'check_breakers', 'apply_breakers',
            'record_limit_alerts', 'resume_after_breakers', 'Forecast', 'model_forecast', 'check_time_forward',
-           'refuse_past', 'SessionPlan', 'plan_session', 'trade_daily', 'record_results', 'risk_report']
+           'refuse_past', 'SessionPlan', 'plan_session', 'SessionData', 'load_session', 'quality_gate',
+           'apply_session_splits', 'trade_daily', 'record_results', 'risk_report']
 
 # %% ../nbs/10b_daily.ipynb #e2884623
 def account_profile(engine, settings:Settings, mode:str="paper") -> AccountProfile:
@@ -60,7 +63,7 @@ def portfolio_view(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timest
     equity = book.equity(prices)
     marks = _equity_marks(book.marks, day, equity)
     hold = {s: p.quantity * prices[s] for s, p in book.positions.items() if p.quantity}
-    view = PortfolioView(hold, sector_map(settings) if sectors is None else sectors,
+    view = PortfolioView(hold, sectors_for(settings) if sectors is None else sectors,
                          start_equity=Decimal(str(marks.iloc[-2])) if len(marks) > 1 else equity,
                          peak_equity=Decimal(str(marks.max())), returns=var_returns(settings, closes, day) if returns else None)
     return view, equity, marks
@@ -74,7 +77,7 @@ def account_limits(settings:Settings, profile:AccountProfile) -> RiskLimits:
 def check_breakers(settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, marks:pd.Series,
                    benchmark:pd.Series|None=None) -> list[BreakerCheck]:   # the benchmark up to `day`; None: loaded here
     "Every circuit breaker on the benchmark up to `day` and the equity marks."
-    index = benchmark_until(settings, day) if benchmark is None else benchmark.iloc[:benchmark.index.searchsorted(day, side="right")]
+    index = benchmark_for(settings, day) if benchmark is None else benchmark.iloc[:benchmark.index.searchsorted(day, side="right")]
     b = settings.breakers
     index = index.iloc[-max(b.vol_long, b.index_drop_window) - 2:]   # all the breakers read: the same numbers, without the whole history
     return evaluate_breakers(settings.breakers, index, marks)
@@ -151,7 +154,7 @@ def model_forecast(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timest
     model, v = loaded
     signal = signal_session(closes, day)
     past = closes.loc[:signal]
-    bench = load_benchmark(end=signal, path=settings.path(settings.data.path)) if benchmark is None else benchmark.loc[:signal]
+    bench = benchmark_for(settings, signal) if benchmark is None else benchmark.loc[:signal]
     panel = feature_panel(past, bench, features=v.features)
     rows = panel.index[panel.index.get_level_values(0) == signal]
     if not len(rows): raise DataError(f"model {v.name}: no feature rows on {signal.date()} (too little history before it?)")
@@ -243,21 +246,94 @@ def _momentum_rationale(st:Strategy, closes:pd.DataFrame, day:pd.Timestamp, weig
                 f"{p['vol_lookback']}-session volatility {sig.volatility[s]:.1%} (limit {p['max_volatility']:.0%}); target weight {w:.1%}"
                 f"{_weights_note(st)}") for s, w in weights.items()}
 
+# %% ../nbs/10b_daily.ipynb #42077ed8
+@dataclass
+class SessionData:
+    "What one daily run reads: bars (adjusted as of the session), their closes, the session, the benchmark, the raw bars and corporate actions the gates check."
+    bars: pd.DataFrame
+    closes: pd.DataFrame
+    day: pd.Timestamp
+    benchmark: pd.Series|None
+    raw: pd.DataFrame
+    actions: pd.DataFrame
+    universe: list[str]
+    source: str
+
+def load_session(settings:Settings, as_of:str="") -> SessionData:
+    "The data a daily run trades on, from the sample or the lake as it stood at `as_of` (empty: the latest session the data has)."
+    cal, src = settings.data.calendar, source_for(settings)
+    if not isinstance(src, BarLake):
+        bars = src.bars(list(settings.data.universe) or None)
+        px = wide_closes(bars)
+        day = resolve_as_of(px, as_of, cal)
+        return SessionData(bars, px, day, benchmark_for(settings, day), bars, empty_actions(), list(px.columns), "sample")
+    bench = settings.data.benchmark
+    syms = list(settings.data.universe) or [s for s in src.symbols() if s != bench]
+    end = to_session_date(as_of) if as_of else src.latest_session()
+    wanted = syms + ([bench] if bench in src.symbols() and bench not in syms else [])
+    raw, acts = src.raw(wanted, end=end), src.actions(wanted)
+    acts = acts[acts.ex_date <= end].reset_index(drop=True)            # the gates check the actions up to the session
+    adjusted = src.as_of(wanted, end)                                  # a split after the session cannot rewrite its prices
+    px_all = wide_closes(adjusted)
+    px = px_all[[s for s in syms if s in px_all.columns]]
+    day = resolve_as_of(px, as_of, cal)
+    keep = adjusted.index.get_level_values("symbol").isin(px.columns)
+    return SessionData(adjusted[keep], px, day, px_all[bench].dropna().rename(bench) if bench in px_all else None, raw, acts, list(px.columns), "lake")
+
+def quality_gate(engine, settings:Settings, data:SessionData, run_id:str|None=None) -> QualityReport:
+    "Check the session's bars; record one warning alert naming the symbols that sit out, or stop the run (critical alert, `DataError`) before any order."
+    bench = settings.data.benchmark if data.source == "lake" else data.benchmark
+    rep = check_bars(data.raw, data.day, settings.data.calendar, data.actions, settings.quality, symbols=data.universe, benchmark=bench)
+    acct = ledger.find_account(engine, settings.traderbot.account)
+    day = data.day.date()
+    if rep.stop_reason:
+        ledger.record_alert(engine, "critical", "data:quality", f"{day}: {rep.stop_reason}; nothing was traded", {"failing": rep.failing}, acct, run_id)
+        raise DataError(f"the data failed the quality gates for {day}: {rep.stop_reason}; nothing was sent")
+    if rep.failing:
+        ledger.record_alert(engine, "warning", "data:quality", f"{day}: {len(rep.failing)} symbol(s) sit out the session: "
+                            + "; ".join(f"{s} ({why})" for s, why in sorted(rep.failing.items())), {"failing": rep.failing}, acct, run_id)
+    return rep
+
+def apply_session_splits(engine, broker, account_id:int, actions:pd.DataFrame, after, day:pd.Timestamp, source:str, run_id:str|None=None) -> list[dict]:
+    "Apply the splits with ex-date after the account's last session and up to `day` to the ledger (audit rows) and to a paper venue's book; an info alert each."
+    done = []
+    for s in splits_between(actions, None if after is None else pd.Timestamp(after, tz="UTC"), day).itertuples():
+        row = ledger.apply_split(engine, account_id, s.symbol, s.ex_date, s.ratio, source, run_id)
+        if broker is not None and hasattr(broker, "apply_split"): broker.apply_split(s.symbol, s.ex_date, s.ratio)   # a real broker splits its own book
+        if row:
+            done.append(row)
+            ledger.record_alert(engine, "info", "corporate_action", f"{s.symbol} split {s.ratio:g}-for-1 on {s.ex_date.date()}: {row['quantity_before']} -> "
+                                f"{row['quantity_after']} shares at an average cost of {row['average_cost_after']:.4f} (not a trade)",
+                                {"ratio": str(s.ratio), "quantity_after": str(row["quantity_after"])}, account_id, run_id)
+    return done
+
 # %% ../nbs/10b_daily.ipynb #8e82d130
 def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, run_id:str, mode:str="paper",
                 strategy:Strategy|None=None,     # None: built from settings.ini and the account's profile
                 benchmark:pd.Series|None=None,   # the benchmark's closes, loaded once per run; None: loaded here
                 model_store=None,                # the store the production model is loaded from; None: `engine`
                 reconcile_first:bool=True,       # False only for the replay's in-process venue (nothing to reconcile)
-                replan:bool=False) -> RebalanceResult:   # re-plan this session's orders any check denied (after a limit change)
-    "One session of the daily run: refuse the past, reconcile, check the breakers, then rebalance when the strategy says so, else mark to market."
+                replan:bool=False,               # re-plan this session's orders any check denied (after a limit change)
+                quality:QualityReport|None=None, # the quality gates' report (`quality_gate`): failing symbols sit the session out
+                actions:pd.DataFrame|None=None,  # corporate actions up to the session (the lake's): splits since the last session are applied
+                ) -> RebalanceResult:
+    "One session of the daily run: refuse the past, apply splits, reconcile, check the breakers, then rebalance when the strategy says so, else mark to market."
     prices, b, account = session_prices(closes, day), settings.broker, settings.traderbot.account
+    issues = dict(quality.failing) if quality is not None else {}
     acct = ledger.ensure_account(engine, account, mode, b.initial_cash)   # refuses a change of mode; stores nothing for a known account
     settle_storage_note(engine)                                           # a halt a full disk kept out of the store (F6), and room for the next
     book = ledger.account_book(engine, acct, day)
     last = refuse_past(account, book.last_session, day)                   # before anything is stored
+    for s, p in book.positions.items():                                   # a held symbol without a price today (stale data) is valued at its last close
+        if s not in prices and s in issues and s in closes and closes[s].loc[:day].notna().any():
+            prices[s] = session_prices(closes[[s]].ffill(), day)[s]
     close = session_close(day, settings.data.calendar)
     broker = make_broker(engine, settings, prices, close, mode) if reconcile_first else None
+    if actions is not None and len(actions) and last is not None:         # splits since the last session: before reconciliation compares the books
+        after = pd.Timestamp(last) if last < day.date() else day - pd.Timedelta(days=1)
+        venue = broker or make_broker(engine, settings, prices, close, mode)
+        if apply_session_splits(engine, venue, acct, actions, after, day, settings.ingest.provider, run_id):
+            book = ledger.account_book(engine, acct, day)
     if reconcile_first:
         reconcile(engine, broker, acct, session=day.date())              # start-up check: raises if the broker is unreachable
         book = ledger.account_book(engine, acct, day)                     # what reconciliation settled or adopted is the book
@@ -267,7 +343,8 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     if settings.breakers.enabled:
         state = apply_breakers(engine, acct, check_breakers(settings, closes, day, marks, benchmark), day, run_id, state=state)
         resume_after_breakers(engine, settings, acct, closes, day, state=state)
-    plan = plan_session(engine, settings, st, closes, day, acct, prices, equity, benchmark, model_store, new=last is None, book=book)
+    picks_px = closes.drop(columns=[s for s in issues if s in closes.columns]) if issues else closes   # failing symbols are not candidates
+    plan = plan_session(engine, settings, st, picks_px, day, acct, prices, equity, benchmark, model_store, new=last is None, book=book)
     if not plan.trade: return _mark_to_market(engine, acct, book.cash, equity, day, run_id, plan.note)
     broker = broker or make_broker(engine, settings, prices, close, mode)
     orders = lambda positions, cash, ids: plan_trades(st, plan.weights, positions, prices, cash, ids, day,
@@ -275,7 +352,7 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     res = rebalance(engine, broker, account, st.name, day, plan.weights, prices, account_limits(settings, book.profile),
                     is_session(day, settings.data.calendar), b.initial_cash, rationale=plan.rationale, run_id=run_id, mode=mode,
                     portfolio=replace(view, returns=var_returns(settings, closes, day)), plan=orders, note=f"{plan.note}; picks from {plan.picks_from}",
-                    replan=replan)
+                    replan=replan, data_issues=issues)
     record_limit_alerts(engine, acct, res.orders, day, run_id)
     return res
 
@@ -306,13 +383,13 @@ def risk_report(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     "VaR/ES, stress, limit use, breakers, alerts and correlations of the settings' account at the close of `day`."
     account = settings.traderbot.account
     acct = ledger.account_id(engine, account)
-    sectors = sector_map(settings) if sectors is None else sectors
+    sectors = sectors_for(settings) if sectors is None else sectors
     prices = session_prices(closes, day)
     view, equity, marks = portfolio_view(engine, settings, closes, day, acct, prices, sectors)
     eq = float(equity)
     limits = account_limits(settings, ledger.get_profile(engine, acct))
     hold = pd.Series({s: float(v) for s, v in view.holdings.items()}, dtype=float)
-    bench = benchmark_until(settings, day) if benchmark is None else benchmark.loc[:day]
+    bench = benchmark_for(settings, day) if benchmark is None else benchmark.loc[:day]
     breakers = pd.DataFrame(check_breakers(settings, closes, day, marks, bench))
     alerts = ledger.alerts_frame(engine, account, limit=20)
     empty = pd.DataFrame()
@@ -323,7 +400,8 @@ def risk_report(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     hist = closes.loc[:day]
     stress = stress_table(hold / eq, hist, bench, default_shocks(hold, sectors) if bench is not None else None,
                           pd.Series(sectors, dtype=object), value=eq,
-                          scenarios={k: v for k, v in HISTORICAL_SCENARIOS.items() if pd.Timestamp(v[1], tz="UTC") <= day})
+                          scenarios={k: v for k, v in HISTORICAL_SCENARIOS.items()   # the windows the data covers (a lake may start recently)
+                                     if hist.index[0] <= pd.Timestamp(v[0], tz="UTC") and pd.Timestamp(v[1], tz="UTC") <= day})
     corr, dr = (correlation(rets), diversification_ratio(hold / hold.sum(), shrunk_covariance(rets)[0])) if len(hold) > 1 else (empty, None)
     return RiskReport(str(day.date()), account, eq, ledger.trading_state(engine, acct), measures, stress,
                       limit_usage(view, equity, limits), breakers, alerts, corr, dr)

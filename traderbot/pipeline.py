@@ -37,6 +37,7 @@ class RunInterrupted(PipelineFailed):
     "SIGINT or SIGTERM stopped a run: it is recorded as interrupted, its kernel stopped, its lock released."
 
 _TRADING = ("daily",)   # the pipelines that trade an account: one run per account at a time
+_LAKE_LOCK = "__ingest__"   # one ingest into the bar lake at a time (the same run lock, keyed by this name)
 
 # %% ../nbs/11_pipeline.ipynb #d95e9631
 _NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -152,7 +153,7 @@ def run_pipeline(
     engine = database.open_store(url, settings.store.busy_timeout_s)
     runs.settle_abandoned(engine)                      # runs whose process died are settled by the next command
     run_id = _new_run_id(name)
-    account = acct_cfg.traderbot.account if name in _TRADING else None
+    account = acct_cfg.traderbot.account if name in _TRADING else (_LAKE_LOCK if name == "ingest" else None)
     if account: runs.acquire_lock(engine, account, run_id, settings.pipeline.lock_wait_s)   # before any run row: a refused run leaves none
     try: return _execute(settings, engine, nb, name, run_id, params, settings_path)
     finally:

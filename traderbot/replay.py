@@ -17,7 +17,7 @@ from .config import AccountProfile, Settings
 from .core import DataError
 from .daily import trade_daily
 from .data.calendar import to_session_date
-from .data.sample import load_benchmark
+from .data.lake import benchmark_for
 from .research.backtest import performance
 from .store import database, ledger, runs
 from .strategy import Strategy
@@ -75,7 +75,7 @@ def replay(
     profile = profile or AccountProfile()
     st = strategy or Strategy.build(settings, profile)
     days = _window(closes, start, end, st)
-    bench = load_benchmark(end=days[-1], path=settings.path(settings.data.path)) if benchmark is None else benchmark
+    bench = benchmark_for(settings, days[-1]) if benchmark is None else benchmark
     tmp = Path(tempfile.mkdtemp(prefix="traderbot-replay-"))
     try:
         eng = database.scratch_store(tmp / "replay.db")

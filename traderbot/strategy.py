@@ -16,7 +16,7 @@ import pandas as pd
 from .config import AccountProfile, Settings
 from .core import ConfigError, CostModel, DataError, Order, Position, Side, floor_to_lot, to_decimal
 from .data.calendar import signal_session, trading_calendar
-from .data.sample import sector_map
+from .data.lake import sectors_for
 from .execution.algos import twap_slices, vwap_slices
 from .execution.manager import plan_orders
 from .portfolio.optimize import View, black_litterman, optimize
@@ -145,7 +145,7 @@ def _build(cls, settings:Settings, profile:AccountProfile|None=None, sectors:dic
                lookback=settings.portfolio.lookback, risk_tolerance=profile.risk_tolerance or settings.portfolio.risk_tolerance,
                risk_aversion=tol["risk_aversion"], target_vol=tol["target_vol"], max_weight=min(s.max_weight, risk.max_position_weight),
                max_sector_weight=risk.max_sector_weight, sector_caps=profile.sector_caps(risk.max_sector_weight),
-               tilts={g: p.tilt for g, p in profile.sector_preferences.items() if p.tilt}, sectors=sector_map(settings) if sectors is None else dict(sectors),
+               tilts={g: p.tilt for g, p in profile.sector_preferences.items() if p.tilt}, sectors=sectors_for(settings) if sectors is None else dict(sectors),
                calendar=RebalanceCalendar.parse(s.rebalance), exchange=settings.data.calendar, min_trade_notional=settings.broker.min_trade_notional,
                order_style=s.order_style, algo_above=s.algo_above, algo_minutes=s.algo_minutes, algo_slices=s.algo_slices,
                tax_aware=s.tax_aware if profile.tax_aware is None else profile.tax_aware, tax_tolerance=s.tax_tolerance,

@@ -6,10 +6,12 @@
 from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
+import base64
 import hmac
 import json
 import re
@@ -19,7 +21,7 @@ import threading
 import uuid
 
 # %% auto #0
-__all__ = ['AlpacaBook', 'FakeAlpaca']
+__all__ = ['AlpacaBook', 'AlpacaMarket', 'FakeAlpaca']
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #70f283de
 def _decimal_text(d:Decimal) -> str:
@@ -273,8 +275,96 @@ class AlpacaBook:
         "GET /v2/account."
         return _account_json(self.account_id, self.cash, self.positions())
 
+# %% ../../nbs/07a_fakes.alpaca.ipynb #bd67f59c
+_NEW_YORK = ZoneInfo("America/New_York")
+
+def _bar_json(day, o, h, l, c, v, n:int=1000) -> dict:
+    "One daily bar as Alpaca's data API writes it: `t` is the session's New York midnight in UTC; numbers are JSON numbers."
+    t = datetime.combine(date.fromisoformat(str(day)), time(), _NEW_YORK).astimezone(timezone.utc)
+    return {"t": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "o": o, "h": h, "l": l, "c": c, "v": v, "n": n, "vw": round((h + l + c) / 3, 4)}
+
+# %% ../../nbs/07a_fakes.alpaca.ipynb #c819b988
+_ACTION_FIELDS = {   # type -> the fields of its JSON in Alpaca's v1 corporate-actions answer, besides id and the dates
+    "forward_split": ("symbol", "cusip", "new_rate", "old_rate"),
+    "reverse_split": ("symbol", "old_cusip", "new_cusip", "new_rate", "old_rate"),
+    "cash_dividend": ("symbol", "cusip", "rate", "special", "foreign"),
+}
+_ACTION_DATES = ("process_date", "ex_date", "record_date", "payable_date")
+
+def _action_json(spec:dict) -> tuple[str, dict]:
+    "(type, Alpaca's JSON) of a corporate action given as {'type', 'symbol', 'ex_date', rates...}; ids, cusips and other dates defaulted."
+    kind, ex = spec["type"], str(spec["ex_date"])
+    defaults = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"alpaca-ca/{kind}/{spec.get('symbol')}/{ex}")), "cusip": "000000000",
+                "old_cusip": "000000000", "new_cusip": "000000001", "special": False, "foreign": False, **dict.fromkeys(_ACTION_DATES, ex)}
+    rec = {**defaults, **{k: str(v) if k in _ACTION_DATES else v for k, v in spec.items() if k != "type"}}
+    keep = {"id", *_ACTION_DATES, *_ACTION_FIELDS.get(kind, rec)}   # a type not listed keeps what the test gave
+    return kind, {k: v for k, v in rec.items() if k in keep}
+
+# %% ../../nbs/07a_fakes.alpaca.ipynb #ad7b51cd
+def _data_error(status:int, message:str) -> _Reply:
+    "An error of Alpaca's data API."
+    return _Reply(status, _error_body({400: 40010000, 403: 40310000, 422: 42210000}[status], message))
+
+def _when(text:str|None, what:str):
+    "A `start`/`end` parameter (RFC-3339 or YYYY-MM-DD; naive means UTC) as an aware datetime; None if absent; ValueError names it."
+    if not text: return None
+    try: t = datetime.fromisoformat(text)
+    except ValueError: raise ValueError(f"invalid {what}: {text!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+def _page(rows:list, query:dict, page_size:int, most:int) -> tuple[list, str|None]:
+    "One page of `rows` after the `page_token` offset, at most `limit` (<= `most`) and `page_size` long, and the next token."
+    limit = int(query.get("limit") or most)
+    if not 1 <= limit <= most: raise ValueError(f"invalid limit: must be between 1 and {most}")
+    try: start = int(base64.urlsafe_b64decode(query["page_token"]).decode()) if query.get("page_token") else 0
+    except (ValueError, UnicodeDecodeError): raise ValueError("invalid page_token") from None
+    stop = start + min(limit, page_size)
+    return rows[start:stop], base64.urlsafe_b64encode(str(stop).encode()).decode() if stop < len(rows) else None
+
+# %% ../../nbs/07a_fakes.alpaca.ipynb #3d572d72
+class AlpacaMarket:
+    "Alpaca's historical market data for a test: raw daily bars and corporate actions, served in pages as its data API does. No HTTP here."
+    def __init__(self,
+                 bars:dict|None=None,               # symbol -> [(date, open, high, low, close, volume), ...]
+                 corporate_actions:list|None=None,  # [{'type': 'forward_split', 'symbol', 'ex_date', 'new_rate', 'old_rate'}, ...]
+                 page_size:int=10_000,              # the most items on one page, whatever `limit` the client sends
+                 feeds=("iex", "sip")):             # the feeds this account may query; another gets a 403
+        self.bars = {s: sorted((_bar_json(*r) for r in rows), key=lambda b: b["t"]) for s, rows in (bars or {}).items()}
+        self.actions = [_action_json(a) for a in (corporate_actions or [])]
+        self.page_size, self.feeds = page_size, tuple(feeds)
+
+    def stock_bars(self, query:dict) -> _Reply:
+        "GET /v2/stocks/bars: raw 1Day bars of `symbols` with `start` <= t <= `end`, by symbol then time, a page at a time."
+        if not query.get("symbols"): return _data_error(400, "missing symbols")
+        if query.get("timeframe") != "1Day": return _data_error(422, f"this fake serves 1Day bars only, not {query.get('timeframe')!r}")
+        if query.get("adjustment", "raw") != "raw": return _data_error(422, f"this fake serves raw bars only, not {query['adjustment']!r}")
+        if (feed := query.get("feed", "sip")) not in self.feeds: return _data_error(403, f"subscription does not permit querying recent {feed.upper()} data")
+        try:
+            lo, hi = _when(query.get("start"), "start"), _when(query.get("end"), "end")
+            rows = [(s, b) for s in sorted(set(query["symbols"].split(","))) for b in self.bars.get(s, [])
+                    if (lo is None or lo <= _when(b["t"], "t")) and (hi is None or _when(b["t"], "t") <= hi)]
+            page, token = _page(rows, query, self.page_size, 10_000)
+        except ValueError as e: return _data_error(422, str(e))
+        out = {}
+        for s, b in page: out.setdefault(s, []).append(b)
+        return _Reply(200, {"bars": out, "next_page_token": token})
+
+    def corporate_actions(self, query:dict) -> _Reply:
+        "GET /v1/corporate-actions: actions of `symbols` and `types` whose process date is in [`start`, `end`] (default today), grouped by type."
+        syms = set(query["symbols"].split(",")) if query.get("symbols") else None
+        types = set(query["types"].split(",")) if query.get("types") else None
+        try:
+            lo, hi = [str(date.fromisoformat(query.get(k) or str(date.today()))) for k in ("start", "end")]
+            rows = sorted([(k, a) for k, a in self.actions if (types is None or k in types) and (syms is None or a.get("symbol") in syms)
+                           and lo <= a["process_date"] <= hi], key=lambda r: (r[1]["process_date"], r[0], r[1].get("symbol", "")))
+            page, token = _page(rows, query, self.page_size, 1000)
+        except ValueError as e: return _data_error(422, str(e))
+        out = {}
+        for k, a in page: out.setdefault(f"{k}s", []).append(a)
+        return _Reply(200, {"corporate_actions": out, "next_page_token": token})
+
 # %% ../../nbs/07a_fakes.alpaca.ipynb #ba07ac73
-_ROUTES = {   # 'METHOD /template' -> path pattern; the routes alpaca-py 0.44's TradingClient uses for traderbot
+_ROUTES = {   # 'METHOD /template' -> path pattern; the routes alpaca-py 0.44's clients use for traderbot
     "POST /v2/orders": r"/v2/orders",
     "GET /v2/orders": r"/v2/orders",
     "GET /v2/orders:by_client_order_id": r"/v2/orders:by_client_order_id",
@@ -283,6 +373,8 @@ _ROUTES = {   # 'METHOD /template' -> path pattern; the routes alpaca-py 0.44's 
     "GET /v2/positions": r"/v2/positions",
     "GET /v2/account": r"/v2/account",
     "GET /v2/account/activities/{type}": r"/v2/account/activities/(?P<type>[A-Z_]+)",
+    "GET /v2/stocks/bars": r"/v2/stocks/bars",                # StockHistoricalDataClient.get_stock_bars
+    "GET /v1/corporate-actions": r"/v1/corporate-actions",    # CorporateActionsClient.get_corporate_actions
 }
 _FAULTS = ("timeout_after_accept", "hang", "http_429", "http_500", "http_504", "reject", "drop_connection")
 
@@ -343,15 +435,20 @@ class _Server(ThreadingHTTPServer):
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #71e7dcf1
 class FakeAlpaca(AlpacaBook):
-    "Alpaca's trading API on 127.0.0.1: its paths, key headers and JSON over a scriptable book, with injectable faults."
+    "Alpaca's trading and market-data APIs on 127.0.0.1: their paths, key headers and JSON over a scriptable book, with injectable faults."
     def __init__(self,
                  api_key:str="fake-key-id",        # the APCA-API-KEY-ID it accepts
                  secret_key:str="fake-secret-key", # the APCA-API-SECRET-KEY it accepts
                  prices:dict|None=None,            # fill price per symbol
                  cash:Decimal=Decimal(100_000),
                  auto_fill:bool=True,
-                 hang_s:float=5.0):                # how long `hang` and `timeout_after_accept` hold an answer
+                 hang_s:float=5.0,                 # how long `hang` and `timeout_after_accept` hold an answer
+                 bars:dict|None=None,              # market data: symbol -> [(date, open, high, low, close, volume), ...]
+                 corporate_actions:list|None=None, # market data: [{'type', 'symbol', 'ex_date', rates...}, ...]
+                 page_size:int=10_000,             # market data: the most bars or actions on one page
+                 feeds=("iex", "sip")):            # market data: the feeds the keys may query
         super().__init__(prices, cash, auto_fill)
+        self.market = AlpacaMarket(bars, corporate_actions, page_size, feeds)
         self._keys, self.hang_s = (api_key, secret_key), hang_s
         self.faults: deque = deque()                 # (fault, route or None), each used once, in order
         self.requests: Counter = Counter()           # route -> requests that arrived, refused and faulted ones included
@@ -400,6 +497,8 @@ class FakeAlpaca(AlpacaBook):
         if route == "GET /v2/positions": return _Reply(200, self.positions())
         if route == "GET /v2/account": return _Reply(200, self.account())
         if route == "GET /v2/account/activities/{type}": return self.list_activities(params["type"], query)
+        if route == "GET /v2/stocks/bars": return self.market.stock_bars(query)
+        if route == "GET /v1/corporate-actions": return self.market.corporate_actions(query)
         return _Reply(404, _error_body(40410000, "endpoint not found"))
 
     def respond(self, method:str, target:str, headers, raw:bytes=b"") -> _Reply:

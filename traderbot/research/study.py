@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..core import ConfigError, CostModel, DataError
 from ..data.bars import closes as wide
-from ..data.sample import load_bars, load_benchmark
+from ..data.lake import benchmark_for, market_data
 from .backtest import run_backtest
 from .features import align, feature_panel, labels
 from .models import Baseline, Ensemble, LSTMForecaster, TrainConfig, TransformerForecaster, walk_forward
@@ -28,9 +28,8 @@ __all__ = ['MODEL_NAMES', 'study_data', 'strategy_weights', 'strategy_returns', 
 def study_data(settings, start=None, end=None, horizon:int|None=None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     "Closes, feature panel and labels on the settings' data, rows from `start` to `end`."
     h = horizon or settings.models.horizon
-    path = settings.path(settings.data.path)
-    px = wide(load_bars(list(settings.data.universe) or None, path=path))
-    bench = load_benchmark(path=path)
+    bars, bench = market_data(settings)
+    px = wide(bars)
     panel, lab = align(feature_panel(px, bench), labels(px, h))
     t = panel.index.get_level_values(0)
     keep = (t >= pd.Timestamp(start, tz="UTC") if start else True) & (t <= pd.Timestamp(end, tz="UTC") if end else True)
@@ -137,7 +136,7 @@ def _benchmark_returns(closes:pd.DataFrame, index:pd.DatetimeIndex, settings) ->
     base = closes.iloc[i0 - 1]
     px = closes.iloc[i0 - 1:].loc[:index[-1], base.notna()]
     held = (px / base[base.notna()]).mean(axis=1).pct_change()
-    bench = load_benchmark(path=settings.path(settings.data.path)).reindex(px.index).pct_change()
+    bench = benchmark_for(settings).reindex(px.index).pct_change()
     return pd.DataFrame({"equal weight, held": held, "S&P 500": bench}).reindex(index)
 
 # %% ../../nbs/04g_research.study.ipynb #47383e33
