@@ -17,12 +17,17 @@ import pandas as pd
 from .brokers.factory import make_broker
 from .config import for_account, load_settings, parse_profile, resolve_mode, trading_mode
 from .core import ConfigError, TraderbotError
+from .alerts import deliver_pending
 from .daily import check_time_forward, load_session
+from .data.ingest import make_provider
+from .data.lake import BarLake
+from .schedule import last_job_runs, next_jobs, run_once, serve
 from .dashboard.serve import serve_dashboards
 from .drift import drift_report
 from .data.bars import closes, session_prices
 from .data.calendar import session_close, sessions_between, to_session_date
 from .data.lake import sectors_for
+from .store.deliveries import alert_deliveries_frame
 from .execution.manager import reconcile
 from .pipeline import parse_parameters, run_pipeline
 from .research.registry import model_versions, promote, promotion_problems
@@ -94,6 +99,29 @@ def _cmd_ingest(args) -> int:
     if out.summary: print("  " + _describe_summary(out.summary))
     return 0
 
+# %% ../nbs/13_cli.ipynb #4570ac94
+def _utc_minute(text:str) -> pd.Timestamp:
+    "`YYYY-MM-DDTHH:MM` as a UTC time; anything else is refused naming the value."
+    import re
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}", text or ""): raise ConfigError(f"--now {text!r}: expected YYYY-MM-DDTHH:MM (UTC)")
+    try: return pd.Timestamp(text, tz="UTC")
+    except ValueError: raise ConfigError(f"--now {text!r}: not a time") from None
+
+def _cmd_schedule(args) -> int:
+    "traderbot schedule [--once] [--now TIME]: the [schedule] jobs on the exchange calendar; exit 1 when a job failed (--once)."
+    cfg = _settings_from(args)
+    sp, now = Path(args.settings).resolve() if args.settings else None, _utc_minute(args.now) if args.now else None
+    if "ingest" in cfg.schedule.jobs: make_provider(cfg)   # a provider without its key or folder: one line now, not a failed job every session
+    if not args.once:
+        serve(cfg, now=now, settings_path=sp)
+        return 0
+    results = run_once(cfg, now=now, settings_path=sp)
+    for r in results: print(r.line())
+    if not results:
+        nxt = next_jobs(cfg, database.open_store(cfg.store.url, cfg.store.busy_timeout_s), now, n=1)
+        print("nothing is due" + (f"; next: {nxt.job.iloc[0]} for {pd.Timestamp(nxt.session.iloc[0]).date()} at {nxt.at_local.iloc[0]:%Y-%m-%d %H:%M %Z}" if len(nxt) else ""))
+    return 1 if any(r.status == "failed" for r in results) else 0
+
 # %% ../nbs/13_cli.ipynb #395d32d9
 def _cmd_backtest(args) -> int:
     "traderbot backtest [--from DATE] [--to DATE] [-p KEY=VALUE ...] [--orders-csv FILE]: the production replay, as a report."
@@ -128,6 +156,23 @@ def _cmd_drift(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #8e47d58f
+def _print_freshness(cfg) -> None:
+    "Data freshness: the sample's last session, or each lake symbol's last session, provider and last ingest."
+    if cfg.data.source == "sample":
+        print(f"data: the embedded sample at {cfg.data.path} (it ends on 2022-12-28)"); return
+    fresh = BarLake(cfg.path(cfg.data.lake)).last_sessions()
+    if not len(fresh): print(f"data: the bar lake at {cfg.data.lake} is empty: run `traderbot ingest`"); return
+    print(f"data: the bar lake at {cfg.data.lake}, last session per symbol:")
+    shown = fresh.assign(last_session=fresh.last_session.dt.date, last_ingest_at=fresh.last_ingest_at.dt.strftime("%Y-%m-%d %H:%M UTC"))
+    print(shown.to_string(index=False))
+
+def _print_schedule(cfg, eng) -> None:
+    "The next scheduled jobs and the last run of each job."
+    nxt, last = next_jobs(cfg, eng, n=3), last_job_runs(eng)
+    if len(nxt): print("next jobs: " + "; ".join(f"{r.job} for {pd.Timestamp(r.session).date()} at {r.at_local:%Y-%m-%d %H:%M %Z}" for r in nxt.itertuples()))
+    for r in last.itertuples():
+        print(f"last {r.job}: {r.session} {r.status}" + (f" (run {r.run_id})" if r.run_id else "") + (f": {r.error}" if r.error else ""))
+
 def _cmd_status(args) -> int:
     "traderbot status: latest runs, positions and equity."
     cfg = _settings_from(args)
@@ -136,6 +181,10 @@ def _cmd_status(args) -> int:
     if holder := lock_holder(eng, cfg.traderbot.account):
         print(f"account {cfg.traderbot.account}: run {holder['run_id']} is trading it now (process {holder['pid']} on {holder['host']}, since {holder['acquired_at']:%Y-%m-%d %H:%M:%S} UTC)")
     print(f"store: {database.safe_url(cfg.store.url)} (revision {database.current_revision(eng)})")
+    if (aid := ledger.find_account(eng, cfg.traderbot.account)) is not None:
+        print(f"kill switch: account {cfg.traderbot.account} is {ledger.trading_state(eng, aid)}")
+    _print_freshness(cfg)
+    _print_schedule(cfg, eng)
     if (note := database.reserve_note(eng)) and not note.get("halted"):
         print(f"a write failed while {note['while']} and the halt could not be stored: the next trading run halts account id {note['account_id']} first")
     runs = runs_frame(eng, limit=5)
@@ -188,10 +237,17 @@ def _cmd_trading_state(args) -> int:
 
 # %% ../nbs/13_cli.ipynb #2b5598ba
 def _cmd_alerts(args) -> int:
-    "traderbot alerts [--level L] [--limit N] [--all-accounts]: the latest alerts, newest first."
+    "traderbot alerts [--level L] [--limit N] [--all-accounts] [--deliver]: the latest alerts, newest first; --deliver sends what is due."
     import pandas as pd
     cfg = _settings_from(args)
     eng = database.open_store(trading_mode(cfg).store_url, cfg.store.busy_timeout_s)
+    if args.deliver:
+        rep = deliver_pending(eng, cfg)
+        print(f"deliveries: {rep.sent} sent, {rep.failed} failed (tried again later), {rep.suppressed} suppressed as duplicates, {rep.pending} waiting")
+        d = alert_deliveries_frame(eng, limit=args.limit)
+        if len(d):
+            with pd.option_context("display.max_colwidth", 80, "display.width", 200): print(d.to_string(index=False))
+        return 1 if rep.failed else 0
     al = ledger.alerts_frame(eng, None if args.all_accounts else cfg.traderbot.account, limit=args.limit, level=args.level)
     if not len(al): print("no alerts"); return 0
     with pd.option_context("display.max_colwidth", 120, "display.width", 200):
@@ -302,7 +358,11 @@ def parser() -> argparse.ArgumentParser:
     dr.add_argument("--to", dest="end", metavar="DATE", help="last session reported (default: the account's last)")
     dr.add_argument("--account", help="account to report on (default: settings.ini [traderbot] account)")
     dr.set_defaults(func=_cmd_drift)
-    sub.add_parser("status", help="latest runs, positions and equity").set_defaults(func=_cmd_status)
+    sub.add_parser("status", help="latest runs, data freshness, scheduled jobs, the kill switch, positions and equity").set_defaults(func=_cmd_status)
+    sc = sub.add_parser("schedule", help="run the [schedule] jobs on the exchange calendar: a foreground service, or --once for cron / a systemd timer")
+    sc.add_argument("--once", action="store_true", help="run what is due now (catching up missed sessions) and exit")
+    sc.add_argument("--now", metavar="YYYY-MM-DDTHH:MM", help="act as if it were this UTC time (a rehearsal of a past session; tests)")
+    sc.set_defaults(func=_cmd_schedule)
     ig = sub.add_parser("ingest", help="fetch daily bars, corporate actions and sectors into the bar lake ([ingest] in settings.ini)")
     ig.add_argument("--provider", choices=["files", "alpaca", "polygon", "alphavantage", "finnhub"], help="default: [ingest] provider")
     ig.add_argument("--path", metavar="DIR", help="files provider: a folder of SYMBOL.csv / SYMBOL.parquet (date,open,high,low,close,volume[,adj_close])")
@@ -321,6 +381,7 @@ def parser() -> argparse.ArgumentParser:
     al = sub.add_parser("alerts", help="the latest alerts: circuit breakers, limit breaches, profile changes")
     al.add_argument("--level", choices=["info", "warning", "critical"]); al.add_argument("--limit", type=int, default=20)
     al.add_argument("--all-accounts", action="store_true", help="alerts of every account, not just settings.ini's")
+    al.add_argument("--deliver", action="store_true", help="send the alerts not yet delivered now ([alerts]: webhook, email) and show the deliveries")
     al.set_defaults(func=_cmd_alerts)
     pr = sub.add_parser("profile", help="show or change the account's profile (risk tolerance, optimizer, limits, sectors)",
                         epilog="examples: --set risk_tolerance=conservative  --set optimizer=hrp  --set limits.max_sector_weight=0.3  "

@@ -19,7 +19,8 @@ import pandas as pd
 from .config import Settings, for_account, resolve_mode
 from .core import ConfigError, DataError, TraderbotError
 from .data.calendar import to_session_date
-from .data.sample import check_universe
+from .alerts import deliver_safely
+from .data.lake import check_universe
 from .store import database, runs
 
 # %% auto #0
@@ -149,7 +150,7 @@ def run_pipeline(
     url = mode.store_url if mode is not None else settings.store.url   # live runs: the live ledger
     _check_kernel(settings.pipeline.kernel)           # before anything is recorded
     acct_cfg = for_account(settings, params.get("account", ""))
-    check_universe(acct_cfg)
+    if name != "ingest": check_universe(acct_cfg)   # the ingest is what brings a new universe into the lake
     engine = database.open_store(url, settings.store.busy_timeout_s)
     runs.settle_abandoned(engine)                      # runs whose process died are settled by the next command
     run_id = _new_run_id(name)
@@ -158,6 +159,7 @@ def run_pipeline(
     try: return _execute(settings, engine, nb, name, run_id, params, settings_path)
     finally:
         if account: runs.release_lock(engine, account, run_id)
+        deliver_safely(engine, settings)   # the run's alerts reach a person (webhook, email); a delivery failure is recorded, never raised
 
 def _check_kernel(name:str) -> None:
     "Refuse a Jupyter kernel name that is not installed, naming the ones that are."

@@ -181,7 +181,7 @@ def target_weights(
     scores:pd.Series|None=None,   # a model's P(up) per symbol at the signal session; None: momentum picks
 ) -> pd.Series:                   # weight per symbol, summing to <= 1 (the rest is cash)
     "The strategy's target weights for `day`: picks, optimizer weights, sector caps and tilts, volatility target."
-    st, closes = strategy, closes[list(strategy.universe)] if strategy.universe else closes
+    st, closes = strategy, closes[[s for s in strategy.universe if s in closes.columns]] if strategy.universe else closes   # a symbol the quality gates left out is not a candidate
     signal = signal_session(closes, day)
     picks = _model_picks(scores, st) if scores is not None else momentum_weights(closes, signal, **st.momentum)
     names = [s for s in picks.index if st.sector_caps.get(st.sectors.get(s), 1.0) > 0]     # excluded sectors dropped

@@ -15,18 +15,18 @@ import pandas as pd
 from fastcore.basics import patch
 
 from ..config import Settings
-from ..core import DataError, StorageError, check_symbol
+from ..core import ConfigError, DataError, StorageError, check_symbol
 from .bars import INDEX_NAMES, PRICE_FIELDS, bars_between, closes, validate_bars
 from .providers.base import ACTION_COLUMNS, BAR_COLUMNS, PROFILE_COLUMNS, actions_frame, profiles_frame
 from .providers.files import read_sectors_csv
-from .sample import SampleData, benchmark_until, sector_map
+from .sample import SampleData, benchmark_until, sample_symbols, sector_map
 
 try: import fcntl                     # POSIX: the ingest lock
 except ImportError: fcntl = None      # Windows: one ingest at a time is the operator's job
 
 # %% auto #0
 __all__ = ['MANIFEST_COLUMNS', 'adjust_bars', 'IngestResult', 'BarLake', 'source_for', 'benchmark_for', 'sectors_for',
-           'market_data']
+           'market_data', 'check_universe']
 
 # %% ../../nbs/02d_data.lake.ipynb #d31a7a05
 MANIFEST_COLUMNS = ['ingest_id', 'run_id', 'provider', 'at', 'symbols', 'first_session', 'last_session',
@@ -407,3 +407,12 @@ def market_data(
     lake, bench = BarLake(settings.path(settings.data.lake)), settings.data.benchmark
     syms = uni or [s for s in lake.symbols() if s != bench]
     return lake.as_of(syms, end), benchmark_for(settings, end)
+
+# %% ../../nbs/02d_data.lake.ipynb #2898aae2
+def check_universe(settings:Settings) -> None:
+    "Refuse a `[data] universe` naming symbols the data (the sample, or the lake) does not have, naming them, before anything runs."
+    if not settings.data.universe: return   # empty: every symbol the data has
+    if settings.data.source == 'sample': have, where = sample_symbols(settings.path(settings.data.path)), f"the data at {settings.data.path}"
+    else: have, where = BarLake(settings.path(settings.data.lake)).symbols(), f"the bar lake at {settings.data.lake} (run `traderbot ingest` for them)"
+    missing = [s for s in settings.data.universe if s not in have]
+    if missing: raise ConfigError(f"[data] universe: {', '.join(missing)} not in {where} (it has {', '.join(sorted(have)) or 'nothing yet'})")

@@ -16,7 +16,7 @@ from .bars import PRICE_FIELDS, _read_csv, bars_between, closes, read_bars_csv, 
 
 # %% auto #0
 __all__ = ['default_data_dir', 'load_bars', 'load_closes', 'adjust_ohlcv', 'load_ohlcv', 'load_benchmark', 'load_sectors',
-           'sample_symbols', 'check_universe', 'SampleData', 'sector_map', 'benchmark_until']
+           'sample_symbols', 'SampleData', 'sector_map', 'benchmark_until']
 
 # %% ../../nbs/02c_data.sample.ipynb #8ad1fd34
 _SAMPLE_CLOSES = 'sp500_closes.csv.gz'  # 20 stocks' adjusted closes, wide
@@ -133,12 +133,6 @@ def sample_symbols(
     "The sample's symbols, read from the header of its closes file only (a cheap check before a run)."
     return [c for c in pd.read_csv(_sample_file(path, _SAMPLE_CLOSES), nrows=0).columns if c.lower() not in ("date", "timestamp")]
 
-def check_universe(settings) -> None:
-    "Refuse a `[data] universe` naming symbols the data does not have, naming them, before anything runs."
-    if not settings.data.universe: return   # empty: every symbol the data has
-    have = sample_symbols(settings.path(settings.data.path))
-    missing = [s for s in settings.data.universe if s not in have]
-    if missing: raise ConfigError(f"[data] universe: {', '.join(missing)} not in the data at {settings.data.path} (it has {', '.join(sorted(have))})")
 
 # %% ../../nbs/02c_data.sample.ipynb #c965f494
 @dataclass(frozen=True)

@@ -5,23 +5,25 @@
 # %% ../../nbs/03d_store.runs.ipynb #62796c5e
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import time
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 import pandas as pd
 
 from ..core import StorageError
 from .database import read_frame, reading, transaction
 from .ledger import insert_alert
-from .schema import model_versions, now_utc, pipeline_runs, run_locks, trials
+from .schema import job_runs, model_versions, now_utc, pipeline_runs, run_locks, trials
 
 # %% auto #0
 __all__ = ['RUN_ENDS', 'start_run', 'get_run', 'record_run_fields', 'finish_run', 'settle_abandoned', 'acquire_lock',
            'lock_holder', 'release_lock', 'runs_frame', 'insert_trial', 'trials_frame', 'insert_model_version',
-           'model_version_rows', 'set_production', 'model_versions_frame']
+           'model_version_rows', 'set_production', 'model_versions_frame', 'last_job_session', 'job_statuses',
+           'record_job_run', 'finish_job_run', 'settle_running_jobs', 'last_job_runs']
 
 # %% ../../nbs/03d_store.runs.ipynb #afe55ba2
 def start_run(engine:Engine, run_id:str, pipeline:str, parameters:dict, git_commit:str|None=None) -> str:
@@ -168,3 +170,51 @@ def model_versions_frame(engine:Engine, name:str|None=None) -> pd.DataFrame:
     q = select(t.c.name, t.c.version, t.c.kind, t.c.status, t.c.train_start, t.c.train_end, t.c.metrics, t.c.created_at, t.c.promoted_at, t.c.promoted_by)
     if name: q = q.where(t.c.name == name)
     return read_frame(engine, q.order_by(t.c.id.desc()))
+
+# %% ../../nbs/03d_store.runs.ipynb #b952a58a
+def _day(session:pd.Timestamp) -> dt.date: return session.date()
+def _session(day:dt.date) -> pd.Timestamp: return pd.Timestamp(day).tz_localize("UTC")
+
+def last_job_session(engine:Engine, job:str) -> pd.Timestamp|None:
+    "The latest session `job` has a row for, whatever its status; None before its first run."
+    t = job_runs
+    with reading(engine) as con: day = con.execute(select(func.max(t.c.session)).where(t.c.job == job)).scalar()
+    return None if day is None else _session(day)
+
+def job_statuses(engine:Engine, job:str, sessions) -> dict[pd.Timestamp, str]:
+    "Status of `job` for each of `sessions` that has a row."
+    t = job_runs
+    with reading(engine) as con:
+        rows = con.execute(select(t.c.session, t.c.status).where((t.c.job == job) & t.c.session.in_([_day(s) for s in sessions]))).all()
+    return {_session(r.session): r.status for r in rows}
+
+def record_job_run(engine:Engine, job:str, session:pd.Timestamp, status:str, error:str|None=None) -> int|None:
+    "Insert the row of (`job`, `session`); None when it exists already: a job never runs twice for a session."
+    t = job_runs
+    with transaction(engine) as con:
+        if con.execute(select(t.c.id).where((t.c.job == job) & (t.c.session == _day(session)))).first(): return None
+        now = now_utc()
+        return con.execute(t.insert().values(job=job, session=_day(session), status=status, error=error, started_at=now,
+                                             finished_at=None if status == "running" else now)).inserted_primary_key[0]
+
+def finish_job_run(engine:Engine, row_id:int, status:str, run_id:str|None=None, error:str|None=None) -> None:
+    "Settle a `running` row: succeeded or failed, with its pipeline run and error."
+    t = job_runs
+    with transaction(engine) as con:
+        con.execute(t.update().where(t.c.id == row_id).values(status=status, run_id=run_id, error=error, finished_at=now_utc()))
+
+def settle_running_jobs(engine:Engine, reason:str) -> list[tuple[str, dt.date]]:
+    "Mark failed every `running` row (only the scheduler lock's holder calls this: those rows' scheduler is gone)."
+    t = job_runs
+    with transaction(engine) as con:
+        rows = con.execute(select(t.c.job, t.c.session).where(t.c.status == "running")).all()
+        con.execute(t.update().where(t.c.status == "running").values(status="failed", error=reason, finished_at=now_utc()))
+    return [(r.job, r.session) for r in rows]
+
+def last_job_runs(engine:Engine) -> pd.DataFrame:
+    "The latest row of each job (for `traderbot status`)."
+    t = job_runs
+    latest = select(t.c.job, func.max(t.c.session).label("session")).group_by(t.c.job).subquery()
+    q = (select(t.c.job, t.c.session, t.c.status, t.c.run_id, t.c.error, t.c.started_at, t.c.finished_at)
+         .select_from(t.join(latest, (t.c.job == latest.c.job) & (t.c.session == latest.c.session))).order_by(t.c.job))
+    return read_frame(engine, q)
