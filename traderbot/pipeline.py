@@ -180,7 +180,8 @@ def _execute(settings:Settings, engine, nb:Path, name:str, run_id:str, params:di
         with _kernel_env(TRADERBOT__STORE__URL=settings.store.url, TRADERBOT__STORE__LIVE_URL=settings.store.live_url,
                          TRADERBOT_RUNNER_PID=str(os.getpid())):   # the kernel exits if this process dies (see `_watch_runner`)
           pm.execute_notebook(str(nb), str(out), parameters=injected, kernel_name=settings.pipeline.kernel, cwd=str(settings.root),
-                            execution_timeout=settings.pipeline.cell_timeout_s, progress_bar=False, log_output=False)
+                            execution_timeout=settings.pipeline.cell_timeout_s, progress_bar=False, log_output=False,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])   # the kernel's start-up chatter (its TCP-transport warning) stays out of the run's stderr
     except KeyboardInterrupt:   # papermill has stopped the kernel on its way out
         runs.finish_run(engine, run_id, "interrupted", notebook_path=str(out), error="interrupted by SIGINT or SIGTERM")
         raise RunInterrupted(f"run {run_id} interrupted (recorded as interrupted; a rerun resumes its stored orders)\n  notebook: {out}", run_id, out) from None
