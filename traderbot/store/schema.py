@@ -15,7 +15,8 @@ from ..core import StorageError, to_decimal
 __all__ = ['NAMING', 'metadata', 'accounts', 'pipeline_runs', 'run_locks', 'signals', 'orders', 'fills', 'positions',
            'equity_snapshots', 'risk_denials', 'trading_state_changes', 'routing_decisions', 'reconciliations',
            'trials', 'model_versions', 'risk_reports', 'alerts', 'alert_deliveries', 'job_runs', 'corporate_actions',
-           'Money', 'Str', 'UTCDateTime', 'now_utc']
+           'articles', 'article_views', 'article_symbols', 'article_sentiment', 'calendar_events', 'Money', 'Str',
+           'UTCDateTime', 'now_utc']
 
 # %% ../../nbs/03a_store.schema.ipynb #dd27edef
 class Money(sa.types.TypeDecorator):
@@ -306,3 +307,54 @@ corporate_actions = sa.Table("corporate_actions", metadata,           # a split 
     sa.Column("run_id", Str(64)),
     sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc),
     sa.UniqueConstraint("account_id", "symbol", "ex_date", "kind", name="uq_corporate_actions_account_id_symbol_ex_date_kind"))
+
+# %% ../../nbs/03a_store.schema.ipynb #1560ba20
+articles = sa.Table("articles", metadata,                             # one row per story, whichever providers carried it (revision 0008)
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("url", Str(1000), nullable=False, unique=True),        # canonical: lower-case host, no fragment or tracking parameters
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("title_key", Str(300), nullable=False),                 # normalised title words: near-duplicates share it
+    sa.Column("summary", sa.Text),
+    sa.Column("source", Str(200)),                                    # the publisher
+    sa.Column("published_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc),
+    sa.Index("ix_articles_published_at", "published_at"),
+    sa.Index("ix_articles_title_key", "title_key"))
+
+article_views = sa.Table("article_views", metadata,                   # each provider's copy of a story (revision 0008)
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("article_id", sa.ForeignKey("articles.id"), nullable=False),
+    sa.Column("provider", Str(20), nullable=False),
+    sa.Column("provider_id", Str(200), nullable=False),
+    sa.Column("url", Str(1000), nullable=False),                      # as the provider gave it
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("published_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc),
+    sa.UniqueConstraint("provider", "provider_id", name="uq_article_views_provider_provider_id"))
+
+article_symbols = sa.Table("article_symbols", metadata,               # the symbols a provider tagged a story with (revision 0008)
+    sa.Column("article_id", sa.ForeignKey("articles.id"), primary_key=True),
+    sa.Column("provider", Str(20), primary_key=True),
+    sa.Column("symbol", Str(16), primary_key=True),
+    sa.Column("relevance", sa.Float),                                 # the provider's, where given
+    sa.Column("sentiment", sa.Float),                                 # the provider's score in [-1, 1], where given
+    sa.Index("ix_article_symbols_symbol", "symbol"))
+
+article_sentiment = sa.Table("article_sentiment", metadata,           # each scorer's reading of a story (revision 0008)
+    sa.Column("article_id", sa.ForeignKey("articles.id"), primary_key=True),
+    sa.Column("scorer", Str(200), primary_key=True),                  # vader+finance, or the transformer model's path
+    sa.Column("label", Str(10), nullable=False),                      # positive, negative, neutral
+    sa.Column("score", sa.Float, nullable=False),                     # in [-1, 1]
+    sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc))
+
+calendar_events = sa.Table("calendar_events", metadata,               # earnings dates and economic releases (revision 0008)
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", Str(20), nullable=False),                       # earnings, economic
+    sa.Column("symbol", Str(16)),                                     # earnings: the company; economic: none
+    sa.Column("name", Str(200), nullable=False),                      # e.g. CPI, earnings
+    sa.Column("event_at", UTCDateTime, nullable=False),
+    sa.Column("importance", Str(10)),                                 # high, medium, low where the provider says
+    sa.Column("provider", Str(20), nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),                    # estimates, actuals, the provider's fields
+    sa.Column("created_at", UTCDateTime, nullable=False, default=now_utc),
+    sa.UniqueConstraint("kind", "provider", "symbol", "name", "event_at", name="uq_calendar_events_kind_provider_symbol_name_event_at"))
