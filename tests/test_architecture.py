@@ -140,6 +140,6 @@ def test_importing_the_broker_factory_loads_no_broker_sdk():
 
 def test_the_layout_is_subpackages_by_concern():
     top = {m.split(".")[1] for m in MODS if m.count(".") == 1}
-    assert top == TOP_LEVEL | {"data", "store", "research", "portfolio", "risk", "execution", "brokers", "dashboard", "fakes"}
-    for pkg in ("data", "store", "research", "portfolio", "risk", "execution", "brokers", "dashboard", "fakes"):
+    assert top == TOP_LEVEL | {"data", "store", "research", "news", "portfolio", "risk", "execution", "brokers", "dashboard", "fakes"}
+    for pkg in ("data", "store", "research", "news", "portfolio", "risk", "execution", "brokers", "dashboard", "fakes"):
         assert (PKG / pkg / "__init__.py").exists(), pkg

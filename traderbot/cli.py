@@ -20,6 +20,7 @@ from .core import ConfigError, TraderbotError
 from .alerts import deliver_pending
 from .daily import check_time_forward, load_session
 from .data.ingest import make_provider
+from .news.sentiment import make_scorer, score_file
 from .data.lake import BarLake
 from .schedule import last_job_runs, next_jobs, run_once, serve
 from .dashboard.serve import serve_dashboards
@@ -121,6 +122,21 @@ def _cmd_schedule(args) -> int:
         nxt = next_jobs(cfg, database.open_store(cfg.store.url, cfg.store.busy_timeout_s), now, n=1)
         print("nothing is due" + (f"; next: {nxt.job.iloc[0]} for {pd.Timestamp(nxt.session.iloc[0]).date()} at {nxt.at_local.iloc[0]:%Y-%m-%d %H:%M %Z}" if len(nxt) else ""))
     return 1 if any(r.status == "failed" for r in results) else 0
+
+# %% ../nbs/13_cli.ipynb #bb0b9a74
+def _cmd_sentiment(args) -> int:
+    "traderbot sentiment score --file FILE [--out OUT]: one text per line in, CSV text,label,score out, with the configured scorer."
+    cfg = _settings_from(args)
+    s = cfg.sentiment
+    model = s.model.strip() or None
+    if model and (cfg.root / model).exists(): model = str(cfg.path(Path(model)))   # a folder relative to settings.ini
+    scorer = make_scorer(model, batch_size=s.batch_size, neutral_band=s.neutral_band, progress=sys.stderr.isatty())
+    src = Path(args.file)
+    out = Path(args.out) if args.out else src.with_suffix(".sentiment.csv")
+    scored = score_file(src, out, scorer)
+    counts = scored.label.value_counts()
+    print(f"{len(scored)} texts scored with {scorer.name}: " + ", ".join(f"{counts.get(l, 0)} {l}" for l in ("positive", "negative", "neutral")) + f"; written to {out}")
+    return 0
 
 # %% ../nbs/13_cli.ipynb #395d32d9
 def _cmd_backtest(args) -> int:
@@ -363,6 +379,11 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--once", action="store_true", help="run what is due now (catching up missed sessions) and exit")
     sc.add_argument("--now", metavar="YYYY-MM-DDTHH:MM", help="act as if it were this UTC time (a rehearsal of a past session; tests)")
     sc.set_defaults(func=_cmd_schedule)
+    se = sub.add_parser("sentiment", help="score texts with the configured sentiment scorer ([sentiment] in settings.ini)")
+    se.add_argument("action", choices=["score"])
+    se.add_argument("--file", required=True, metavar="FILE", help="one text per line (blank lines skipped)")
+    se.add_argument("--out", metavar="CSV", help="where to write text,label,score (default: FILE with .sentiment.csv)")
+    se.set_defaults(func=_cmd_sentiment)
     ig = sub.add_parser("ingest", help="fetch daily bars, corporate actions and sectors into the bar lake ([ingest] in settings.ini)")
     ig.add_argument("--provider", choices=["files", "alpaca", "polygon", "alphavantage", "finnhub"], help="default: [ingest] provider")
     ig.add_argument("--path", metavar="DIR", help="files provider: a folder of SYMBOL.csv / SYMBOL.parquet (date,open,high,low,close,volume[,adj_close])")

@@ -19,9 +19,9 @@ from .core import ConfigError, CostModel, DataError, check_symbol
 __all__ = ['LIVE_FLAG', 'RISK_TOLERANCE', 'TraderbotSettings', 'DataSettings', 'StoreSettings', 'BrokerSettings',
            'RoutingSettings', 'CostSettings', 'RiskSettings', 'BreakerSettings', 'ModelSettings', 'PortfolioSettings',
            'StrategySettings', 'PipelineSettings', 'DashboardSettings', 'IngestSettings', 'QualitySettings',
-           'ScheduleSettings', 'AlertSettings', 'Secrets', 'load_secrets', 'Settings', 'find_settings', 'load_settings',
-           'TradingMode', 'trading_mode', 'SectorPreference', 'AccountProfile', 'parse_profile', 'resolve_mode',
-           'for_account']
+           'ScheduleSettings', 'SentimentSettings', 'AlertSettings', 'Secrets', 'load_secrets', 'Settings',
+           'find_settings', 'load_settings', 'TradingMode', 'trading_mode', 'SectorPreference', 'AccountProfile',
+           'parse_profile', 'resolve_mode', 'for_account']
 
 # %% ../nbs/01_config.ipynb #ea016c0c
 class _Section(BaseModel):
@@ -248,6 +248,12 @@ class ScheduleSettings(_Section):
     @classmethod
     def split_jobs(cls, v): return tuple(v.replace(",", " ").split()) if isinstance(v, str) else v
 
+class SentimentSettings(_Section):
+    "How news is scored: a FinBERT-class model from local files, or the offline default (VADER's lexicon with finance terms)."
+    model: str = ""                              # empty: the offline default; else a local folder (relative to settings.ini) or a model id already in the local cache; never downloaded
+    batch_size: int = Field(32, ge=1, le=1024)   # texts per forward pass of the model
+    neutral_band: float = Field(0.05, ge=0, lt=1)  # the default scorer: |compound| below this is neutral
+
 class AlertSettings(_Section):
     "Telling a person: a webhook (Slack, Discord; its URL comes from TRADERBOT_ALERT_WEBHOOK_URL) and email over SMTP with STARTTLS (password from TRADERBOT_SMTP_PASSWORD)."
     webhook_levels: tuple[Literal["info", "warning", "critical"], ...] = ("warning", "critical")
@@ -294,7 +300,8 @@ _SECTIONS = {"traderbot": TraderbotSettings, "data": DataSettings, "store": Stor
             "broker": BrokerSettings, "routing": RoutingSettings, "costs": CostSettings, "risk": RiskSettings,
             "breakers": BreakerSettings, "portfolio": PortfolioSettings, "models": ModelSettings,
             "strategy": StrategySettings, "pipeline": PipelineSettings, "dashboard": DashboardSettings,
-            "ingest": IngestSettings, "quality": QualitySettings, "schedule": ScheduleSettings, "alerts": AlertSettings}
+            "ingest": IngestSettings, "quality": QualitySettings, "schedule": ScheduleSettings, "alerts": AlertSettings,
+            "sentiment": SentimentSettings}
 
 class Settings(_Section):
     "All of traderbot's runtime settings, validated and frozen."
@@ -316,6 +323,7 @@ class Settings(_Section):
     quality: QualitySettings = QualitySettings()
     schedule: ScheduleSettings = ScheduleSettings()
     alerts: AlertSettings = AlertSettings()
+    sentiment: SentimentSettings = SentimentSettings()
     secrets: Secrets = Secrets()
     live_trading_flag: bool = False               # TRADERBOT_LIVE_TRADING=yes was in the environment
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import functools
 import re
 
+import numpy as np
 import pandas as pd
 
 from ..core import DataError
 
 # %% auto #0
-__all__ = ['TRADING_DAYS', 'EXCHANGE_TZ', 'to_session_date', 'trading_calendar', 'is_session', 'session_close', 'resolve_as_of',
-           'signal_session', 'sessions_between']
+__all__ = ['TRADING_DAYS', 'EXCHANGE_TZ', 'to_session_date', 'trading_calendar', 'is_session', 'session_close', 'session_closes',
+           'resolve_as_of', 'signal_session', 'sessions_between']
 
 # %% ../../nbs/02a_data.calendar.ipynb #7c461f7f
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")   # the one form a user may type a date in
@@ -73,6 +74,19 @@ def session_close(
     day = _session_label(date, cal)
     if not cal.is_session(day): raise DataError(f"{day.date()} is not a {cal.name} session")
     return cal.session_close(day).tz_convert('UTC')
+
+# %% ../../nbs/02a_data.calendar.ipynb #225a4b86
+def session_closes(
+    sessions:pd.DatetimeIndex, # sessions at 00:00 UTC, increasing
+    calendar:str='XNYS',       # exchange calendar code
+) -> np.ndarray:               # each session's close, UTC nanoseconds
+    "The close of each session (early closes and daylight saving included), vectorised; a day that is not a session is a `DataError`."
+    if not isinstance(sessions, pd.DatetimeIndex) or sessions.tz is None or str(sessions.tz) != "UTC":
+        raise DataError("sessions: expected aware UTC session timestamps (00:00 UTC keys)")
+    if sessions.has_duplicates or not sessions.is_monotonic_increasing: raise DataError("sessions: expected unique sessions in increasing order")
+    closes = trading_calendar(calendar).closes.reindex(sessions.tz_localize(None))
+    if closes.isna().any(): raise DataError(f"sessions: {closes.index[closes.isna()][0].date()} is not a {calendar} session")
+    return closes.dt.tz_convert("UTC").dt.as_unit("ns").to_numpy()
 
 # %% ../../nbs/02a_data.calendar.ipynb #7697b639
 TRADING_DAYS = 252                  # sessions per year, for annualising returns and volatility

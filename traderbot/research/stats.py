@@ -17,9 +17,9 @@ from ..core import ConfigError, DataError
 
 # %% auto #0
 __all__ = ['Split', 'walk_forward_splits', 'purged_kfold', 'check_split', 'CPCV', 'cpcv', 'assemble_paths', 'Accuracy',
-           'directional_accuracy', 'IC', 'information_coefficient', 'sharpe_ratio', 'sharpe_moments',
-           'probabilistic_sharpe_ratio', 'min_track_record_length', 'expected_max_sharpe', 'deflated_sharpe_ratio',
-           'PBOResult', 'probability_of_backtest_overfitting']
+           'directional_accuracy', 'hac_t_stat', 'LjungBox', 'ljung_box', 'IC', 'information_coefficient',
+           'sharpe_ratio', 'sharpe_moments', 'probabilistic_sharpe_ratio', 'min_track_record_length',
+           'expected_max_sharpe', 'deflated_sharpe_ratio', 'PBOResult', 'probability_of_backtest_overfitting']
 
 # %% ../../nbs/04d_research.stats.ipynb #57e16364
 @dataclass(frozen=True)
@@ -233,26 +233,73 @@ def directional_accuracy(
     ci = sps.binomtest(hits, n).proportion_ci(level, method=method)
     return Accuracy(hits / n, float(ci.low), float(ci.high), float(test.pvalue), majority, n, hits)
 
+# %% ../../nbs/04d_research.stats.ipynb #85424419
+def _finite_values(x, name:str) -> np.ndarray:
+    "`x` as a 1-d float array, checked to be finite."
+    v = np.asarray(pd.Series(x, dtype=float), dtype=float)
+    bad = np.flatnonzero(~np.isfinite(v))
+    if len(bad): raise DataError(f"{name}: missing or non-finite value at position {bad[0]}")
+    return v
+
+# %% ../../nbs/04d_research.stats.ipynb #fe42a1e4
+def hac_t_stat(
+    x,                  # a series whose mean is tested, e.g. a per-date IC
+    lags:int,           # Newey-West lags; horizon - 1 for overlapping horizon-session labels
+) -> float:             # t-statistic of the mean with a HAC standard error; nan if undefined
+    "Newey-West (Bartlett kernel) t-statistic of the mean of `x`."
+    from statsmodels.regression.linear_model import OLS
+    v, lags = _finite_values(x, "x"), _check_count("lags", lags, 0)
+    if len(v) < 2 or np.ptp(v) == 0: return float("nan")
+    return float(OLS(v, np.ones(len(v))).fit(cov_type="HAC", cov_kwds={"maxlags": lags}).tvalues[0])
+
+# %% ../../nbs/04d_research.stats.ipynb #9ff6a9f4
+@dataclass(frozen=True)
+class LjungBox:
+    "Ljung-Box test of no autocorrelation up to `lags`."
+    statistic: float   # Q = n(n+2) sum_k rho_k^2 / (n-k)
+    p_value: float     # P(chi2(lags) >= Q): small means autocorrelated
+    lags: int
+
+def ljung_box(
+    series,            # the series to test, e.g. a per-date IC
+    lags:int=10,       # autocorrelations tested, 1..lags
+) -> LjungBox:
+    "Ljung-Box Q statistic and p-value (statsmodels' acorr_ljungbox)."
+    from statsmodels.stats.diagnostic import acorr_ljungbox
+    v, lags = _finite_values(series, "series"), _check_count("lags", lags)
+    if len(v) <= lags + 1: raise DataError(f"series: {len(v)} observations are too few for lags={lags}")
+    row = acorr_ljungbox(v, lags=[lags], return_df=True).iloc[0]
+    return LjungBox(float(row["lb_stat"]), float(row["lb_pvalue"]), lags)
+
 # %% ../../nbs/04d_research.stats.ipynb #fb1ccf3f
 @dataclass(frozen=True)
 class IC:
-    "Per-date Spearman information coefficient and its summary."
+    "Per-date Spearman information coefficient and its summary, with the iid and the Newey-West t-statistics."
     mean: float
     std: float
-    t_stat: float
+    t_stat_iid: float          # mean / (std / sqrt(n)): dates treated as independent
+    t_stat_hac: float          # Newey-West t with hac_lags = horizon - 1 lags; nan when no horizon was given
+    hac_lags: int|None
     n_dates: int
     by_date: pd.Series
 
+    @property
+    def t_stat(self) -> float:
+        "The iid t-statistic (the name existing reports use); read `t_stat_hac` when labels overlap."
+        return self.t_stat_iid
+
 # %% ../../nbs/04d_research.stats.ipynb #8c3ef058
 def information_coefficient(
-    pred:pd.Series,        # forecast per (timestamp, symbol)
-    realized:pd.Series,    # realised return per (timestamp, symbol), same index
-    min_names:int=3,       # fewest symbols a date needs to have an IC
+    pred:pd.Series,          # forecast per (timestamp, symbol)
+    realized:pd.Series,      # realised return per (timestamp, symbol), same index
+    min_names:int=3,         # fewest symbols a date needs to have an IC
+    horizon:int|None=None,   # label horizon in sessions; the HAC t uses horizon - 1 lags (None: no HAC t)
 ) -> IC:
-    "Per-date Spearman correlation of forecasts with realised returns, its mean, std and t-statistic."
+    "Per-date Spearman correlation of forecasts with realised returns, its mean, std and iid and HAC t-statistics."
     for name, s in (("pred", pred), ("realized", realized)):
         if not (isinstance(s, pd.Series) and isinstance(s.index, pd.MultiIndex) and s.index.nlevels == 2):
             raise DataError(f"{name}: expected a pd.Series indexed by (timestamp, symbol)")
+    lags = None if horizon is None else _check_count("horizon", horizon) - 1
     r = _aligned(pred, realized, ("pred", "realized")).groupby(level=0).rank()
     r["pp"], r["rr"], r["pr"] = r.pred**2, r.realized**2, r.pred * r.realized
     g = r.groupby(level=0)
@@ -262,7 +309,9 @@ def information_coefficient(
     ok = (n >= _check_count("min_names", min_names, 2)) & (var_p > 1e-12) & (var_r > 1e-12)
     ic = (cov[ok] / np.sqrt(var_p[ok] * var_r[ok])).rename("ic")
     m, sd = float(ic.mean()), float(ic.std(ddof=1))
-    return IC(m, sd, m / (sd / math.sqrt(len(ic))) if len(ic) > 1 and sd > 0 else float("nan"), len(ic), ic)
+    t_iid = m / (sd / math.sqrt(len(ic))) if len(ic) > 1 and sd > 0 else float("nan")
+    t_hac = float("nan") if lags is None else hac_t_stat(ic, lags)
+    return IC(m, sd, t_iid, t_hac, lags, len(ic), ic)
 
 # %% ../../nbs/04d_research.stats.ipynb #4bf2c135
 def _finite_returns(returns) -> np.ndarray:

@@ -17,7 +17,7 @@ from .backtest import run_backtest
 from .features import align, feature_panel, labels
 from .models import Baseline, Ensemble, LSTMForecaster, TrainConfig, TransformerForecaster, walk_forward
 from .registry import register_model, register_trial, study_deflated_sharpe, study_trials
-from .stats import (directional_accuracy, information_coefficient, min_track_record_length,
+from .stats import (directional_accuracy, information_coefficient, ljung_box, min_track_record_length,
                                       probability_of_backtest_overfitting)
 
 # %% auto #0
@@ -113,19 +113,20 @@ def run_study(
     for name, r in variants.items():
         register_trial(engine, study, name, r, parameters={"model": name.split(" ")[0], "horizon": h}, run_id=run_id)
     pbo = probability_of_backtest_overfitting(variants, n_partitions=min(16, 2 * (len(variants) // 40) or 2)) if variants.shape[1] > 1 else None
-    metrics = pd.DataFrame({m: _model_metrics(engine, study, preds[m].dropna(), lab, variants[_variant_name(m, top_ks[len(top_ks) // 2], thresholds[0])], pbo)
+    metrics = pd.DataFrame({m: _model_metrics(engine, study, preds[m].dropna(), lab, variants[_variant_name(m, top_ks[len(top_ks) // 2], thresholds[0])], pbo, h)
                             for m in preds.columns}).T
     return StudyResult(study, preds, metrics, variants, pbo, _benchmark_returns(closes, variants.index, settings), wf.timings,
                        len(study_trials(engine, study)))
 
 # %% ../../nbs/04g_research.study.ipynb #93d09cd3
-def _model_metrics(engine, study:str, prob:pd.Series, lab:pd.DataFrame, returns:pd.Series, pbo) -> dict:
-    "One model's out-of-sample accuracy, IC and strategy statistics (its middle variant: the middle top_k, threshold 0.5)."
+def _model_metrics(engine, study:str, prob:pd.Series, lab:pd.DataFrame, returns:pd.Series, pbo, horizon:int) -> dict:
+    "One model's out-of-sample accuracy, IC (its t-statistic both iid and Newey-West over the overlapping labels, and Ljung-Box) and strategy statistics (its middle variant: the middle top_k, threshold 0.5)."
     acc = directional_accuracy(prob, lab["direction"].reindex(prob.index))
-    ic = information_coefficient(prob, lab["forward_return"].reindex(prob.index))
+    ic = information_coefficient(prob, lab["forward_return"].reindex(prob.index), horizon=horizon)
     d = study_deflated_sharpe(engine, study, returns)
     return dict(rows=acc.n, accuracy=acc.accuracy, accuracy_ci_low=acc.ci_low, accuracy_ci_high=acc.ci_high, majority_rate=acc.majority_rate,
-                accuracy_pvalue=acc.p_value, ic=ic.mean, ic_t=ic.t_stat, sharpe_annual=d["sharpe"] * math.sqrt(252), psr=d["psr"],
+                accuracy_pvalue=acc.p_value, ic=ic.mean, ic_t_iid=ic.t_stat_iid, ic_t_hac=ic.t_stat_hac, ic_ljung_box_p=ljung_box(ic.by_date, 10).p_value,
+                sharpe_annual=d["sharpe"] * math.sqrt(252), psr=d["psr"],
                 deflated_sharpe=d["dsr"], n_trials=d["n_trials"], pbo=None if pbo is None else pbo.pbo,
                 min_track_record_years=min_track_record_length(d["sharpe"], d["skew"], d["kurtosis"]) / 252)
 
