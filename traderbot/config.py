@@ -19,9 +19,9 @@ from .core import ConfigError, CostModel, DataError, check_symbol
 __all__ = ['LIVE_FLAG', 'RISK_TOLERANCE', 'TraderbotSettings', 'DataSettings', 'StoreSettings', 'BrokerSettings',
            'RoutingSettings', 'CostSettings', 'RiskSettings', 'BreakerSettings', 'ModelSettings', 'PortfolioSettings',
            'StrategySettings', 'PipelineSettings', 'DashboardSettings', 'IngestSettings', 'QualitySettings',
-           'ScheduleSettings', 'SentimentSettings', 'AlertSettings', 'Secrets', 'load_secrets', 'Settings',
-           'find_settings', 'load_settings', 'TradingMode', 'trading_mode', 'SectorPreference', 'AccountProfile',
-           'parse_profile', 'resolve_mode', 'for_account']
+           'ScheduleSettings', 'NewsSettings', 'SentimentSettings', 'AlertSettings', 'Secrets', 'load_secrets',
+           'Settings', 'find_settings', 'load_settings', 'TradingMode', 'trading_mode', 'SectorPreference',
+           'AccountProfile', 'parse_profile', 'resolve_mode', 'for_account']
 
 # %% ../nbs/01_config.ipynb #ea016c0c
 class _Section(BaseModel):
@@ -248,6 +248,16 @@ class ScheduleSettings(_Section):
     @classmethod
     def split_jobs(cls, v): return tuple(v.replace(",", " ").split()) if isinstance(v, str) else v
 
+class NewsSettings(_Section):
+    "News the ingest fetches, stores once and scores (keys from the environment: MARKETAUX_API_TOKEN, ALPHAVANTAGE_API_KEY, FINNHUB_API_KEY, POLYGON_API_KEY)."
+    providers: tuple[Literal["marketaux", "alphavantage", "finnhub", "polygon"], ...] = ()   # empty: no news
+    lookback_days: int = Field(3, ge=1, le=60)   # each ingest fetches the stories of the last N days (re-fetches change nothing)
+    max_pages: int = Field(5, ge=1, le=100)      # Marketaux: pages per ingest (3 stories each on the free plan, 100 requests a day)
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def split_providers(cls, v): return tuple(v.replace(",", " ").split()) if isinstance(v, str) else v
+
 class SentimentSettings(_Section):
     "How news is scored: a FinBERT-class model from local files, or the offline default (VADER's lexicon with finance terms)."
     model: str = ""                              # empty: the offline default; else a local folder (relative to settings.ini) or a model id already in the local cache; never downloaded
@@ -276,7 +286,8 @@ class AlertSettings(_Section):
 LIVE_FLAG = "TRADERBOT_LIVE_TRADING"   # must be exactly 'yes' for live trading
 _SECRET_VARIABLES = {"alpaca_api_key": "ALPACA_API_KEY", "alpaca_secret_key": "ALPACA_SECRET_KEY",
                      "polygon_api_key": "POLYGON_API_KEY", "alphavantage_api_key": "ALPHAVANTAGE_API_KEY", "finnhub_api_key": "FINNHUB_API_KEY",
-                     "alert_webhook_url": "TRADERBOT_ALERT_WEBHOOK_URL", "smtp_password": "TRADERBOT_SMTP_PASSWORD"}
+                     "alert_webhook_url": "TRADERBOT_ALERT_WEBHOOK_URL", "smtp_password": "TRADERBOT_SMTP_PASSWORD",
+                     "marketaux_api_token": "MARKETAUX_API_TOKEN"}
 
 class Secrets(_Section):
     "API keys, the alert webhook's URL (it carries a token) and the SMTP password, read from the environment; never from settings.ini."
@@ -287,6 +298,7 @@ class Secrets(_Section):
     finnhub_api_key: SecretStr|None = None
     alert_webhook_url: SecretStr|None = None
     smtp_password: SecretStr|None = None
+    marketaux_api_token: SecretStr|None = None
 
 # %% ../nbs/01_config.ipynb #a6e447c4
 def load_secrets(
@@ -301,7 +313,7 @@ _SECTIONS = {"traderbot": TraderbotSettings, "data": DataSettings, "store": Stor
             "breakers": BreakerSettings, "portfolio": PortfolioSettings, "models": ModelSettings,
             "strategy": StrategySettings, "pipeline": PipelineSettings, "dashboard": DashboardSettings,
             "ingest": IngestSettings, "quality": QualitySettings, "schedule": ScheduleSettings, "alerts": AlertSettings,
-            "sentiment": SentimentSettings}
+            "sentiment": SentimentSettings, "news": NewsSettings}
 
 class Settings(_Section):
     "All of traderbot's runtime settings, validated and frozen."
@@ -324,6 +336,7 @@ class Settings(_Section):
     schedule: ScheduleSettings = ScheduleSettings()
     alerts: AlertSettings = AlertSettings()
     sentiment: SentimentSettings = SentimentSettings()
+    news: NewsSettings = NewsSettings()
     secrets: Secrets = Secrets()
     live_trading_flag: bool = False               # TRADERBOT_LIVE_TRADING=yes was in the environment
 
