@@ -252,7 +252,7 @@ class NewsSettings(_Section):
     "News the ingest fetches, stores once and scores (keys from the environment: MARKETAUX_API_TOKEN, ALPHAVANTAGE_API_KEY, FINNHUB_API_KEY, POLYGON_API_KEY)."
     providers: tuple[Literal["marketaux", "alphavantage", "finnhub", "polygon"], ...] = ()   # empty: no news
     lookback_days: int = Field(3, ge=1, le=60)   # each ingest fetches the stories of the last N days (re-fetches change nothing)
-    max_pages: int = Field(5, ge=1, le=100)      # Marketaux: pages per ingest (3 stories each on the free plan, 100 requests a day)
+    max_pages: int = Field(5, ge=1, le=50)       # Marketaux: pages per ingest (3 stories each on the free plan, 100 requests a day: an ingest stays under half of it, so its client-side daily limit never makes it wait)
 
     @field_validator("providers", mode="before")
     @classmethod
