@@ -19,9 +19,9 @@ from .core import ConfigError, CostModel, DataError, check_symbol
 __all__ = ['LIVE_FLAG', 'RISK_TOLERANCE', 'TraderbotSettings', 'DataSettings', 'StoreSettings', 'BrokerSettings',
            'RoutingSettings', 'CostSettings', 'RiskSettings', 'BreakerSettings', 'ModelSettings', 'PortfolioSettings',
            'StrategySettings', 'PipelineSettings', 'DashboardSettings', 'IngestSettings', 'QualitySettings',
-           'ScheduleSettings', 'NewsSettings', 'SentimentSettings', 'AlertSettings', 'Secrets', 'load_secrets',
-           'Settings', 'find_settings', 'load_settings', 'TradingMode', 'trading_mode', 'SectorPreference',
-           'AccountProfile', 'parse_profile', 'resolve_mode', 'for_account']
+           'ScheduleSettings', 'NewsSettings', 'SentimentSettings', 'CalendarSettings', 'AlertSettings', 'Secrets',
+           'load_secrets', 'Settings', 'find_settings', 'load_settings', 'TradingMode', 'trading_mode',
+           'SectorPreference', 'AccountProfile', 'parse_profile', 'resolve_mode', 'for_account']
 
 # %% ../nbs/01_config.ipynb #ea016c0c
 class _Section(BaseModel):
@@ -146,6 +146,9 @@ class BreakerSettings(_Section):
     drawdown: float = Field(0.30, gt=0, lt=1)             # the account is more than this below its equity peak
     drawdown_action: Literal["reducing", "halted"] = "halted"
     resume_after: int = Field(5, ge=0)           # sessions with no breaker tripped and no loss limit breached after which an account they moved returns to active; 0: only an operator lifts it
+    pre_event_hours: float = Field(0, ge=0, le=168)   # reducing when a stored economic event of pre_event_importance falls within this many hours after the session's close; 0: off
+    pre_event_importance: Literal["high", "medium"] = "high"   # medium also counts medium-impact events
+    pre_event_action: Literal["reducing", "halted"] = "reducing"   # lifted by itself once no such event is ahead (unless another breaker tripped meanwhile)
 
 # %% ../nbs/01_config.ipynb #3a6466a3
 class ModelSettings(_Section):
@@ -159,6 +162,10 @@ class ModelSettings(_Section):
     max_accuracy_pvalue: float = Field(0.05, gt=0, le=1)   # ... directional accuracy above the majority class at this significance
     max_pbo: float = Field(0.5, ge=0, le=1)                # ... and a probability of backtest overfitting at most this
     min_probability: float = Field(0.5, ge=0, le=1)        # a name is picked only when the model's P(up) is above this
+    news_features: bool = False                   # the train pipeline adds news_count, news_sentiment, news_sentiment_decayed (stored stories scored by [sentiment])
+    news_halflife: float = Field(5.0, gt=0, le=252)   # sessions for news_sentiment_decayed to halve
+    alt_data: str = ""                            # a CSV/Parquet file or folder of alternative data (traderbot.news.altdata): each series becomes a feature alt_<series>
+    alt_lag_hours: float = Field(0, ge=0, le=24 * 31)   # a value is used only this long after its publication time
 
 # %% ../nbs/01_config.ipynb #e1d78f2a
 class PortfolioSettings(_Section):
@@ -264,6 +271,19 @@ class SentimentSettings(_Section):
     batch_size: int = Field(32, ge=1, le=1024)   # texts per forward pass of the model
     neutral_band: float = Field(0.05, ge=0, lt=1)  # the default scorer: |compound| below this is neutral
 
+class CalendarSettings(_Section):
+    "Event calendars the ingest fetches and stores (keys from the environment: FINNHUB_API_KEY, ALPHAVANTAGE_API_KEY)."
+    earnings: Literal["none", "finnhub"] = "none"        # earnings dates of the universe (Finnhub's free plan)
+    economic: Literal["none", "finnhub"] = "none"        # economic events with their impact (Finnhub: a paid plan; a free key gets a clear error)
+    indicators: Literal["none", "alphavantage"] = "none" # economic indicator history (Alpha Vantage: CPI, GDP, rates, payrolls, ...)
+    lookahead_days: int = Field(14, ge=1, le=90)         # each ingest fetches the events from lookback_days ago to this many days ahead
+    lookback_days: int = Field(7, ge=0, le=365)
+    countries: tuple[str, ...] = ("US",)                 # economic events of these countries
+
+    @field_validator("countries", mode="before")
+    @classmethod
+    def split_countries(cls, v): return tuple(v.replace(",", " ").upper().split()) if isinstance(v, str) else v
+
 class AlertSettings(_Section):
     "Telling a person: a webhook (Slack, Discord; its URL comes from TRADERBOT_ALERT_WEBHOOK_URL) and email over SMTP with STARTTLS (password from TRADERBOT_SMTP_PASSWORD)."
     webhook_levels: tuple[Literal["info", "warning", "critical"], ...] = ("warning", "critical")
@@ -313,7 +333,7 @@ _SECTIONS = {"traderbot": TraderbotSettings, "data": DataSettings, "store": Stor
             "breakers": BreakerSettings, "portfolio": PortfolioSettings, "models": ModelSettings,
             "strategy": StrategySettings, "pipeline": PipelineSettings, "dashboard": DashboardSettings,
             "ingest": IngestSettings, "quality": QualitySettings, "schedule": ScheduleSettings, "alerts": AlertSettings,
-            "sentiment": SentimentSettings, "news": NewsSettings}
+            "sentiment": SentimentSettings, "news": NewsSettings, "calendar": CalendarSettings}
 
 class Settings(_Section):
     "All of traderbot's runtime settings, validated and frozen."
@@ -337,6 +357,7 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     sentiment: SentimentSettings = SentimentSettings()
     news: NewsSettings = NewsSettings()
+    calendar: CalendarSettings = CalendarSettings()
     secrets: Secrets = Secrets()
     live_trading_flag: bool = False               # TRADERBOT_LIVE_TRADING=yes was in the environment
 

@@ -20,6 +20,7 @@ from .data.providers.base import empty_actions
 from .data.quality import QualityReport, check_bars, splits_between
 from .execution.manager import RebalanceResult, rebalance, reconcile, settle_storage_note
 from .research.features import feature_panel
+from .news.features import NEWS_FEATURES, model_inputs
 from .research.models import explain
 from .research.registry import load_production
 from .research.strategy import momentum_signals
@@ -155,15 +156,28 @@ def model_forecast(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timest
     signal = signal_session(closes, day)
     past = closes.loc[:signal]
     bench = benchmark_for(settings, signal) if benchmark is None else benchmark.loc[:signal]
-    panel = feature_panel(past, bench, features=v.features)
+    panel = feature_panel(past, bench, features=model_inputs(engine, settings, v.features, v.parameters, bench is not None).features)
     rows = panel.index[panel.index.get_level_values(0) == signal]
     if not len(rows): raise DataError(f"model {v.name}: no feature rows on {signal.date()} (too little history before it?)")
     p = model.predict(panel, rows)
     scores = pd.Series(p.to_numpy(), index=rows.get_level_values(1), name="p_up")
     ex = explain(model, panel, rows, top=top)
-    return Forecast(v.name, v.version, scores, _forecast_rationale(v, scores, ex), ex)
+    why = _forecast_rationale(v, scores, ex)
+    inputs = _inputs_note(panel.loc[rows].droplevel(0), signal)
+    return Forecast(v.name, v.version, scores, {s: w + inputs.get(s, "") for s, w in why.items()}, ex)
 
 # %% ../nbs/10b_daily.ipynb #c99df577
+def _inputs_note(row:pd.DataFrame, signal:pd.Timestamp) -> dict[str, str]:
+    "Per symbol, what the model read beyond prices at the signal session: its news (stories, mean and decayed sentiment) and alternative-data values."
+    out = {}
+    news = all(f in row.columns for f in NEWS_FEATURES)
+    alt = [c for c in row.columns if c.startswith("alt_")]
+    for s, r in row.iterrows():
+        parts = ([f"news on {signal.date()}: {int(r['news_count'])} stories, sentiment {r['news_sentiment']:+.2f}, decayed {r['news_sentiment_decayed']:+.2f}"]
+                 if news else []) + [f"{c} {r[c]:.4g}" for c in alt]
+        if parts: out[s] = "; " + "; ".join(parts)
+    return out
+
 def _forecast_rationale(v, scores:pd.Series, ex:pd.DataFrame) -> dict[str, str]:
     "One sentence per symbol: the model's P(up), members' votes and the top feature attributions."
     out = {}

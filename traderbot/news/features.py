@@ -4,6 +4,8 @@
 
 # %% ../../nbs/04l_news.features.ipynb #1abadb50
 from __future__ import annotations
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -11,10 +13,13 @@ import pandas as pd
 
 from ..core import ConfigError, DataError
 from ..data.calendar import session_closes, trading_calendar
-from ..research.features import FeatureInputs
+from ..research.features import FEATURES, FeatureInputs, default_features
+from .altdata import alt_feature_fns, read_alt
+from .collect import scorer_for
+from ..store.news import news_frame, sentiment_frame
 
 # %% auto #0
-__all__ = ['NEWS_FEATURES', 'first_session', 'news_tables', 'news_feature_fns']
+__all__ = ['NEWS_FEATURES', 'first_session', 'news_tables', 'news_feature_fns', 'ModelInputs', 'scored_news', 'model_inputs']
 
 # %% ../../nbs/04l_news.features.ipynb #5eb329b7
 def first_session(
@@ -60,6 +65,68 @@ def news_feature_fns(
     halflife:float=5.0,
 ) -> dict[str, Callable]:     # name -> fn(FeatureInputs), as `feature_panel(features=...)` takes
     "The news features for `feature_panel` and `audit_leakage`: each sees only stories published by the close of the last session it is given."
-    def one(name):
-        return lambda d: news_tables(news, d.closes.index, d.closes.columns, calendar, halflife)[name]
+    memo = {}
+    def tables(d:FeatureInputs) -> dict:
+        key = (len(d.closes.index), d.closes.index[0] if len(d.closes.index) else None, d.closes.index[-1] if len(d.closes.index) else None, tuple(d.closes.columns))
+        if key not in memo: memo.clear(); memo[key] = news_tables(news, d.closes.index, d.closes.columns, calendar, halflife)
+        return memo[key]
+    def one(name): return lambda d: tables(d)[name]
     return {name: one(name) for name in NEWS_FEATURES}
+
+# %% ../../nbs/04l_news.features.ipynb #510f55bc
+@dataclass
+class ModelInputs:
+    "The features a model reads and how they are rebuilt: the train pipeline fits on them, the daily run predicts with them."
+    features: dict        # name -> `Feature` or fn(FeatureInputs), as `feature_panel(features=...)` takes
+    parameters: dict      # what the registry keeps with the model: news_scorer, news_halflife, alt_data, alt_lag_hours (only what is used)
+    notes: list           # what the inputs beyond prices hold, one line each
+
+def scored_news(engine, scorer:str, symbols=None) -> pd.DataFrame:
+    "Stored stories per symbol with `scorer`'s score (article_id, symbol, published_at, score, title, source); stories it has not scored are left out."
+    n, s = news_frame(engine, symbols), sentiment_frame(engine, scorer)
+    cols = ["article_id", "symbol", "published_at", "score", "title", "source"]
+    if not len(n) or not len(s): return pd.DataFrame({c: pd.Series(dtype="datetime64[ns, UTC]" if c == "published_at" else float if c == "score" else object) for c in cols})
+    out = n.merge(s[["article_id", "score"]], on="article_id", how="inner")
+    out["published_at"] = pd.to_datetime(out["published_at"], utc=True)
+    return out[cols].reset_index(drop=True)
+
+def _news_note(news:pd.DataFrame, scorer:str) -> str:
+    if not len(news): return f"news: no stored story scored by {scorer}"
+    return (f"news: {news['article_id'].nunique():,} stories scored by {scorer} on {news['symbol'].nunique()} symbols, "
+            f"published {news['published_at'].min():%Y-%m-%d} to {news['published_at'].max():%Y-%m-%d}")
+
+def model_inputs(
+    engine, settings,
+    names:list[str]|None=None,     # a registered model's features; None: what the settings ask for (training)
+    parameters:dict|None=None,     # that model's registry parameters (its news scorer, alternative data); None: the settings'
+    benchmark:bool=True,           # whether the data has an index (the price features that need one)
+) -> ModelInputs:
+    "The feature functions for `feature_panel`: price features, news features from the store and alternative-data features from files."
+    m, p = settings.models, dict(parameters or {})
+    if names is None:
+        names = default_features(benchmark, False)
+        if m.news_features: p.update(news_scorer=scorer_for(settings).name, news_halflife=m.news_halflife)
+        if m.alt_data.strip(): p.update(alt_data=m.alt_data.strip(), alt_lag_hours=m.alt_lag_hours)
+        training = True
+    else: training = False
+    fns, notes = {}, []
+    wants_news = any(n in NEWS_FEATURES for n in names) or (training and "news_scorer" in p)
+    if wants_news:
+        if "news_scorer" not in p: raise ConfigError(f"the model reads {[n for n in names if n in NEWS_FEATURES]} but its parameters name no news scorer (registered before news features existed?): train it again")
+        news = scored_news(engine, p["news_scorer"])
+        if training and not len(news):
+            raise ConfigError(f"[models] news_features = true, but the store holds no story scored by {p['news_scorer']}: ingest news first ([news] providers) or set news_features = false")
+        fns.update(news_feature_fns(news, settings.data.calendar, float(p.get("news_halflife", 5.0))))
+        notes.append(_news_note(news, p["news_scorer"]))
+    wants_alt = any(n.startswith("alt_") for n in names) or (training and "alt_data" in p)
+    if wants_alt:
+        if "alt_data" not in p: raise ConfigError(f"the model reads {[n for n in names if n.startswith('alt_')]} but its parameters name no alternative-data file: train it again")
+        alt = read_alt(settings.path(Path(p["alt_data"])))
+        fns.update(alt_feature_fns(alt, pd.Timedelta(hours=float(p.get("alt_lag_hours", 0))), settings.data.calendar))
+        notes.append(f"alternative data from {p['alt_data']}: " + ", ".join(f"{s} ({len(g):,} values from {g['published_at'].min():%Y-%m-%d})" for s, g in alt.groupby("series")))
+    out = {}
+    for n in (list(names) + [k for k in fns if k not in names] if training else names):
+        if n in FEATURES: out[n] = FEATURES[n]
+        elif n in fns: out[n] = fns[n]
+        else: raise ConfigError(f"feature {n!r}: not a price feature, a news feature or a series of the alternative data the model was trained on ({p.get('alt_data', 'none')})")
+    return ModelInputs(out, {k: p[k] for k in ("news_scorer", "news_halflife", "alt_data", "alt_lag_hours") if k in p}, notes)

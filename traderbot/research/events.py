@@ -64,7 +64,7 @@ def _event_positions(index:pd.DatetimeIndex, sessions) -> np.ndarray:
     if index.tz is not None and ts.tz is None: ts = ts.tz_localize(index.tz)
     elif index.tz is None and ts.tz is not None: ts = ts.tz_convert(None)
     if ts.hasnans: raise DataError(f"events: session missing at row {int(np.flatnonzero(ts.isna())[0])}")
-    return np.searchsorted(index.asi8, ts.asi8, side="left")
+    return np.searchsorted(index.as_unit("ns").asi8, ts.as_unit("ns").asi8, side="left")   # one unit: pandas keeps seconds, micro- or nanoseconds per index
 
 # %% ../../nbs/04h_research.events.ipynb #0db7d37e
 def _check_windows(windows:dict, estimation:tuple) -> tuple[int, int]:

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/04f_research.registry.ipynb #f0006a09
 from __future__ import annotations
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import json
 
 import numpy as np
@@ -73,10 +73,11 @@ class ModelVersion:
     train_end: str
     metrics: dict
     features: list
+    parameters: dict = field(default_factory=dict)   # how it was trained: epochs, seed, and the inputs beyond prices (news scorer, alternative data)
 
 # %% ../../nbs/04f_research.registry.ipynb #ccd43067
 def _row_version(r) -> ModelVersion:
-    return ModelVersion(r.id, r.name, r.version, r.kind, r.status, r.artefact_path, str(r.train_start), str(r.train_end), r.metrics, list(r.features))
+    return ModelVersion(r.id, r.name, r.version, r.kind, r.status, r.artefact_path, str(r.train_start), str(r.train_end), r.metrics, list(r.features), dict(r.parameters or {}))
 
 # %% ../../nbs/04f_research.registry.ipynb #291b01a4
 def get_version(engine, name:str, version:str) -> ModelVersion:

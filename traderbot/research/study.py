@@ -25,12 +25,14 @@ __all__ = ['MODEL_NAMES', 'study_data', 'strategy_weights', 'strategy_returns', 
            'fit_candidate', 'equity_curves']
 
 # %% ../../nbs/04g_research.study.ipynb #a4971875
-def study_data(settings, start=None, end=None, horizon:int|None=None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def study_data(settings, start=None, end=None, horizon:int|None=None,
+               features=None,   # as `feature_panel` takes (e.g. `news.features.model_inputs(...).features`); None: the price features the data allow
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     "Closes, feature panel and labels on the settings' data, rows from `start` to `end`."
     h = horizon or settings.models.horizon
     bars, bench = market_data(settings)
     px = wide(bars)
-    panel, lab = align(feature_panel(px, bench), labels(px, h))
+    panel, lab = align(feature_panel(px, bench, features=features), labels(px, h))
     t = panel.index.get_level_values(0)
     keep = (t >= pd.Timestamp(start, tz="UTC") if start else True) & (t <= pd.Timestamp(end, tz="UTC") if end else True)
     if not np.any(keep): raise DataError(f"no panel rows between {start} and {end}")
@@ -142,7 +144,8 @@ def _benchmark_returns(closes:pd.DataFrame, index:pd.DatetimeIndex, settings) ->
 
 # %% ../../nbs/04g_research.study.ipynb #47383e33
 def fit_candidate(engine, settings, panel:pd.DataFrame, lab:pd.DataFrame, result:StudyResult, kind:str="ensemble",
-                  epochs:int=30, seed:int=0, run_id:str|None=None):
+                  epochs:int=30, seed:int=0, run_id:str|None=None,
+                  inputs:dict|None=None):   # what the panel read beyond prices (`ModelInputs.parameters`): the daily run rebuilds the features from it
     "Fit model `kind` on every labelled row and register it as a candidate with the study's out-of-sample metrics."
     if kind not in result.metrics.index: raise ConfigError(f"model {kind!r} was not in the study; it has {list(result.metrics.index)}")
     t = panel.index.get_level_values(0)
@@ -150,7 +153,7 @@ def fit_candidate(engine, settings, panel:pd.DataFrame, lab:pd.DataFrame, result
     model = model_factories([kind], epochs, seed, settings.models.horizon)[kind]().fit(panel, lab["direction"], rows)
     m = {k: (None if pd.isna(v) else float(v)) for k, v in result.metrics.loc[kind].items()}
     return register_model(engine, settings, model, settings.models.name, kind, list(panel.columns), t.min(), rows.get_level_values(0).max(),
-                          {**m, "study": result.study, "trials": result.trials}, parameters={"epochs": epochs, "seed": seed}, run_id=run_id)
+                          {**m, "study": result.study, "trials": result.trials}, parameters={"epochs": epochs, "seed": seed, **(inputs or {})}, run_id=run_id)
 
 # %% ../../nbs/04g_research.study.ipynb #9b1d80b9
 def equity_curves(result:StudyResult, top_k:int=5, threshold:float=0.5):
