@@ -153,3 +153,43 @@ def test_round_trip_into_the_store(finnhub, alphavantage, store):
     cpi = calendar_frame(store, kind="indicator").iloc[0]
     assert (cpi["name"], cpi.details["value"], pd.isna(cpi.symbol)) == ("CPI", 308.417, True)
     assert calendar_frame(store, kind="economic").name.tolist() == ["CPI MM", "Fed Interest Rate Decision"]
+
+
+def test_pre_event_breaker_reduces_before_a_high_impact_release_and_lifts_after_it(tmp_path):
+    """[breakers] pre_event_hours = 24 with a stored CPI release the morning after 2022-12-27: the daily run for the 27th
+    moves the account to reducing (an alert says which event), so its opening buys are all denied; the run for the 28th,
+    with the release behind it, moves it back to active by itself. A drawdown trip while the calendar holds the account
+    in reducing keeps it there after the event (resume_after decides then)."""
+    from traderbot.config import load_settings
+    from traderbot.daily import check_breakers, resume_after_breakers, trade_daily
+    from traderbot.data.sample import load_closes
+    from traderbot.pipeline import ensure_run
+    from traderbot.store import ledger
+
+    url = f"sqlite:///{tmp_path/'store.db'}"
+    cfg = load_settings(env={"TRADERBOT__STORE__URL": url, "TRADERBOT__BREAKERS__PRE_EVENT_HOURS": "24"})
+    eng = open_store(url)
+    store_calendar_events(eng, pd.DataFrame([
+        dict(kind="economic", symbol=None, name="CPI MM", event_at=UTC("2022-12-28 13:30"), importance="high", provider="finnhub", details={}),
+        dict(kind="economic", symbol=None, name="Pending Home Sales", event_at=UTC("2022-12-28 15:00"), importance="low", provider="finnhub", details={})]))
+    px = load_closes()
+    d27, d28 = UTC("2022-12-27"), UTC("2022-12-28")
+    res = trade_daily(eng, cfg, px, d27, ensure_run(eng, "", "daily", {}))
+    acct = ledger.account_id(eng, "default")
+    assert ledger.trading_state(eng, acct) == "reducing"
+    hist = ledger.trading_state_history(eng, acct)
+    assert hist["actor"].iloc[-1] == "event calendar" and "CPI MM at 2022-12-28 13:30 UTC" in hist["reason"].iloc[-1]
+    assert "Pending Home Sales" not in hist["reason"].iloc[-1]                        # low impact: not counted
+    assert res.orders and all(o.status.value == "denied" for o in res.orders)        # reducing: a new account may not buy
+    alerts = ledger.alerts_frame(eng, "default", limit=10)
+    assert "calendar:pre_event" in alerts["source"].tolist()
+    trade_daily(eng, cfg, px, d28, ensure_run(eng, "", "daily", {}))
+    assert ledger.trading_state(eng, acct) == "active"
+    assert ledger.trading_state_history(eng, acct)["actor"].iloc[-1] == "event calendar"
+
+    # a real breaker trips while the calendar holds the account: the calendar no longer lifts it
+    ledger.set_trading_state(eng, acct, "reducing", "event calendar", "pre_event: test")
+    ledger.record_alert(eng, "warning", "breaker:drawdown", "drawdown: test", {"key": "breaker:drawdown:2022-12-28", "as_of": "2022-12-28"}, acct, None)
+    checks = check_breakers(cfg, px, d28, pd.Series([1.0e6]), events=calendar_frame(eng, start=UTC("2022-12-29"), kind="economic"))
+    assert [c.tripped for c in checks if c.breaker == "pre_event"] == [False]
+    assert resume_after_breakers(eng, cfg, acct, px, d28, checks=checks) == "reducing"

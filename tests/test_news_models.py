@@ -12,7 +12,7 @@ from traderbot.config import load_settings
 from traderbot.data.sample import load_closes
 from traderbot.news.features import first_session
 from traderbot.store import database
-from traderbot.store.news import record_sentiment, store_articles, unscored_articles
+from traderbot.store.news import record_sentiment, store_articles, store_calendar_events, unscored_articles
 
 from test_pipeline import environment, table_rows, traderbot
 
@@ -60,8 +60,15 @@ def test_a_model_trained_on_news_and_alt_data_trades_and_says_what_it_read(tmp_p
 
     r = traderbot(env, "models", "promote", "direction", v["version"][:10])
     assert r.returncode == 0, r.stderr
+    store_calendar_events(eng, pd.DataFrame([    # the daily report lists what is ahead of the session's close
+        dict(kind="economic", symbol=None, name="Initial Jobless Claims", event_at=pd.Timestamp("2022-12-29 13:30", tz="UTC"), importance="medium", provider="finnhub", details={}),
+        dict(kind="earnings", symbol="AAPL", name="earnings Q1 2023", event_at=pd.Timestamp("2023-01-02 21:30", tz="UTC"), importance="high", provider="finnhub", details={}),
+        dict(kind="earnings", symbol="AAPL", name="earnings Q4 2022", event_at=pd.Timestamp("2022-10-27 20:30", tz="UTC"), importance="high", provider="finnhub", details={})]))
     r = traderbot(env, "run", "daily", "-p", "as_of=2022-12-28")
     assert r.returncode == 0, r.stderr
+    daily = next((tmp / "reports" / "daily").glob("*.html")).read_text()
+    assert "Events ahead" in daily and "Initial Jobless Claims" in daily and "2022-12-29 08:30 EST" in daily and "earnings Q1 2023" in daily
+    assert "earnings Q4 2022" not in daily                                      # behind the session: not ahead
     sig = table_rows(url, "signals")
     assert sig
     signal = pd.Timestamp("2022-12-27", tz="UTC")

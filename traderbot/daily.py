@@ -24,7 +24,8 @@ from .news.features import NEWS_FEATURES, model_inputs
 from .research.models import explain
 from .research.registry import load_production
 from .research.strategy import momentum_signals
-from .risk.breakers import BreakerCheck, breaker_state, evaluate_breakers
+from .risk.breakers import BreakerCheck, breaker_state, evaluate_breakers, pre_event_check
+from .store.news import calendar_frame
 from .risk.gate import PortfolioView, RiskLimits, limit_usage
 from .risk.report import RiskReport, default_shocks, risk_measures_table
 from .risk.scenarios import HISTORICAL_SCENARIOS, correlation, diversification_ratio, shrunk_covariance, stress_table
@@ -32,10 +33,10 @@ from .store import ledger, runs
 from .strategy import Strategy, current_weights, plan_trades, rebalance_due, target_weights
 
 # %% auto #0
-__all__ = ['account_profile', 'var_returns', 'portfolio_view', 'account_limits', 'check_breakers', 'apply_breakers',
-           'record_limit_alerts', 'resume_after_breakers', 'Forecast', 'model_forecast', 'check_time_forward',
-           'refuse_past', 'SessionPlan', 'plan_session', 'SessionData', 'load_session', 'quality_gate',
-           'apply_session_splits', 'trade_daily', 'record_results', 'risk_report']
+__all__ = ['account_profile', 'var_returns', 'portfolio_view', 'account_limits', 'check_breakers', 'events_ahead',
+           'apply_breakers', 'record_limit_alerts', 'resume_after_breakers', 'Forecast', 'model_forecast',
+           'check_time_forward', 'refuse_past', 'SessionPlan', 'plan_session', 'SessionData', 'load_session',
+           'quality_gate', 'apply_session_splits', 'trade_daily', 'record_results', 'risk_report']
 
 # %% ../nbs/10b_daily.ipynb #e2884623
 def account_profile(engine, settings:Settings, mode:str="paper") -> AccountProfile:
@@ -76,12 +77,26 @@ def account_limits(settings:Settings, profile:AccountProfile) -> RiskLimits:
 
 # %% ../nbs/10b_daily.ipynb #c7e03862
 def check_breakers(settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, marks:pd.Series,
-                   benchmark:pd.Series|None=None) -> list[BreakerCheck]:   # the benchmark up to `day`; None: loaded here
-    "Every circuit breaker on the benchmark up to `day` and the equity marks."
+                   benchmark:pd.Series|None=None,      # the benchmark up to `day`; None: loaded here
+                   events:pd.DataFrame|None=None,      # stored economic events after the close (`events_ahead`), read when pre_event_hours is on
+                   ) -> list[BreakerCheck]:
+    "Every circuit breaker on the benchmark up to `day`, the equity marks and, when on, the economic events ahead."
     index = benchmark_for(settings, day) if benchmark is None else benchmark.iloc[:benchmark.index.searchsorted(day, side="right")]
     b = settings.breakers
     index = index.iloc[-max(b.vol_long, b.index_drop_window) - 2:]   # all the breakers read: the same numbers, without the whole history
-    return evaluate_breakers(settings.breakers, index, marks)
+    out = evaluate_breakers(settings.breakers, index, marks)
+    pre = pre_event_check(b, events if events is not None else _no_events(), session_close(day, settings.data.calendar))
+    return out + ([pre] if pre is not None else [])
+
+def _no_events() -> pd.DataFrame:
+    return pd.DataFrame(columns=["kind", "symbol", "name", "event_at", "importance", "provider", "details"])
+
+def events_ahead(engine, settings:Settings, day:pd.Timestamp, hours:float|None=None,   # None: [calendar] lookahead_days
+                 kind:str|None=None) -> pd.DataFrame:
+    "Stored calendar events after `day`'s close, up to `hours` ahead, oldest first."
+    close = pd.Timestamp(session_close(day, settings.data.calendar))
+    span = pd.Timedelta(hours=hours) if hours is not None else pd.Timedelta(days=settings.calendar.lookahead_days)
+    return calendar_frame(engine, start=close, end=close + span, kind=kind)
 
 # %% ../nbs/10b_daily.ipynb #eead20f3
 def apply_breakers(engine, account_id:int, checks:list[BreakerCheck], day:pd.Timestamp, run_id:str|None=None,
@@ -93,12 +108,15 @@ def apply_breakers(engine, account_id:int, checks:list[BreakerCheck], day:pd.Tim
     fresh = [c for c in tripped if f"breaker:{c.breaker}:{day.date()}" not in seen]   # a trip moves the switch once a session: an operator's lift stands
     for c in fresh:
         key = f"breaker:{c.breaker}:{day.date()}"
-        ledger.record_alert(engine, "critical" if c.action == "halted" else "warning", f"breaker:{c.breaker}", c.message,
-                           {"key": key, "as_of": str(day.date()), "value": c.value, "threshold": c.threshold, "action": c.action}, account_id, run_id)
+        ledger.record_alert(engine, "critical" if c.action == "halted" else "warning", _PRE_EVENT if c.breaker == "pre_event" else f"breaker:{c.breaker}",
+                            c.message, {"key": key, "as_of": str(day.date()), "value": c.value, "threshold": c.threshold, "action": c.action}, account_id, run_id)
     current = ledger.trading_state(engine, account_id)
     new = breaker_state(current, fresh)
-    if new != current:
-        ledger.set_trading_state(engine, account_id, new, "circuit breaker", "; ".join(c.message for c in fresh))
+    looking_back = [c for c in fresh if c.breaker != "pre_event"]
+    hist = ledger.trading_state_history(engine, account_id) if looking_back and new == current != "active" else None
+    took_over = hist is not None and len(hist) and hist["actor"].iloc[-1] == "event calendar"   # a real breaker now owns a state the calendar set
+    if new != current or took_over:
+        ledger.set_trading_state(engine, account_id, new, "circuit breaker" if looking_back else "event calendar", "; ".join(c.message for c in fresh))
     return new
 
 # %% ../nbs/10b_daily.ipynb #56e94a76
@@ -120,16 +138,25 @@ def record_limit_alerts(engine, account_id:int, orders:list, day:pd.Timestamp, r
     return n
 
 # %% ../nbs/10b_daily.ipynb #84dc6b9a
-_AUTOMATIC = ("circuit breaker", "risk limit")   # who moves the kill switch automatically (and so may lift it)
+_AUTOMATIC = ("circuit breaker", "risk limit", "event calendar")   # who moves the kill switch automatically (and so may lift it)
 _TRIPS = ("breaker:", "limit:DAILY_LOSS_LIMIT", "limit:DRAWDOWN_LIMIT")
+_PRE_EVENT = "calendar:pre_event"   # the pre-event breaker's alerts: not a trip that resume_after waits out
 
 def resume_after_breakers(engine, settings:Settings, account_id:int, closes:pd.DataFrame, day:pd.Timestamp,
-                          state:str|None=None) -> str:   # the current trading state, when already read
-    "Lift a state the breakers or a loss limit set once they have been quiet for `[breakers] resume_after` sessions; returns the trading state."
+                          state:str|None=None,     # the current trading state, when already read
+                          checks:list|None=None,   # this session's breaker readings (a pre_event reading lifts what the calendar set)
+                          ) -> str:
+    "Lift a state the breakers or a loss limit set once they have been quiet for `[breakers] resume_after` sessions, and one the pre-event breaker set once no event is ahead; returns the trading state."
     state, n = state or ledger.trading_state(engine, account_id), settings.breakers.resume_after
-    if state == "active" or n == 0: return state
+    if state == "active": return state
     hist = ledger.trading_state_history(engine, account_id)
     if not len(hist) or hist["actor"].iloc[-1] not in _AUTOMATIC: return state
+    if hist["actor"].iloc[-1] == "event calendar":
+        pre = next((c for c in checks or [] if c.breaker == "pre_event"), None)
+        if pre is not None and not pre.tripped and not ledger.alerts_since(engine, account_id, _TRIPS, hist["changed_at"].iloc[-1]):
+            return ledger.set_trading_state(engine, account_id, "active", "event calendar", pre.message.removeprefix("pre_event: "))
+        if pre is None or pre.tripped: return state
+    if n == 0: return state
     last = ledger.last_alert_session(engine, account_id, _TRIPS)
     quiet = int(((closes.index.date > last) & (closes.index <= day)).sum()) if last else n
     if quiet < n: return state
@@ -355,8 +382,10 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     view, equity, marks = portfolio_view(engine, settings, closes, day, acct, prices, st.sectors, book=book, returns=False)
     state = book.state
     if settings.breakers.enabled:
-        state = apply_breakers(engine, acct, check_breakers(settings, closes, day, marks, benchmark), day, run_id, state=state)
-        resume_after_breakers(engine, settings, acct, closes, day, state=state)
+        events = events_ahead(model_store or engine, settings, day, settings.breakers.pre_event_hours, "economic") if settings.breakers.pre_event_hours else None
+        checks = check_breakers(settings, closes, day, marks, benchmark, events)
+        state = apply_breakers(engine, acct, checks, day, run_id, state=state)
+        resume_after_breakers(engine, settings, acct, closes, day, state=state, checks=checks)
     picks_px = closes.drop(columns=[s for s in issues if s in closes.columns]) if issues else closes   # failing symbols are not candidates
     plan = plan_session(engine, settings, st, picks_px, day, acct, prices, equity, benchmark, model_store, new=last is None, book=book)
     if not plan.trade: return _mark_to_market(engine, acct, book.cash, equity, day, run_id, plan.note)
@@ -404,7 +433,8 @@ def risk_report(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
     limits = account_limits(settings, ledger.get_profile(engine, acct))
     hold = pd.Series({s: float(v) for s, v in view.holdings.items()}, dtype=float)
     bench = benchmark_for(settings, day) if benchmark is None else benchmark.loc[:day]
-    breakers = pd.DataFrame(check_breakers(settings, closes, day, marks, bench))
+    events = events_ahead(engine, settings, day, settings.breakers.pre_event_hours, "economic") if settings.breakers.pre_event_hours else None
+    breakers = pd.DataFrame(check_breakers(settings, closes, day, marks, bench, events))
     alerts = ledger.alerts_frame(engine, account, limit=20)
     empty = pd.DataFrame()
     if hold.empty:

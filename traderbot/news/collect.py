@@ -12,11 +12,12 @@ from ..config import Settings
 from ..core import ConfigError, ProviderError
 from .providers import AlphaVantageNews, FinnhubNews, MarketauxNews, PolygonNews, canonical_url
 from .sentiment import make_scorer
+from .calendars import AlphaVantageIndicators, FinnhubEarnings, FinnhubEconomic
 from ..store import ledger
-from ..store.news import StoredNews, record_sentiment, store_articles, unscored_articles
+from ..store.news import StoredNews, record_sentiment, store_articles, store_calendar_events, unscored_articles
 
 # %% auto #0
-__all__ = ['news_sources', 'scorer_for', 'NewsReport', 'collect_news']
+__all__ = ['news_sources', 'scorer_for', 'NewsReport', 'collect_news', 'calendar_sources', 'CalendarReport', 'collect_calendars']
 
 # %% ../../nbs/04m_news.collect.ipynb #3a06c542
 _SOURCES = {"marketaux": (MarketauxNews, "marketaux_api_token", "MARKETAUX_API_TOKEN"), "alphavantage": (AlphaVantageNews, "alphavantage_api_key", "ALPHAVANTAGE_API_KEY"),
@@ -73,5 +74,51 @@ def collect_news(engine, settings:Settings, symbols:list[str], start, end, run_i
         rep.scored = record_sentiment(engine, scorer.name, todo[["article_id"]].assign(label=scored["label"].to_numpy(), score=scored["score"].to_numpy()))
     if rep.errors:
         ledger.record_alert(engine, "warning", "news", "news providers failed: " + "; ".join(f"{p}: {e}" for p, e in rep.errors.items()),
+                            {"errors": rep.errors}, None, run_id)
+    return rep
+
+# %% ../../nbs/04m_news.collect.ipynb #b1fea065
+_CALENDAR_KEYS = {"finnhub": ("finnhub_api_key", "FINNHUB_API_KEY"), "alphavantage": ("alphavantage_api_key", "ALPHAVANTAGE_API_KEY")}
+
+def calendar_sources(settings:Settings) -> dict:
+    "The calendar clients `[calendar]` asks for (earnings, economic, indicators -> client), keys from the environment; a missing key is one line naming the variable."
+    c, out = settings.calendar, {}
+    want = {"earnings": (c.earnings, FinnhubEarnings, {}), "economic": (c.economic, FinnhubEconomic, {"countries": c.countries}),
+            "indicators": (c.indicators, AlphaVantageIndicators, {})}
+    for kind, (provider, cls, kw) in want.items():
+        if provider == "none": continue
+        attr, var = _CALENDAR_KEYS[provider]
+        key = getattr(settings.secrets, attr)
+        if key is None: raise ConfigError(f"[calendar] {kind} = {provider}: it needs {var} in the environment or .env")
+        out[kind] = cls(key.get_secret_value(), timeout_s=settings.ingest.timeout_s, retries=settings.ingest.retries, **kw)
+    return out
+
+@dataclass
+class CalendarReport:
+    "What one calendar collection did."
+    fetched: dict = field(default_factory=dict)    # kind -> events returned
+    stored: dict = field(default_factory=dict)     # kind -> events new to the store
+    errors: dict = field(default_factory=dict)     # kind -> its one-line error
+
+    def summary(self) -> str:
+        got = ", ".join(f"{k} {n} ({self.stored.get(k, 0)} new)" for k, n in self.fetched.items()) or "nothing fetched"
+        bad = "; failed: " + "; ".join(f"{k}: {e}" for k, e in self.errors.items()) if self.errors else ""
+        return f"calendars: {got}{bad}"
+
+def collect_calendars(engine, settings:Settings, symbols:list[str], now, run_id:str|None=None, sources:dict|None=None) -> CalendarReport:
+    "Fetch and store the configured calendars around `now`; a failing calendar is recorded (and alerted), never raised."
+    sources = calendar_sources(settings) if sources is None else sources
+    now, c, rep = pd.Timestamp(now), settings.calendar, CalendarReport()
+    now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+    lo, hi = now - pd.Timedelta(days=c.lookback_days), now + pd.Timedelta(days=c.lookahead_days)
+    for kind, src in sources.items():
+        try:
+            frame = (src.events(list(symbols), lo, hi) if kind == "earnings" else
+                     src.events(now - pd.Timedelta(days=730), now) if kind == "indicators" else src.events(lo, hi))
+        except ProviderError as e:
+            rep.errors[kind] = str(e); continue
+        rep.fetched[kind], rep.stored[kind] = len(frame), store_calendar_events(engine, frame)
+    if rep.errors:
+        ledger.record_alert(engine, "warning", "calendar", "calendars failed: " + "; ".join(f"{k}: {e}" for k, e in rep.errors.items()),
                             {"errors": rep.errors}, None, run_id)
     return rep

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['BreakerCheck', 'evaluate_breakers', 'breaker_state']
+__all__ = ['BreakerCheck', 'evaluate_breakers', 'breaker_state', 'pre_event_check']
 
 # %% ../../nbs/05d_risk.breakers.ipynb #3f927e3c
 class BreakerCheck(NamedTuple):
@@ -72,3 +72,24 @@ _STATE_RANK = {"active": 0, "reducing": 1, "halted": 2}
 def breaker_state(current:str, checks:list[BreakerCheck]) -> str:
     "The trading state after the tripped breakers: the strictest of `current` and their actions (never looser)."
     return max([current] + [c.action for c in checks if c.tripped], key=_STATE_RANK.__getitem__)
+
+# %% ../../nbs/05d_risk.breakers.ipynb #a5f9e948
+_IMPORTANCE = {"high": ("high",), "medium": ("high", "medium")}
+
+def pre_event_check(
+    cfg,                    # a `BreakerSettings` section
+    events:pd.DataFrame,    # stored calendar events (`store.news.calendar_frame`): kind, name, event_at, importance
+    close:pd.Timestamp,     # the session's close (aware)
+) -> BreakerCheck|None:     # None when pre_event_hours is 0 (off)
+    "pre_event: the economic events of at least `pre_event_importance` scheduled within `pre_event_hours` after `close`."
+    if cfg.pre_event_hours <= 0: return None
+    end = close + pd.Timedelta(hours=cfg.pre_event_hours)
+    at = pd.to_datetime(events["event_at"], utc=True) if len(events) else pd.Series(dtype="datetime64[ns, UTC]")
+    ahead = events[(events["kind"] == "economic") & events["importance"].isin(_IMPORTANCE[cfg.pre_event_importance]) & (at > close) & (at <= end)] if len(events) else events
+    n, level = len(ahead), cfg.pre_event_importance
+    if n:
+        first = ahead.sort_values("event_at").iloc[:3]
+        names = ", ".join(f"{r.name} at {pd.Timestamp(r.event_at).tz_convert('UTC'):%Y-%m-%d %H:%M} UTC" for r in first.itertuples()) + (f" and {n - 3} more" if n > 3 else "")
+        what = f"{n} {level}-impact economic event{'s' * (n > 1)} within {cfg.pre_event_hours:g} hours after the close: {names} — trading moves to {cfg.pre_event_action}"
+    else: what = f"no {level}-impact economic event within {cfg.pre_event_hours:g} hours after the close"
+    return BreakerCheck("pre_event", float(n), 0.0, n > 0, cfg.pre_event_action, f"pre_event: {what}")

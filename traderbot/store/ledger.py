@@ -22,13 +22,13 @@ from .schema import (accounts, alerts, corporate_actions, equity_snapshots, fill
 # %% auto #0
 __all__ = ['TRADING_STATES', 'ALERT_LEVELS', 'ensure_account', 'account_cash', 'initial_cash', 'find_account', 'account_id',
            'account_exists', 'trading_state', 'set_trading_state', 'trading_state_history', 'insert_alert',
-           'record_alert', 'alerts_frame', 'alerts_frame_keys', 'last_alert_session', 'get_profile', 'set_profile',
-           'record_risk_report', 'latest_risk_report', 'store_intents', 'get_order', 'orders_for', 'save_order',
-           'unsent_orders', 'max_broker_order_id', 'record_routing', 'routed_venue', 'set_position', 'get_positions',
-           'apply_to_position', 'record_fill', 'adopt_positions', 'record_reconciliation', 'apply_split',
-           'corporate_actions_frame', 'record_snapshot', 'equity_history', 'last_session', 'equity_marks',
-           'AccountBook', 'holdings', 'valued', 'account_book', 'equity_curve', 'positions_frame', 'orders_frame',
-           'fills_frame', 'account_orders', 'account_fills', 'order_history']
+           'record_alert', 'alerts_frame', 'alerts_frame_keys', 'last_alert_session', 'alerts_since', 'get_profile',
+           'set_profile', 'record_risk_report', 'latest_risk_report', 'store_intents', 'get_order', 'orders_for',
+           'save_order', 'unsent_orders', 'max_broker_order_id', 'record_routing', 'routed_venue', 'set_position',
+           'get_positions', 'apply_to_position', 'record_fill', 'adopt_positions', 'record_reconciliation',
+           'apply_split', 'corporate_actions_frame', 'record_snapshot', 'equity_history', 'last_session',
+           'equity_marks', 'AccountBook', 'holdings', 'valued', 'account_book', 'equity_curve', 'positions_frame',
+           'orders_frame', 'fills_frame', 'account_orders', 'account_fills', 'order_history']
 
 # %% ../../nbs/03c_store.ledger.ipynb #474faade
 _ACCOUNT_BY_NAME = select(accounts.c.id, accounts.c.mode).where(accounts.c.name == sa.bindparam("name"))
@@ -154,6 +154,11 @@ def last_alert_session(engine:Engine, account_id:int, sources:tuple[str, ...]) -
     with reading(engine) as con: rows = con.execute(q).all()
     days = [pd.Timestamp(n["as_of"]).date() for s, n in rows if s.startswith(sources) and isinstance(n, dict) and n.get("as_of")]
     return max(days) if days else None
+
+def alerts_since(engine:Engine, account_id:int, sources:tuple[str, ...], since) -> int:
+    "How many alerts of the account whose source starts with one of `sources` were recorded after `since` (an aware time)."
+    q = select(alerts.c.source).where((alerts.c.account_id == account_id) & (alerts.c.created_at > pd.Timestamp(since)))
+    with reading(engine) as con: return sum(s.startswith(sources) for (s,) in con.execute(q).all())
 
 # %% ../../nbs/03c_store.ledger.ipynb #93b604f6
 _PROFILE = select(accounts.c.name, accounts.c.risk_tolerance, accounts.c.optimizer, accounts.c.risk_settings,
