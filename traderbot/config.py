@@ -255,15 +255,31 @@ class ScheduleSettings(_Section):
     @classmethod
     def split_jobs(cls, v): return tuple(v.replace(",", " ").split()) if isinstance(v, str) else v
 
+def _base_urls(v, providers:tuple) -> dict:
+    "`name=url name=url` (or a dict) as a dict; an unknown provider or a URL that is not http(s) is an error naming it."
+    if isinstance(v, str):
+        pairs = [p.split("=", 1) for p in v.replace(",", " ").split()]
+        if bad := [p[0] for p in pairs if len(p) != 2]: raise ValueError(f"{bad[0]!r}: expected provider=URL")
+        v = dict(pairs)
+    for name, url in dict(v).items():
+        if name not in providers: raise ValueError(f"unknown provider {name!r}: expected one of {list(providers)}")
+        if not re.fullmatch(r"https?://\S+", url): raise ValueError(f"{name}: {url!r} is not an http(s) URL")
+    return dict(v)
+
 class NewsSettings(_Section):
     "News the ingest fetches, stores once and scores (keys from the environment: MARKETAUX_API_TOKEN, ALPHAVANTAGE_API_KEY, FINNHUB_API_KEY, POLYGON_API_KEY)."
     providers: tuple[Literal["marketaux", "alphavantage", "finnhub", "polygon"], ...] = ()   # empty: no news
     lookback_days: int = Field(3, ge=1, le=60)   # each ingest fetches the stories of the last N days (re-fetches change nothing)
+    base_urls: dict[str, str] = {}               # provider -> base URL instead of its own endpoint (a proxy, or a local fake in tests): "polygon=http://host:port finnhub=..."
     max_pages: int = Field(5, ge=1, le=50)       # Marketaux: pages per ingest (3 stories each on the free plan, 100 requests a day: an ingest stays under half of it, so its client-side daily limit never makes it wait)
 
     @field_validator("providers", mode="before")
     @classmethod
     def split_providers(cls, v): return tuple(v.replace(",", " ").split()) if isinstance(v, str) else v
+
+    @field_validator("base_urls", mode="before")
+    @classmethod
+    def parse_base_urls(cls, v): return _base_urls(v, ("marketaux", "alphavantage", "finnhub", "polygon"))
 
 class SentimentSettings(_Section):
     "How news is scored: a FinBERT-class model from local files, or the offline default (VADER's lexicon with finance terms)."
@@ -279,6 +295,11 @@ class CalendarSettings(_Section):
     lookahead_days: int = Field(14, ge=1, le=90)         # each ingest fetches the events from lookback_days ago to this many days ahead
     lookback_days: int = Field(7, ge=0, le=365)
     countries: tuple[str, ...] = ("US",)                 # economic events of these countries
+    base_urls: dict[str, str] = {}                       # provider -> base URL instead of its own endpoint (a proxy, or a local fake in tests): "finnhub=http://host:port/api/v1 alphavantage=..."
+
+    @field_validator("base_urls", mode="before")
+    @classmethod
+    def parse_base_urls(cls, v): return _base_urls(v, ("finnhub", "alphavantage"))
 
     @field_validator("countries", mode="before")
     @classmethod

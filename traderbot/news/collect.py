@@ -31,6 +31,7 @@ def news_sources(settings:Settings) -> list:
         key = getattr(settings.secrets, attr)
         if key is None: raise ConfigError(f"[news] providers lists {name}: it needs {var} in the environment or .env")
         kw = {"max_pages": settings.news.max_pages} if name == "marketaux" else {}
+        if name in settings.news.base_urls: kw["base_url"] = settings.news.base_urls[name]
         out.append(cls(key.get_secret_value(), timeout_s=settings.ingest.timeout_s, retries=settings.ingest.retries, **kw))
     return out
 
@@ -90,6 +91,7 @@ def calendar_sources(settings:Settings) -> dict:
         attr, var = _CALENDAR_KEYS[provider]
         key = getattr(settings.secrets, attr)
         if key is None: raise ConfigError(f"[calendar] {kind} = {provider}: it needs {var} in the environment or .env")
+        if provider in c.base_urls: kw = {**kw, "base_url": c.base_urls[provider]}
         out[kind] = cls(key.get_secret_value(), timeout_s=settings.ingest.timeout_s, retries=settings.ingest.retries, **kw)
     return out
 

@@ -349,7 +349,7 @@ article_sentiment = sa.Table("article_sentiment", metadata,           # each sco
 
 calendar_events = sa.Table("calendar_events", metadata,               # earnings dates and economic releases (revision 0008)
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("kind", Str(20), nullable=False),                       # earnings, economic
+    sa.Column("kind", Str(20), nullable=False),                       # earnings, economic, indicator
     sa.Column("symbol", Str(16)),                                     # earnings: the company; economic: none
     sa.Column("name", Str(200), nullable=False),                      # e.g. CPI, earnings
     sa.Column("event_at", UTCDateTime, nullable=False),
