@@ -20,7 +20,10 @@ from .core import ConfigError, TraderbotError
 from .alerts import deliver_pending
 from .daily import check_time_forward, load_session
 from .data.ingest import make_provider
-from .news.sentiment import make_scorer, score_file
+from .news.collect import scorer_for
+from .news.features import scored_news
+from .news.sentiment import score_file
+from .store.news import calendar_frame
 from .data.lake import BarLake
 from .schedule import last_job_runs, next_jobs, run_once, serve
 from .dashboard.serve import serve_dashboards
@@ -126,16 +129,38 @@ def _cmd_schedule(args) -> int:
 # %% ../nbs/13_cli.ipynb #bb0b9a74
 def _cmd_sentiment(args) -> int:
     "traderbot sentiment score --file FILE [--out OUT]: one text per line in, CSV text,label,score out, with the configured scorer."
-    cfg = _settings_from(args)
-    s = cfg.sentiment
-    model = s.model.strip() or None
-    if model and (cfg.root / model).exists(): model = str(cfg.path(Path(model)))   # a folder relative to settings.ini
-    scorer = make_scorer(model, batch_size=s.batch_size, neutral_band=s.neutral_band, progress=sys.stderr.isatty())
+    scorer = scorer_for(_settings_from(args), progress=sys.stderr.isatty())   # a model folder is relative to settings.ini
     src = Path(args.file)
     out = Path(args.out) if args.out else src.with_suffix(".sentiment.csv")
     scored = score_file(src, out, scorer)
     counts = scored.label.value_counts()
     print(f"{len(scored)} texts scored with {scorer.name}: " + ", ".join(f"{counts.get(l, 0)} {l}" for l in ("positive", "negative", "neutral")) + f"; written to {out}")
+    return 0
+
+# %% ../nbs/13_cli.ipynb #c7e2baa0
+def _cmd_news(args) -> int:
+    "traderbot news [--symbol S ...] [--days N] [--limit N]: the latest stored stories with the [sentiment] scorer's label and score."
+    cfg = _settings_from(args)
+    eng = database.open_store(cfg.store.url, cfg.store.busy_timeout_s)
+    name = scorer_for(cfg).name
+    n = scored_news(eng, name, args.symbol or None)
+    n = n[n.published_at >= pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=args.days)] if args.days else n
+    if not len(n): print(f"no stored story scored by {name}" + (f" in the last {args.days} days" if args.days else "") + " ([news] providers: the ingest fetches them)"); return 0
+    n = n.sort_values("published_at", ascending=False).head(args.limit)
+    with pd.option_context("display.max_colwidth", 90, "display.width", 220):
+        print(n.assign(published_at=n.published_at.dt.strftime("%Y-%m-%d %H:%M UTC"))[["published_at", "symbol", "score", "source", "title"]].to_string(index=False))
+    return 0
+
+def _cmd_calendar(args) -> int:
+    "traderbot calendar [--days N] [--kind K] [--from DATE]: the stored calendar events ahead (earnings, economic, indicator)."
+    cfg = _settings_from(args)
+    eng = database.open_store(cfg.store.url, cfg.store.busy_timeout_s)
+    start = pd.Timestamp(args.start, tz="UTC") if args.start else pd.Timestamp.now(tz="UTC")
+    ev = calendar_frame(eng, start, start + pd.Timedelta(days=args.days), args.kind)
+    if not len(ev): print(f"no stored calendar event in the {args.days} days from {start:%Y-%m-%d %H:%M} UTC ([calendar]: the ingest fetches them)"); return 0
+    at = pd.to_datetime(ev.event_at, utc=True).dt.tz_convert("America/New_York").dt.strftime("%Y-%m-%d %H:%M %Z")
+    with pd.option_context("display.width", 200):
+        print(ev.assign(event_at=at, symbol=ev.symbol.fillna(""), importance=ev.importance.fillna(""))[["event_at", "kind", "symbol", "name", "importance", "provider"]].to_string(index=False))
     return 0
 
 # %% ../nbs/13_cli.ipynb #395d32d9
@@ -384,6 +409,12 @@ def parser() -> argparse.ArgumentParser:
     se.add_argument("--file", required=True, metavar="FILE", help="one text per line (blank lines skipped)")
     se.add_argument("--out", metavar="CSV", help="where to write text,label,score (default: FILE with .sentiment.csv)")
     se.set_defaults(func=_cmd_sentiment)
+    nw = sub.add_parser("news", help="the latest stored stories with their sentiment ([news] providers: the ingest fetches them)")
+    nw.add_argument("--symbol", nargs="+", help="only these symbols"); nw.add_argument("--days", type=int, help="published in the last N days")
+    nw.add_argument("--limit", type=int, default=30); nw.set_defaults(func=_cmd_news)
+    ca = sub.add_parser("calendar", help="stored calendar events ahead: earnings, economic releases, indicators ([calendar]: the ingest fetches them)")
+    ca.add_argument("--days", type=int, default=14, help="how far ahead (default 14)"); ca.add_argument("--kind", choices=["earnings", "economic", "indicator"])
+    ca.add_argument("--from", dest="start", metavar="DATE", help="from this date (UTC) instead of now"); ca.set_defaults(func=_cmd_calendar)
     ig = sub.add_parser("ingest", help="fetch daily bars, corporate actions and sectors into the bar lake ([ingest] in settings.ini)")
     ig.add_argument("--provider", choices=["files", "alpaca", "polygon", "alphavantage", "finnhub"], help="default: [ingest] provider")
     ig.add_argument("--path", metavar="DIR", help="files provider: a folder of SYMBOL.csv / SYMBOL.parquet (date,open,high,low,close,volume[,adj_close])")

@@ -35,11 +35,11 @@ def news_sources(settings:Settings) -> list:
         out.append(cls(key.get_secret_value(), timeout_s=settings.ingest.timeout_s, retries=settings.ingest.retries, **kw))
     return out
 
-def scorer_for(settings:Settings):
+def scorer_for(settings:Settings, progress:bool=False):
     "The `[sentiment]` scorer: a local model folder (relative to settings.ini) or id, else the offline default."
     s, model = settings.sentiment, settings.sentiment.model.strip() or None
     if model and (settings.root / model).exists(): model = str(settings.root / model)
-    return make_scorer(model, batch_size=s.batch_size, neutral_band=s.neutral_band, progress=False)
+    return make_scorer(model, batch_size=s.batch_size, neutral_band=s.neutral_band, progress=progress)
 
 @dataclass
 class NewsReport:
