@@ -195,6 +195,7 @@ def test_l2_a_pipeline_a_dashboard_reader_and_a_reconciler_share_one_sqlite_file
     from traderbot.data.bars import session_prices
     from traderbot.data.sample import load_closes
     env, url, _ = environment(tmp_path)
+    env["TRADERBOT__PIPELINE__LOCK_WAIT_S"] = "600"   # a reconciliation waits out a whole session, however slow a loaded machine makes it
     assert traderbot(env, "run", "daily", "-p", "as_of=2022-12-20").returncode == 0        # the account and its first trades
     stop = tmp_path / "stop"
     reader = subprocess.Popen([sys.executable, "-c", READER, url, str(stop)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

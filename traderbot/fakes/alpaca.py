@@ -4,11 +4,12 @@
 
 # %% ../../nbs/07a_fakes.alpaca.ipynb #30c9618c
 from __future__ import annotations
+from .server import LocalService
 from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from decimal import Decimal, InvalidOperation
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 import base64
@@ -16,7 +17,6 @@ import hmac
 import json
 import re
 import socket
-import socketserver
 import threading
 import uuid
 
@@ -427,15 +427,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args): pass   # requests are counted, not logged
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    def server_bind(self):   # HTTPServer's version does a reverse DNS lookup of the host: slow or hanging offline
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
-
 # %% ../../nbs/07a_fakes.alpaca.ipynb #71e7dcf1
-class FakeAlpaca(AlpacaBook):
+class FakeAlpaca(AlpacaBook, LocalService):
     "Alpaca's trading and market-data APIs on 127.0.0.1: their paths, key headers and JSON over a scriptable book, with injectable faults."
+    handler = _Handler   # `stop()` wakes every handler a fault is holding, so none outlives the server for long
+
     def __init__(self,
                  api_key:str="fake-key-id",        # the APCA-API-KEY-ID it accepts
                  secret_key:str="fake-secret-key", # the APCA-API-SECRET-KEY it accepts
@@ -460,7 +456,7 @@ class FakeAlpaca(AlpacaBook):
     @property
     def url(self) -> str:
         "Base URL to hand to alpaca-py as `url_override`."
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.base_url
 
     def inject(self, fault:str, route:str|None=None) -> None:
         "Queue `fault` for the next request (to `route`, e.g. 'POST /v2/orders', if given); it is used once."
@@ -517,23 +513,3 @@ class FakeAlpaca(AlpacaBook):
             except Exception as e: reply = _Reply(500, _error_body(50010000, f"fake error: {type(e).__name__}: {e}"))   # a misconfigured test, said out loud
         if fault == "timeout_after_accept": reply.delay_s = self.hang_s
         return reply
-
-    def start(self) -> FakeAlpaca:
-        "Serve on 127.0.0.1 at a free port, from a background thread."
-        if self._server is None:
-            self.stopping.clear()
-            self._server = _Server(("127.0.0.1", 0), _Handler)
-            self._server.fake = self
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="FakeAlpaca", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        "Stop serving; wakes every handler a fault is holding, so none outlives the server for long."
-        if self._server is None: return
-        self.stopping.set()
-        self._server.shutdown(); self._server.server_close(); self._thread.join(5)
-        self._server = None
-
-    __enter__ = start
-    def __exit__(self, *exc): self.stop()

@@ -4,15 +4,15 @@
 
 # %% ../../nbs/07c_fakes.polygon.ipynb #1808309c
 from __future__ import annotations
+from .server import LocalService
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from fractions import Fraction
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, urlencode, urlsplit
 import base64
 import json
 import re
-import socketserver
 import threading
 import uuid
 
@@ -54,16 +54,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args): pass   # requests are counted, not logged
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    def server_bind(self):   # HTTPServer's version does a reverse DNS lookup of the host: slow or hanging offline
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
-
 # %% ../../nbs/07c_fakes.polygon.ipynb #9c705242
-class FakeJSONServer:
+class FakeJSONServer(LocalService):
     "A JSON API on 127.0.0.1 for tests: counts requests by route, plays queued replies (faults) first, then asks `answer`."
     faults: dict = {}   # fault name -> FakeReply, per provider
+    handler = _Handler   # `stop()` releases every handler a hang is holding
 
     def __init__(self, hang_s:float=5.0):   # how long a `hang` holds its answer
         self.hang_s, self.requests, self.queries = hang_s, Counter(), []   # route -> count; (route, query) per request
@@ -74,7 +69,7 @@ class FakeJSONServer:
     @property
     def url(self) -> str:
         "Base URL to hand to the client."
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.base_url
 
     def push(self, *replies:FakeReply) -> None:
         "Answer the next requests with `replies`, in order, whatever they ask."
@@ -109,26 +104,6 @@ class FakeJSONServer:
             if self.script: return self.script.popleft()
         try: return self.answer(route, parts.path, query)
         except Exception as e: return FakeReply(500, {"error": f"fake error: {type(e).__name__}: {e}"})   # a misconfigured test, said out loud
-
-    def start(self):
-        "Serve on 127.0.0.1 at a free port, from a background thread."
-        if self._server is None:
-            self.stopping.clear()
-            self._server = _Server(("127.0.0.1", 0), _Handler)
-            self._server.fake = self
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name=type(self).__name__)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        "Stop serving; releases every handler a hang is holding."
-        if self._server is None: return
-        self.stopping.set()
-        self._server.shutdown(); self._server.server_close(); self._thread.join(5)
-        self._server = None
-
-    def __enter__(self): return self.start()
-    def __exit__(self, *exc): self.stop()
 
 # %% ../../nbs/07c_fakes.polygon.ipynb #f880bf8e
 def polygon_ms(day:str) -> int:

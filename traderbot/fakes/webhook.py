@@ -4,10 +4,10 @@
 
 # %% ../../nbs/07f_fakes.webhook.ipynb #9c1b38d7
 from __future__ import annotations
+from .server import LocalService
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 import json
-import socketserver
 import threading
 
 # %% auto #0
@@ -60,15 +60,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args): pass   # requests are counted, not logged
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    def server_bind(self):   # HTTPServer's version does a reverse DNS lookup of the host: slow or hanging offline
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
-
 # %% ../../nbs/07f_fakes.webhook.ipynb #48cf6cde
-class FakeWebhook:
+class FakeWebhook(LocalService):
     "A Slack- or Discord-style incoming webhook on 127.0.0.1 that records what it accepts, with queued failures."
+    handler = _Handler   # `stop()` wakes every request a hang holds
+
     def __init__(self,
                  style:str="slack",                 # slack (200 "ok") or discord (204)
                  token:str="T0001/B0001/fake-token", # the secret part of the URL
@@ -86,7 +82,7 @@ class FakeWebhook:
     @property
     def url(self) -> str:
         "The webhook URL to configure (it carries the token, as the real ones do)."
-        return f"http://127.0.0.1:{self._server.server_address[1]}{self.path}"
+        return f"{self.base_url}{self.path}"
 
     def fail(self, status:int=500, times:int=1) -> FakeWebhook:
         "Answer the next `times` requests with HTTP `status` (429 comes with `Retry-After: 1`)."
@@ -111,23 +107,3 @@ class FakeWebhook:
         if reply[0] < 300:
             with self._lock: self.received.append(json.loads(raw))
         return reply
-
-    def start(self) -> FakeWebhook:
-        "Serve on 127.0.0.1 at a free port, from a background thread."
-        if self._server is None:
-            self.stopping.clear()
-            self._server = _Server(("127.0.0.1", 0), _Handler)
-            self._server.fake = self
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="FakeWebhook", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        "Stop serving; wakes every request a hang holds."
-        if self._server is None: return
-        self.stopping.set()
-        self._server.shutdown(); self._server.server_close(); self._thread.join(5)
-        self._server = None
-
-    __enter__ = start
-    def __exit__(self, *exc): self.stop()
