@@ -19,8 +19,8 @@ from .core import ConfigError, CostModel, DataError, check_symbol
 __all__ = ['LIVE_FLAG', 'RISK_TOLERANCE', 'TraderbotSettings', 'DataSettings', 'StoreSettings', 'BrokerSettings',
            'RoutingSettings', 'CostSettings', 'RiskSettings', 'BreakerSettings', 'ModelSettings', 'PortfolioSettings',
            'StrategySettings', 'PipelineSettings', 'DashboardSettings', 'IngestSettings', 'QualitySettings',
-           'ScheduleSettings', 'NewsSettings', 'SentimentSettings', 'CalendarSettings', 'AlertSettings', 'Secrets',
-           'load_secrets', 'Settings', 'find_settings', 'load_settings', 'TradingMode', 'trading_mode',
+           'ScheduleSettings', 'NewsSettings', 'SentimentSettings', 'RLSettings', 'CalendarSettings', 'AlertSettings',
+           'Secrets', 'load_secrets', 'Settings', 'find_settings', 'load_settings', 'TradingMode', 'trading_mode',
            'SectorPreference', 'AccountProfile', 'parse_profile', 'resolve_mode', 'for_account']
 
 # %% ../nbs/01_config.ipynb #ea016c0c
@@ -287,6 +287,40 @@ class SentimentSettings(_Section):
     batch_size: int = Field(32, ge=1, le=1024)   # texts per forward pass of the model
     neutral_band: float = Field(0.05, ge=0, lt=1)  # the default scorer: |compound| below this is neutral
 
+class RLSettings(_Section):
+    "Reinforcement-learning agents (`traderbot run train_rl`): environments, stable-baselines3 hyperparameters, evaluation; promoted like the models."
+    name: str = Field("agent", pattern=r"^[a-z][a-z0-9_\-]{0,39}$")    # registry name of the agent the daily run loads ([strategy] signal = agent)
+    study: str = Field("rl-agents", pattern=r"^[a-z][a-z0-9_\-]{0,59}$")   # every trained variant counts as a trial of this study
+    configs: tuple[str, ...] = ("dqn-single", "ppo-single", "ppo-portfolio")   # algorithm-environment pairs trained and compared
+    symbol: str = ""                              # the single-asset environment's symbol; empty: the first of the universe
+    seeds: int = Field(5, ge=1, le=50)            # seeds per configuration (reported as a spread, never the best alone)
+    timesteps: int = Field(50_000, ge=100)        # environment steps per training run
+    reward: Literal["log_equity", "differential_sharpe", "drawdown"] = "log_equity"
+    episode_length: int = Field(252, ge=20)       # sessions per training episode (random starts in the training window)
+    max_position: float = Field(1.0, gt=0, le=1)  # single asset: the |weight| of a long or short (at most the strategy's cap per name, as the gate allows)
+    learning_rate: float = Field(3e-4, gt=0, lt=1)
+    gamma: float = Field(0.99, gt=0, le=1)
+    net_arch: tuple[int, ...] = (64, 64)          # hidden layers of the policy (and value/Q) networks
+    n_steps: int = Field(512, ge=8)               # PPO: steps per rollout
+    batch_size: int = Field(64, ge=8)
+    buffer_size: int = Field(50_000, ge=100)      # DQN: replay buffer
+    exploration_fraction: float = Field(0.2, gt=0, le=1)   # DQN: share of training with decaying epsilon
+    validation_share: float = Field(0.2, gt=0, lt=0.5)     # the end of each training window kept for validation (the ensemble picks by its Sharpe)
+    threads: int = Field(1, ge=1, le=64)          # torch CPU threads per training run
+    checkpoint_every: int = Field(0, ge=0)        # save a checkpoint every N steps (0: only the final agent)
+
+    @field_validator("configs", "net_arch", mode="before")
+    @classmethod
+    def split_words(cls, v): return tuple(v.replace(",", " ").split()) if isinstance(v, str) else v
+
+    @field_validator("configs")
+    @classmethod
+    def known_configs(cls, v):
+        bad = [c for c in v if c not in ("dqn-single", "ppo-single", "ppo-portfolio")]
+        if bad: raise ValueError(f"unknown configuration {bad[0]!r}: expected dqn-single, ppo-single or ppo-portfolio")
+        if not v: raise ValueError("at least one configuration")
+        return v
+
 class CalendarSettings(_Section):
     "Event calendars the ingest fetches and stores (keys from the environment: FINNHUB_API_KEY, ALPHAVANTAGE_API_KEY)."
     earnings: Literal["none", "finnhub"] = "none"        # earnings dates of the universe (Finnhub's free plan)
@@ -354,7 +388,7 @@ _SECTIONS = {"traderbot": TraderbotSettings, "data": DataSettings, "store": Stor
             "breakers": BreakerSettings, "portfolio": PortfolioSettings, "models": ModelSettings,
             "strategy": StrategySettings, "pipeline": PipelineSettings, "dashboard": DashboardSettings,
             "ingest": IngestSettings, "quality": QualitySettings, "schedule": ScheduleSettings, "alerts": AlertSettings,
-            "sentiment": SentimentSettings, "news": NewsSettings, "calendar": CalendarSettings}
+            "sentiment": SentimentSettings, "news": NewsSettings, "calendar": CalendarSettings, "rl": RLSettings}
 
 class Settings(_Section):
     "All of traderbot's runtime settings, validated and frozen."
@@ -379,6 +413,7 @@ class Settings(_Section):
     sentiment: SentimentSettings = SentimentSettings()
     news: NewsSettings = NewsSettings()
     calendar: CalendarSettings = CalendarSettings()
+    rl: RLSettings = RLSettings()
     secrets: Secrets = Secrets()
     live_trading_flag: bool = False               # TRADERBOT_LIVE_TRADING=yes was in the environment
 

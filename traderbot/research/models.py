@@ -534,7 +534,8 @@ def save(
     model,              # a fitted Baseline, LSTMForecaster, TransformerForecaster or Ensemble
     path:str|Path,      # a directory (created; files already there are replaced)
 ) -> Path:              # the directory
-    "Write `model` to `path`: config.json, and state.pt for a network; an ensemble's members in subdirectories."
+    "Write `model` to `path`: config.json, and state.pt for a network; an ensemble's members in subdirectories. An object with its own `save_to` (a `research.rl` agent) writes itself."
+    if hasattr(model, "save_to"): return model.save_to(path)
     cfg = _to_config(model)
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(cfg, sort_keys=True, indent=1))

@@ -5,6 +5,7 @@
 # %% ../../nbs/04f_research.registry.ipynb #f0006a09
 from __future__ import annotations
 from dataclasses import dataclass, field
+from pathlib import Path
 import json
 
 import numpy as np
@@ -12,13 +13,14 @@ import pandas as pd
 
 from ..core import ConfigError, DataError, TraderbotError
 from .models import load, model_hash, save
+from .rl.agents import RLAgent
 from .stats import deflated_sharpe_ratio, probabilistic_sharpe_ratio
 from ..store import runs
 
 # %% auto #0
 __all__ = ['MODEL_STATUSES', 'register_trial', 'study_trials', 'study_deflated_sharpe', 'ModelVersion', 'get_version',
            'register_model', 'model_versions', 'promotion_problems', 'PromotionRefused', 'production_version',
-           'promote', 'load_production']
+           'promote', 'load_artefact', 'load_production']
 
 # %% ../../nbs/04f_research.registry.ipynb #adc06324
 def _return_moments(returns:pd.Series) -> dict:
@@ -28,7 +30,7 @@ def _return_moments(returns:pd.Series) -> dict:
     if len(r) < 20: raise DataError(f"returns: {len(r)} observations; a trial needs at least 20")
     if not np.isfinite(r.to_numpy()).all(): raise DataError("returns: non-finite value")
     sd = float(r.std(ddof=1))
-    if sd == 0: raise DataError("returns: zero variance, no Sharpe ratio")
+    if sd == 0: return dict(n_obs=len(r), sharpe=0.0, skew=0.0, kurtosis=3.0)   # a variant that never moved (stayed in cash) is still a trial, with Sharpe 0
     return dict(n_obs=len(r), sharpe=float(r.mean()) / sd, skew=float(st.skew(r)), kurtosis=float(st.kurtosis(r, fisher=False)))
 
 # %% ../../nbs/04f_research.registry.ipynb #b79e1c8c
@@ -148,11 +150,17 @@ def promote(engine, settings, name:str, version:str, actor:str) -> ModelVersion:
     return get_version(engine, name, v.version)
 
 # %% ../../nbs/04f_research.registry.ipynb #889617b4
+def load_artefact(path):
+    "A registered artefact: a forecasting model (`models.load`) or a reinforcement-learning agent (`RLAgent.load`), by its config.json."
+    p = Path(path) / "config.json"
+    if p.exists() and json.loads(p.read_text()).get("class") == "RLAgent": return RLAgent.load(path)
+    return load(path)
+
 def load_production(engine, name:str):
     "The production model `name` loaded from its artefact, with its registry row; None when none is promoted."
     v = production_version(engine, name)
     if v is None: return None
-    model = load(v.artefact_path)
+    model = load_artefact(v.artefact_path)
     if model_hash(model) != v.version: raise DataError(f"model {name}: the artefact at {v.artefact_path} does not match version {v.version[:12]} (changed on disk?)")
     return model, v
 
