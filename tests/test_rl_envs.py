@@ -6,10 +6,12 @@
   (random actions with long-short flips and full-weight longs, so buys are partially filled), and the final cash and
   shares agree; `execute_targets` matches vectorbt on random batched rows;
 - perfect foresight is learnable: PPO beats buy-and-hold out of sample by a wide, measured margin;
-- bad input is refused with a one-line error naming what is wrong.
+- bad input is refused with a one-line error naming what is wrong;
+- the accounting kernels compile on first use: importing the module does not import numba, and the compiled
+  `execute_targets` books exactly what vectorbt books (the parity tests above run it).
 """
 from __future__ import annotations
-import math
+import math, subprocess, sys
 
 import numpy as np
 import pandas as pd
@@ -202,3 +204,23 @@ def test_perfect_foresight_is_learnable(closes):
 def test_bad_input_is_named(data, make, error, text):
     with pytest.raises(error, match=text.replace("(", r"\(")):
         make(data)
+
+
+def test_importing_the_envs_does_not_import_numba():
+    "numba (0.4 s to import) loads on the first step, not when the daily run imports the registry, agents and envs."
+    code = "import sys, traderbot.research.rl.envs, traderbot.research.registry; print('numba' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def test_broke_episode_ends_at_the_floor(data):
+    "A short squeezed far enough ends the episode at 1% of the starting cash; the reward uses the floor, never log(<0)."
+    env = SingleAssetEnv(data, "AMD", "2016-01-04", "2017-12-29", max_position=40.0, cost=CostModel(fees=0.0, slippage=0.0))
+    env.reset()
+    total, done, info = 0.0, False, {}
+    while not done:
+        _, r, done, trunc, info = env.step(0)                                     # 40x short AMD through its 2016 rally
+        total += r
+    assert info["marked_value"] <= 0.01 * env.init_cash and env.t + 2 <= env.end   # broke, before the window's end
+    assert math.isfinite(total) and abs(total - math.log(0.01)) < 1e-9             # the rewards telescope to log(floor / cash)

@@ -289,7 +289,8 @@ class SentimentSettings(_Section):
 
 class RLSettings(_Section):
     "Reinforcement-learning agents (`traderbot run train_rl`): environments, stable-baselines3 hyperparameters, evaluation; promoted like the models."
-    name: str = Field("agent", pattern=r"^[a-z][a-z0-9_\-]{0,39}$")    # registry name of the agent the daily run loads ([strategy] signal = agent)
+    use: bool = False                             # the daily run trades the promoted agent's target weights every session (momentum when none is promoted); overrides [models] use
+    name: str = Field("agent", pattern=r"^[a-z][a-z0-9_\-]{0,39}$")    # registry name of the agent the daily run loads
     study: str = Field("rl-agents", pattern=r"^[a-z][a-z0-9_\-]{0,59}$")   # every trained variant counts as a trial of this study
     configs: tuple[str, ...] = ("dqn-single", "ppo-single", "ppo-portfolio")   # algorithm-environment pairs trained and compared
     symbol: str = ""                              # the single-asset environment's symbol; empty: the first of the universe

@@ -8,11 +8,12 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 
 from .brokers.factory import make_broker
 from .config import AccountProfile, Settings
-from .core import DataError
+from .core import ConfigError, DataError
 from .data.bars import closes as wide_closes, session_prices
 from .data.calendar import is_session, resolve_as_of, session_close, signal_session, to_session_date
 from .data.lake import BarLake, benchmark_for, sectors_for, source_for
@@ -21,6 +22,8 @@ from .data.quality import QualityReport, check_bars, splits_between
 from .execution.manager import RebalanceResult, rebalance, reconcile, settle_storage_note
 from .research.features import feature_panel
 from .news.features import NEWS_FEATURES, model_inputs
+from .research.rl.agents import SINGLE_ACTIONS, RLAgent
+from .research.rl.envs import market_arrays
 from .research.models import explain
 from .research.registry import load_production
 from .research.strategy import momentum_signals
@@ -35,8 +38,9 @@ from .strategy import Strategy, current_weights, plan_trades, rebalance_due, tar
 # %% auto #0
 __all__ = ['account_profile', 'var_returns', 'portfolio_view', 'account_limits', 'check_breakers', 'events_ahead',
            'apply_breakers', 'record_limit_alerts', 'resume_after_breakers', 'Forecast', 'model_forecast',
-           'check_time_forward', 'refuse_past', 'SessionPlan', 'plan_session', 'SessionData', 'load_session',
-           'quality_gate', 'apply_session_splits', 'trade_daily', 'record_results', 'risk_report']
+           'AgentDecision', 'agent_decision', 'check_time_forward', 'refuse_past', 'SessionPlan', 'plan_session',
+           'SessionData', 'load_session', 'quality_gate', 'apply_session_splits', 'trade_daily', 'record_results',
+           'risk_report']
 
 # %% ../nbs/10b_daily.ipynb #e2884623
 def account_profile(engine, settings:Settings, mode:str="paper") -> AccountProfile:
@@ -220,6 +224,45 @@ def _forecast_rationale(v, scores:pd.Series, ex:pd.DataFrame) -> dict[str, str]:
         out[s] = f"model {v.name} {v.version[:12]}: P(up) {p:.3f}{vote}; top features {top}"
     return out
 
+# %% ../nbs/10b_daily.ipynb #7d587272
+@dataclass
+class AgentDecision:
+    "The production agent's targets for one session."
+    name: str
+    version: str
+    config: str
+    action: object                  # short/flat/long index, or the action vector
+    details: dict                   # Q-values, probabilities or the mean action
+    weights: pd.Series              # target weight per symbol (non-zero only)
+    rationale: dict                 # why, per symbol
+
+def agent_decision(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp, positions:dict, cash:Decimal,
+                   benchmark:pd.Series|None=None) -> AgentDecision|None:
+    "The promoted agent's action and target weights for `day` (observing the session before); None when `[rl] use` is off or none is promoted."
+    if not settings.rl.use: return None
+    loaded = load_production(engine, settings.rl.name)
+    if loaded is None: return None
+    agent, v = loaded
+    if not isinstance(agent, RLAgent): raise ConfigError(f"[rl] name {settings.rl.name!r}: its production version {v.version[:12]} is a forecasting model, not an agent")
+    signal = signal_session(closes, day)
+    upto = closes.loc[:day]
+    missing = [s for s in agent.spec.symbols if s not in upto.columns]
+    if missing: raise DataError(f"agent {v.name} {v.version[:12]} trades {missing}: not in this session's data")
+    px = session_prices(upto.ffill(), signal)
+    equity = cash + sum((p.quantity * px[s] for s, p in positions.items() if p.quantity), Decimal(0))
+    current = {s: float(p.quantity * px[s] / equity) for s, p in positions.items() if p.quantity} if equity > 0 else {}
+    bench = benchmark_for(settings, day) if benchmark is None else benchmark.loc[:day]
+    action, details, target = agent.decide(market_arrays(upto, bench, features=agent.features), current)
+    w = target[target.abs() > 1e-12].rename("weight")
+    head = f"agent {v.name} {v.version[:12]} ({agent.spec.config}, seed {agent.seed})"
+    if agent.spec.env_kind == "single":
+        thought = "; ".join(f"{k.replace('_', ' ')} " + ", ".join(f"{a} {x:.3f}" for a, x in d.items()) for k, d in details.items())
+        why = {s: f"{head}: action {SINGLE_ACTIONS[action]} at {signal.date()}; {thought}; target weight {x:.1%}" for s, x in w.items()}
+    else:
+        value = dict(zip(target.index, np.asarray(details["action"], dtype=float)))
+        why = {s: f"{head}: action value {value[s]:+.3f} of {len(target)} names and cash at {signal.date()}; target weight {x:.1%}" for s, x in w.items()}
+    return AgentDecision(v.name, v.version, agent.spec.config, action, details, w, why)
+
 # %% ../nbs/10b_daily.ipynb #533c95c6
 def check_time_forward(engine, account:str, first_day) -> dt.date|None:
     "Refuse a run for a session before the latest one account `account` was run for (nothing is stored); returns that latest session."
@@ -249,12 +292,19 @@ def plan_session(engine, settings:Settings, strategy:Strategy, closes:pd.DataFra
                  prices:dict[str, Decimal], equity:Decimal, benchmark:pd.Series|None=None,
                  model_store=None,                   # the store the production model is loaded from; None: `engine`
                  new:bool|None=None,                 # the account was never run before; None: read from the ledger
-                 book:ledger.AccountBook|None=None) -> SessionPlan:   # the account as the session started; None: read here
+                 book:ledger.AccountBook|None=None,  # the account as the session started; None: read here
+                 agent_closes:pd.DataFrame|None=None) -> SessionPlan:   # every symbol's closes, the ones the quality gates left out too (an agent observes them all); None: `closes`
     "Whether the strategy trades the account on `day`, and to what target weights."
     book = book or ledger.account_book(engine, account_id, day)
     resume = strategy.name in book.strategies
     new = book.last_session is None if new is None else new
     current = current_weights(book.positions, prices, equity)
+    if strategy.signal == "agent":   # an agent trades every session, as its environment does
+        dec = agent_decision(model_store or engine, settings, agent_closes if agent_closes is not None else closes, day, book.positions, book.cash, benchmark)
+        if dec is not None:
+            w = dec.weights.drop([s for s in dec.weights.index if s not in closes.columns])   # a symbol the quality gates left out sits the session out
+            note = "resuming this session's stored orders" if resume else "first session of a new account" if new else "the agent trades every session"
+            return SessionPlan(True, note, w, dec.rationale, f"agent {dec.name} {dec.version[:12]}")
     if strategy.calendar.kind != "drift" and not (resume or new):
         due, note = rebalance_due(strategy, day, current)
         if not due: return SessionPlan(False, note, pd.Series(dtype=float, name="weight"), {})
@@ -387,7 +437,7 @@ def trade_daily(engine, settings:Settings, closes:pd.DataFrame, day:pd.Timestamp
         state = apply_breakers(engine, acct, checks, day, run_id, state=state)
         resume_after_breakers(engine, settings, acct, closes, day, state=state, checks=checks)
     picks_px = closes.drop(columns=[s for s in issues if s in closes.columns]) if issues else closes   # failing symbols are not candidates
-    plan = plan_session(engine, settings, st, picks_px, day, acct, prices, equity, benchmark, model_store, new=last is None, book=book)
+    plan = plan_session(engine, settings, st, picks_px, day, acct, prices, equity, benchmark, model_store, new=last is None, book=book, agent_closes=closes)
     if not plan.trade: return _mark_to_market(engine, acct, book.cash, equity, day, run_id, plan.note)
     broker = broker or make_broker(engine, settings, prices, close, mode)
     orders = lambda positions, cash, ids: plan_trades(st, plan.weights, positions, prices, cash, ids, day,

@@ -101,7 +101,7 @@ class Strategy:
     "Everything that decides what to hold and when to trade, built from settings.ini and an account's profile."
     name: str = "momentum"                       # part of every client order id
     universe: tuple[str, ...] = ()               # symbols traded; empty: every symbol in the data
-    signal: str = "momentum"                     # momentum, or model (the promoted model's forecasts; momentum when none is promoted)
+    signal: str = "momentum"                     # momentum, model (the promoted model's forecasts) or agent (the promoted RL agent's targets); momentum when none is promoted
     momentum: dict = field(default_factory=dict) # lookback, skip, top_n, vol_lookback, max_volatility, max_weight
     min_probability: float = 0.5                 # model signal: names need P(up) above this
     horizon: int = 5                             # model signal: sessions ahead its forecast looks (Black-Litterman views)
@@ -130,7 +130,7 @@ class Strategy:
 
     def __post_init__(self):
         if self.order_style not in _ORDER_STYLES: raise ConfigError(f"[strategy] order_style = {self.order_style!r}: expected one of {_ORDER_STYLES}")
-        if self.signal not in ("momentum", "model"): raise ConfigError(f"strategy signal {self.signal!r}: expected momentum or model")
+        if self.signal not in ("momentum", "model", "agent"): raise ConfigError(f"strategy signal {self.signal!r}: expected momentum, model or agent")
 
 # %% ../nbs/10a_strategy.ipynb #30240b88
 @classmethod
@@ -139,7 +139,7 @@ def _build(cls, settings:Settings, profile:AccountProfile|None=None, sectors:dic
     profile, s = profile or AccountProfile(), settings.strategy
     risk, tol = profile.risk(settings.risk), profile.tolerance(settings.portfolio.risk_tolerance)
     mom = s.model_dump(include={"lookback", "skip", "top_n", "vol_lookback", "max_volatility", "max_weight"})
-    return cls(name=s.name, universe=tuple(settings.data.universe), signal="model" if settings.models.use else "momentum", momentum=mom,
+    return cls(name=s.name, universe=tuple(settings.data.universe), signal="agent" if settings.rl.use else "model" if settings.models.use else "momentum", momentum=mom,
                min_probability=settings.models.min_probability, horizon=settings.models.horizon,
                optimizer=profile.optimizer or settings.portfolio.optimizer, covariance=settings.portfolio.covariance,
                lookback=settings.portfolio.lookback, risk_tolerance=profile.risk_tolerance or settings.portfolio.risk_tolerance,
@@ -157,6 +157,7 @@ def _describe(self:Strategy) -> str:
     "The strategy in one line, for reports."
     m = self.momentum
     pick = (f"momentum top {m['top_n']} ({m['lookback']}-{m['skip']} sessions, volatility under {m['max_volatility']:.0%})" if self.signal == "momentum"
+            else "the promoted reinforcement-learning agent's target weights every session (momentum when none is promoted)" if self.signal == "agent"
             else f"the promoted model's top {m['top_n']} by P(up) above {self.min_probability:g} (momentum when none is promoted)")
     vt = f", scaled down to {self.target_vol:.0%} volatility" if self.target_vol else ""
     style = "market-on-close" if self.order_style == "market_on_close" else f"{self.order_style.upper()} above {self.algo_above:,.0f}, else market-on-close"

@@ -129,6 +129,16 @@ class RLAgent:
             mean = np.clip(dist.distribution.mean[0].numpy().astype(float), -1, 1)
             return (mean if deterministic else np.clip(dist.sample()[0].numpy(), -1, 1)), {"action": mean.round(6).tolist()}
 
+    def decide(self, data:MarketArrays, current:dict) -> tuple:
+        "For data ending at the traded session: the action at the session before it (the signal session), given the account's `current` weights there (symbol -> weight at that close), what the policy thought, and the target weights (a Series over the spec's symbols)."
+        T = len(data.sessions)
+        if T < 3: raise DataError(f"agent {self.name}: needs at least 3 sessions of data, got {T}")
+        env = self.spec.env(data, data.sessions[T - 3], data.sessions[T - 1])   # the last sessions: an environment positioned at the signal session
+        syms, t = [data.symbols[j] for j in env.cols], np.array([T - 2])
+        obs = env._observe(t, np.array([[float(current.get(s, 0.0)) for s in syms]]))[0]
+        action, details = self.act(obs)
+        return action, details, pd.Series(env._targets(np.asarray(action)[None], t)[0], index=syms, name="weight")
+
     def rollout(self, data:MarketArrays, start=None, end=None, cost:CostModel=CostModel()) -> Rollout:
         "The agent's deterministic pass through `data` from `start` to `end`."
         return rollout(self.spec.env(data, start, end, cost), lambda o: self.act(o)[0])

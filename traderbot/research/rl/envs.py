@@ -4,6 +4,7 @@
 
 # %% ../../../nbs/04p_research.rl.envs.ipynb #5568da27
 from __future__ import annotations
+import copy
 import functools
 import math
 import types
@@ -86,7 +87,7 @@ def _execute_nb(cash, pos, px, vp, w, fees:float, slippage:float, paid, notional
     for b in range(len(cash)):
         cash[b], paid[b], notional[b] = _execute_row_nb(cash[b], pos[b], px[b], vp[b], w[b], fees, slippage)
 
-# %% ../../../nbs/04p_research.rl.envs.ipynb #ea4e8e83
+# %% ../../../nbs/04p_research.rl.envs.ipynb #3c4b3774
 def _held_nb(pos, px) -> float:
     "The value of positions `pos` at prices `px`, summed in column order (an empty position is worth 0 whatever its price)."
     s = 0.0
@@ -130,7 +131,7 @@ def _advance_nb(t, cash, pos, prices, marks, targets, fees, slippage, floor, kin
         out[b, 3] = _reward_nb(math.log(m / before), m, kind, eta, penalty, stats[b])
         out[b, 4], out[b, 5] = paid, traded
 
-# %% ../../../nbs/04p_research.rl.envs.ipynb #c7118d83
+# %% ../../../nbs/04p_research.rl.envs.ipynb #9e5ba76f
 _KERNELS = ("_is_close_nb", "_add_nb", "_fill_nb", "_execute_row_nb", "_execute_nb", "_held_nb", "_reward_nb", "_advance_nb")
 
 @functools.cache
@@ -143,7 +144,7 @@ def _jit() -> types.SimpleNamespace:
         except RuntimeError: g[name] = numba.njit(g[name])   # nowhere to cache (a notebook cell): compile each session
     return types.SimpleNamespace(**{name[1:-3]: g[name] for name in _KERNELS})
 
-# %% ../../../nbs/04p_research.rl.envs.ipynb #8f126346
+# %% ../../../nbs/04p_research.rl.envs.ipynb #d871cfd3
 def execute_targets(
     cash:np.ndarray,       # (B,) cash of each portfolio
     position:np.ndarray,   # (B, N) shares held (negative: short)
@@ -272,6 +273,12 @@ class _TradingEnv(gymnasium.Env):
         return self._observe(np.array([self.t]), np.zeros((1, len(self.cols))))[0], {"session": self._sessions[self.t], "equity": self.init_cash}
 
 # %% ../../../nbs/04p_research.rl.envs.ipynb #7b889a06
+class _StepInfo(dict):
+    "A step's info. SB3's `DummyVecEnv` deep-copies every info on every step; this copy shares the immutable Timestamps."
+    def __deepcopy__(self, memo):
+        return _StepInfo({k: v.copy() if type(v) is np.ndarray else v if isinstance(v, (pd.Timestamp, float, int, str))
+                          else copy.deepcopy(v, memo) for k, v in self.items()})
+
 def _step(self, action):
     "Trade the action's target at the close of t+1; reward with the holdings marked at t+2; observe t+1."
     if self.done: raise ConfigError("step() after the episode ended: call reset() first")
@@ -283,8 +290,8 @@ def _step(self, action):
     terminated = bool(marked <= self._kernel_args[2] or self.t + 2 > self.end)
     truncated = bool(not terminated and self.episode_length is not None and self.steps >= self.episode_length)
     self.done = terminated or truncated
-    info = {"session": self._sessions[t], "fill_session": self._sessions[t + 1], "equity": equity, "weights": weights[0],
-            "fees_paid": fees, "turnover": notional / before, "target": target, "marked_value": marked}
+    info = _StepInfo({"session": self._sessions[t], "fill_session": self._sessions[t + 1], "equity": equity, "weights": weights[0],
+            "fees_paid": fees, "turnover": notional / before, "target": target, "marked_value": marked})
     return self._observe(np.array([self.t]), weights)[0], reward, terminated, truncated, info
 
 _TradingEnv.step = _step
@@ -332,11 +339,13 @@ class SingleAssetEnv(_TradingEnv):
 
     def _observe(self, t:np.ndarray, weights:np.ndarray) -> np.ndarray:
         "Observations (B, F+1) at sessions `t` (B,) with current `weights` (B, 1)."
-        parts = [self.data.features[t, self.cols[0]], weights]
+        F = self.data.features.shape[2]
+        obs = np.empty((len(t), self.observation_space.shape[0]), np.float32)
+        obs[:, :F], obs[:, F] = self.data.features[t, self.cols[0]], weights[:, 0]
         if self.perfect_foresight:   # the return the action at t will earn; 0 past the window (the episode is over)
             p = self.prices[:, 0]
-            parts.append(np.where(t + 2 <= self.end, np.sign(p[np.minimum(t + 2, self.end)] / p[t + 1] - 1), 0.0)[:, None])
-        return np.concatenate(parts, axis=1).astype(np.float32)
+            obs[:, F + 1] = np.where(t + 2 <= self.end, np.sign(p[np.minimum(t + 2, self.end)] / p[t + 1] - 1), 0.0)
+        return obs
 
 # %% ../../../nbs/04p_research.rl.envs.ipynb #d88ce41b
 class PortfolioEnv(_TradingEnv):
