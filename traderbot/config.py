@@ -244,7 +244,7 @@ class QualitySettings(_Section):
 
 class ScheduleSettings(_Section):
     "`traderbot schedule`: jobs on the exchange calendar, in the exchange's time zone."
-    jobs: tuple[Literal["ingest", "daily", "train"], ...] = ("ingest", "daily")   # what runs; daily waits for a successful ingest of its session when ingest is listed
+    jobs: tuple[Literal["ingest", "daily", "train", "train_rl"], ...] = ("ingest", "daily")   # what runs; daily waits for a successful ingest of its session when ingest is listed
     ingest_delay_min: int = Field(30, ge=0)      # ingest this long after the session's close (early closes included)
     daily_delay_min: int = Field(45, ge=0)       # the daily run not before this long after the close
     train_weekday: int = Field(4, ge=0, le=6)    # train after the last session of the week that falls on or before this weekday (4: Friday)

@@ -32,9 +32,10 @@ __all__ = ['JOBS', 'SCHEDULE_LOCK', 'job_times', 'Due', 'due_jobs', 'scheduler_l
            'next_jobs', 'serve']
 
 # %% ../nbs/11b_schedule.ipynb #3c041032
-JOBS = ("ingest", "daily", "train")          # what [schedule] jobs may list; ties in time run in this order
-_DELAY = {"ingest": "ingest_delay_min", "daily": "daily_delay_min", "train": "daily_delay_min"}
-_DEPENDS_ON = {"daily": "ingest", "train": "ingest"}   # runs only after this job succeeded for the same session, when it is scheduled
+JOBS = ("ingest", "daily", "train", "train_rl")   # what [schedule] jobs may list; ties in time run in this order
+_DELAY = {"ingest": "ingest_delay_min", "daily": "daily_delay_min", "train": "daily_delay_min", "train_rl": "daily_delay_min"}
+_DEPENDS_ON = {"daily": "ingest", "train": "ingest", "train_rl": "ingest"}   # runs only after this job succeeded for the same session, when it is scheduled
+_WEEKLY = ("train", "train_rl")   # once a week, after the week's last session on or before [schedule] train_weekday
 
 def _train_sessions(
     sessions:pd.DatetimeIndex, # sorted session labels
@@ -57,7 +58,7 @@ def job_times(
     cal = trading_calendar(settings.data.calendar)
     a, b = to_session_date(start).tz_localize(None), to_session_date(end).tz_localize(None)
     closes = cal.closes.loc[a - pd.Timedelta(days=7):b + pd.Timedelta(days=7)]   # whole weeks: train's session depends on its week
-    if job == "train": closes = closes.loc[_train_sessions(closes.index, settings.schedule.train_weekday)]
+    if job in _WEEKLY: closes = closes.loc[_train_sessions(closes.index, settings.schedule.train_weekday)]
     out = closes.loc[a:b] + pd.Timedelta(minutes=getattr(settings.schedule, _DELAY[job]))
     out.index = out.index.tz_localize("UTC").rename("session")
     return out.rename(job)
@@ -166,8 +167,8 @@ class JobResult:
         return f"{self.job} {self.session:%Y-%m-%d}: {self.status}{why}"
 
 def job_parameters(job:str, session:pd.Timestamp) -> dict[str, str]:
-    "The pipeline parameters of `job` for `session`: ingest and daily take as_of; train fits on data up to end."
-    return {"end" if job == "train" else "as_of": f"{session:%Y-%m-%d}"}
+    "The pipeline parameters of `job` for `session`: ingest and daily take as_of; train and train_rl fit on data up to end."
+    return {"end" if job in _WEEKLY else "as_of": f"{session:%Y-%m-%d}"}
 
 def _deliver_alerts(engine:Engine, settings:Settings) -> None:
     "Hand new alerts to the webhook and email channels (`traderbot.alerts`); never raises: delivery never stops the scheduler."
