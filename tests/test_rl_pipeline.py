@@ -17,7 +17,8 @@ TINY = {"TRADERBOT__RL__TIMESTEPS": "300", "TRADERBOT__RL__SEEDS": "2", "TRADERB
 
 def test_train_rl_reports_agents_against_the_alternatives_and_registers_a_candidate(tmp_path):
     env, url, tmp = environment(tmp_path)
-    env = {**env, **TINY, "TRADERBOT__MODELS__ARTEFACT_DIR": str(tmp / "models")}
+    env = {**env, **TINY, "TRADERBOT__MODELS__ARTEFACT_DIR": str(tmp / "models"),
+           "TRADERBOT__PIPELINE__CELL_TIMEOUT_S": "5"}   # the training cell runs far longer: only [pipeline] training_cell_timeout_s lets it finish
     r = traderbot(env, "run", "train_rl", "-p", "start=2020-01-01", "-p", "min_train=400", "-p", "test_size=126", "-p", "forecaster=baseline", timeout=900)
     assert r.returncode == 0, r.stderr
     html = next((tmp / "reports" / "train_rl").glob("*.html")).read_text()

@@ -196,6 +196,7 @@ class StrategySettings(_Section):
 class PipelineSettings(_Section):
     reports_dir: Path = Path("reports")          # executed notebooks and HTML, relative to settings.ini
     cell_timeout_s: int = Field(600, gt=0)       # a cell running longer fails the run
+    training_cell_timeout_s: int = Field(6 * 3600, gt=0)   # the same for train and train_rl, whose study cells run for many minutes
     lock_wait_s: float = Field(60, ge=0)         # a trading run waits this long for another run of its account, then stops naming it
     kernel: str = "python3"                      # Jupyter kernel papermill starts
 

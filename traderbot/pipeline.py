@@ -24,8 +24,8 @@ from .data.lake import check_universe
 from .store import database, runs
 
 # %% auto #0
-__all__ = ['PipelineFailed', 'RunInterrupted', 'pipelines_dir', 'pipeline_notebook', 'check_parameters', 'parse_parameters',
-           'RunOutcome', 'run_pipeline', 'ensure_run']
+__all__ = ['TRAINING', 'PipelineFailed', 'RunInterrupted', 'pipelines_dir', 'pipeline_notebook', 'check_parameters',
+           'parse_parameters', 'RunOutcome', 'run_pipeline', 'ensure_run']
 
 # %% ../nbs/11_pipeline.ipynb #edbd2852
 class PipelineFailed(TraderbotError):
@@ -44,6 +44,7 @@ _LAKE_LOCK = "__ingest__"   # one ingest into the bar lake at a time (the same r
 _NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential")
 _RESERVED = ("run_id", "settings_path")   # set by the runner
+TRAINING = ("train", "train_rl")           # pipelines whose cells may run for hours: [pipeline] training_cell_timeout_s
 
 def pipelines_dir(settings:Settings) -> Path:
     "Folder of the pipeline notebooks."
@@ -180,7 +181,7 @@ def _execute(settings:Settings, engine, nb:Path, name:str, run_id:str, params:di
         with _kernel_env(TRADERBOT__STORE__URL=settings.store.url, TRADERBOT__STORE__LIVE_URL=settings.store.live_url,
                          TRADERBOT_RUNNER_PID=str(os.getpid())):   # the kernel exits if this process dies (see `_watch_runner`)
           pm.execute_notebook(str(nb), str(out), parameters=injected, kernel_name=settings.pipeline.kernel, cwd=str(settings.root),
-                            execution_timeout=settings.pipeline.cell_timeout_s, progress_bar=False, log_output=False,
+                            execution_timeout=settings.pipeline.training_cell_timeout_s if name in TRAINING else settings.pipeline.cell_timeout_s, progress_bar=False, log_output=False,
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])   # the kernel's start-up chatter (its TCP-transport warning) stays out of the run's stderr
     except KeyboardInterrupt:   # papermill has stopped the kernel on its way out
         runs.finish_run(engine, run_id, "interrupted", notebook_path=str(out), error="interrupted by SIGINT or SIGTERM")
