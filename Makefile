@@ -78,6 +78,7 @@ bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/sentiment.py
 	$(BIN)/python bench/rl.py
+	$(BIN)/python bench/sweep.py
 
 # the bench extra (backtrader, the peer of bench/replay.py): only `make bench` installs it, never `make run` or `make test`
 $(BENCH_STAMP): $(STAMP)
