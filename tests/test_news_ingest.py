@@ -34,6 +34,7 @@ def test_ingest_fetches_stores_and_scores_news_and_calendars(tmp_path):
                                calendar__earnings="finnhub", calendar__economic="finnhub", calendar__base_urls=f"finnhub={fc.url}/api/v1")
         env.update(POLYGON_API_KEY=PK, FINNHUB_API_KEY=FK)
         r = run(env, "ingest", "--provider", "files", "--path", str(files), "--as-of", DAY)
+        reports = sorted((tmp_path / "reports" / "ingest").glob("*.html"))     # the successful run's report, before the refused run writes its own
         missing = run({k: v for k, v in env.items() if k != "FINNHUB_API_KEY"}, "ingest", "--provider", "files", "--path", str(files), "--as-of", DAY)
     assert r.returncode == 0, r.stderr
     eng = database.connect(url)
@@ -47,7 +48,8 @@ def test_ingest_fetches_stores_and_scores_news_and_calendars(tmp_path):
     assert cal[["kind", "symbol", "name"]].values.tolist() == [["earnings", "AAPL", "earnings Q1 2023"]]
     alerts = ledger.alerts_frame(eng, None, limit=10)
     assert any(s == "calendar" and "paid Finnhub plan" in m for s, m in zip(alerts.source, alerts.message)), alerts
-    html = next((tmp_path / "reports" / "ingest").glob("*.html")).read_text()
+    assert len(reports) == 1, reports
+    html = reports[0].read_text()
     assert "3 new stories, 1 copies merged" in html and "calendars: earnings 1 (1 new); failed: economic" in html, html[-3000:]
     assert PK not in html and FK not in html and PK not in r.stdout + r.stderr and FK not in r.stdout + r.stderr
     assert missing.returncode == 1 and "it needs FINNHUB_API_KEY in the environment" in missing.stderr, missing.stderr
