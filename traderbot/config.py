@@ -19,9 +19,10 @@ from .core import ConfigError, CostModel, DataError, check_symbol
 __all__ = ['LIVE_FLAG', 'RISK_TOLERANCE', 'TraderbotSettings', 'DataSettings', 'StoreSettings', 'BrokerSettings',
            'RoutingSettings', 'CostSettings', 'RiskSettings', 'BreakerSettings', 'ModelSettings', 'PortfolioSettings',
            'StrategySettings', 'PipelineSettings', 'DashboardSettings', 'IngestSettings', 'QualitySettings',
-           'ScheduleSettings', 'NewsSettings', 'SentimentSettings', 'RLSettings', 'CalendarSettings', 'AlertSettings',
-           'Secrets', 'load_secrets', 'Settings', 'find_settings', 'load_settings', 'TradingMode', 'trading_mode',
-           'SectorPreference', 'AccountProfile', 'parse_profile', 'resolve_mode', 'for_account']
+           'ScheduleSettings', 'NewsSettings', 'SentimentSettings', 'RLSettings', 'ComputeSettings', 'SweepSettings',
+           'CalendarSettings', 'AlertSettings', 'Secrets', 'load_secrets', 'Settings', 'find_settings', 'load_settings',
+           'TradingMode', 'trading_mode', 'SectorPreference', 'AccountProfile', 'parse_profile', 'resolve_mode',
+           'for_account']
 
 # %% ../nbs/01_config.ipynb #ea016c0c
 class _Section(BaseModel):
@@ -323,6 +324,19 @@ class RLSettings(_Section):
         if not v: raise ValueError("at least one configuration")
         return v
 
+class ComputeSettings(_Section):
+    "Where fan-out work runs (sweep chunks, walk-forward folds, CPCV paths, model and RL trials): this machine or a Dask cluster."
+    scheduler: str = Field("local", pattern=r"^(local|tcp://[A-Za-z0-9_.\-]+:\d{1,5})$")   # local: joblib's loky worker processes here; tcp://host:8786: a Dask scheduler
+    workers: int = Field(0, ge=0, le=1024)        # local worker processes (0: one per core); a cluster brings its own
+    seed: int = 0                                 # root of the SeedSequence each task's seed is spawned from
+
+class SweepSettings(_Section):
+    "Parameter sweeps (`traderbot sweep`): the memory budget of one chunk and the study its combinations are recorded in."
+    memory_mb: float = Field(512.0, gt=0)         # budget of one chunk's working arrays; a sweep is cut into chunks that fit
+    study: str = Field("sweeps", pattern=r"^[a-z][a-z0-9_\-]{0,59}$")   # default study: every combination counts as a trial of it
+    folds: int = Field(5, ge=2, le=50)            # walk-forward optimisation: out-of-sample folds
+    metric: Literal["sharpe", "total_return", "calmar"] = "sharpe"  # what picks a fold's parameters in sample
+
 class CalendarSettings(_Section):
     "Event calendars the ingest fetches and stores (keys from the environment: FINNHUB_API_KEY, ALPHAVANTAGE_API_KEY)."
     earnings: Literal["none", "finnhub"] = "none"        # earnings dates of the universe (Finnhub's free plan)
@@ -390,7 +404,8 @@ _SECTIONS = {"traderbot": TraderbotSettings, "data": DataSettings, "store": Stor
             "breakers": BreakerSettings, "portfolio": PortfolioSettings, "models": ModelSettings,
             "strategy": StrategySettings, "pipeline": PipelineSettings, "dashboard": DashboardSettings,
             "ingest": IngestSettings, "quality": QualitySettings, "schedule": ScheduleSettings, "alerts": AlertSettings,
-            "sentiment": SentimentSettings, "news": NewsSettings, "calendar": CalendarSettings, "rl": RLSettings}
+            "sentiment": SentimentSettings, "news": NewsSettings, "calendar": CalendarSettings, "rl": RLSettings,
+            "compute": ComputeSettings, "sweep": SweepSettings}
 
 class Settings(_Section):
     "All of traderbot's runtime settings, validated and frozen."
@@ -416,6 +431,8 @@ class Settings(_Section):
     news: NewsSettings = NewsSettings()
     calendar: CalendarSettings = CalendarSettings()
     rl: RLSettings = RLSettings()
+    compute: ComputeSettings = ComputeSettings()
+    sweep: SweepSettings = SweepSettings()
     secrets: Secrets = Secrets()
     live_trading_flag: bool = False               # TRADERBOT_LIVE_TRADING=yes was in the environment
 
