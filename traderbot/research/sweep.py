@@ -14,58 +14,28 @@ import pandas as pd
 
 from ..core import ConfigError, CostModel, DataError
 from ..data.calendar import TRADING_DAYS
+from .fills import add_nb, fill_nb, is_close_nb, njit_into
 
 # %% auto #0
-__all__ = ['SWEEPS', 'ma_crossover_signals', 'band_signals', 'sweep_ma_crossover', 'sweep_band', 'sweep']
-
-# %% ../../nbs/04t_research.sweep.ipynb #e0621ba9
-_REL_TOL, _ABS_TOL = 1e-9, 1e-12   # vectorbt.utils.math_: rel_tol, abs_tol
-_MIN_SIZE = 1e-8                    # vectorbt's default `min_size`: smaller fills are rejected
-
-def _is_close_nb(a:float, b:float) -> bool:
-    "vectorbt's `is_close_nb`: False for NaN or inf, else |a-b| <= max(1e-9·max(|a|,|b|), 1e-12)."
-    if not (np.isfinite(a) and np.isfinite(b)): return False
-    return a == b or abs(a - b) <= max(_REL_TOL * max(abs(a), abs(b)), _ABS_TOL)
-
-def _add_nb(a:float, b:float) -> float:
-    "vectorbt's `add_nb`: a + b, snapped to 0 when the two (nearly) cancel."
-    s = a + b
-    if (a > 0) == (b > 0) and (a < 0) == (b < 0) and a == a and b == b:   # np.sign(a) == np.sign(b); never with a NaN
-        return 0.0 if abs(s) <= _ABS_TOL else s
-    return 0.0 if _is_close_nb(abs(a), abs(b)) else s
-
-def _is_less_nb(a:float, b:float) -> bool:
-    "vectorbt's `is_less_nb`: a < b and not close."
-    return a < b and not _is_close_nb(a, b)
+__all__ = ['SWEEPS', 'ma_crossover_signals', 'band_signals', 'sweep_ma_crossover', 'sweep_band', 'sweep', 'warmup']
 
 # %% ../../nbs/04t_research.sweep.ipynb #636f6d20
-def _fill_nb(vcash:float, pcash:float, size:float, price:float, fee:float, buy:bool):
+def _book_nb(vcash:float, pcash:float, notional:float, fee:float, buy:bool):
     "Book one fill in the post-simulation ledgers: vectorbt's `cash_flow_nb` + `cash_nb`, and `total_profit_nb`."
-    if buy: return _add_nb(vcash, _add_nb(0.0, -size * price - fee)), _add_nb(pcash, -(size * price + fee))
-    return _add_nb(vcash, _add_nb(0.0, size * price - fee)), _add_nb(pcash, size * price - fee)
+    if buy: return add_nb(vcash, add_nb(0.0, -notional - fee)), add_nb(pcash, -(notional + fee))
+    return add_nb(vcash, add_nb(0.0, notional - fee)), add_nb(pcash, notional - fee)
 
 def _order_nb(pos:float, cash:float, vcash:float, pcash:float, entries:int, price:float, enter:bool, leave:bool,
               fees:float, slippage:float):
     "vectorbt's long-only `from_signals` order at `price` (size=inf, no accumulation; entry and exit together: neither)."
     if enter == leave or (enter and pos > 0) or (leave and not pos > 0):        # no order is issued
         return pos, cash, vcash, pcash, entries
-    cash = 0.0 if _is_close_nb(cash, 0.0) else cash                             # execute_order_nb's snapping
-    held = 0.0 if _is_close_nb(pos, 0.0) else pos
-    if enter:                                                                    # buy_nb, partial: spend all the cash
-        adj = price * (1 + slippage)
-        max_req = _add_nb(cash, -0.0) / (1 + fees)
-        size = max_req / adj
-        if cash == 0 or max_req <= 0 or _is_less_nb(size, _MIN_SIZE): return held, cash, vcash, pcash, entries
-        vcash, pcash = _fill_nb(vcash, pcash, size, adj, cash - max_req, True)
-        return _add_nb(held, size), _add_nb(cash, -cash), vcash, pcash, entries + 1
-    adj = price * (1 - slippage)                                                 # sell_nb, LongOnly: the whole position
-    size = min(held, abs(pos))
-    acq = size * adj; fee = acq * fees
-    net = _add_nb(acq, -fee)
-    if held == 0 or _is_close_nb(size, 0.0) or _is_less_nb(size, _MIN_SIZE) or net < 0:
-        return held, cash, vcash, pcash, entries
-    vcash, pcash = _fill_nb(vcash, pcash, size, adj, fee, False)
-    return _add_nb(held, -size), cash + net, vcash, pcash, entries
+    cash = 0.0 if is_close_nb(cash, 0.0) else cash                              # execute_order_nb's snapping
+    held = 0.0 if is_close_nb(pos, 0.0) else pos
+    new_cash, new_pos, fee, notional = fill_nb(cash, held, np.inf if enter else -held, price, fees, slippage)
+    if notional == 0.0: return held, cash, vcash, pcash, entries                 # rejected (no cash, under min_size)
+    vcash, pcash = _book_nb(vcash, pcash, notional, fee, enter)
+    return new_pos, new_cash, vcash, pcash, entries + enter
 
 # %% ../../nbs/04t_research.sweep.ipynb #744d72ab
 _YEAR = float(TRADING_DAYS)   # periods a year in the annualised Sharpe, as `performance`
@@ -78,8 +48,8 @@ def _sum_nb(s:float, c:float, x:float):
     return t, c
 
 def _mark_nb(m, close:float, pos:float, vcash:float):
-    "Value the variant at `close` and fold the bar's return into the running metrics `m`; the new `m`."
-    prev, cum, peak, mdd, s1, c1, s2, c2, s3, s4, held = m
+    "Value the variant at `close` and fold the bar's return into the running metrics `m`; the new `m` (its last item: that return)."
+    prev, cum, peak, mdd, s1, c1, s2, c2, s3, s4, held, _ = m
     value = vcash + close * pos
     if value == prev: r = 0.0                                                  # get_return_nb, including 0 -> 0
     elif prev == 0: r = np.inf * np.sign(value)
@@ -91,11 +61,18 @@ def _mark_nb(m, close:float, pos:float, vcash:float):
     s1, c1 = _sum_nb(s1, c1, r)
     r2 = r * r
     s2, c2 = _sum_nb(s2, c2, r2)
-    return value, cum, peak, mdd, s1, c1, s2, c2, s3 + r2 * r, s4 + r2 * r2, held + (pos > 0)
+    return value, cum, peak, mdd, s1, c1, s2, c2, s3 + r2 * r, s4 + r2 * r2, held + (pos > 0), r
+
+def _part_nb(parts, bounds, p:int, t:int, r:float) -> int:
+    "Add bar `t`'s return `r` (and its square) to its partition's sums in `parts` (S, 2); `bounds` (S+1) cut the bars. The partition of `t`."
+    if len(bounds) < 2: return p                                                # no partitions asked for
+    while t >= bounds[p + 1]: p += 1
+    parts[p, 0] += r; parts[p, 1] += r * r
+    return p
 
 def _start_nb(init_cash:float):
     "A fresh variant: position, cash, the two ledgers, entries; and the metrics' accumulators for `_mark_nb`."
-    return (0.0, init_cash, init_cash, 0.0, 0), (init_cash, 1.0, -np.inf, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+    return (0.0, init_cash, init_cash, 0.0, 0), (init_cash, 1.0, -np.inf, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0)
 
 def _finish_nb(book, m, n:int, last_close:float, init_cash:float, out):
     "Write `_METRICS` of a finished variant of `n` bars into `out`; one whose returns never moved gets Sharpe 0, skew 0, kurtosis 3."
@@ -116,50 +93,48 @@ def _finish_nb(book, m, n:int, last_close:float, init_cash:float, out):
     out[7], out[8] = m3 / m2 ** 1.5, m4 / (m2 * m2)
 
 # %% ../../nbs/04t_research.sweep.ipynb #b3d37540
-def _ma_kernel_nb(close, means, fast_row, slow_row, init_cash:float, fees:float, slippage:float, out):
+def _ma_kernel_nb(close, means, fast_row, slow_row, init_cash:float, fees:float, slippage:float, bounds, out, parts):
     "MA crossover for each combination k (rows `fast_row[k]`, `slow_row[k]` of `means`), metrics into `out[k]`."
     for k in _prange(len(fast_row)):
         f, s = means[fast_row[k]], means[slow_row[k]]
         book, m = _start_nb(init_cash)
         m = _mark_nb(m, close[0], 0.0, init_cash)
+        p = _part_nb(parts[k], bounds, 0, 0, m[11])
         for t in range(1, len(close)):
             j = t - 1                                                           # the signal's bar: lag 1
             up = j >= 1 and f[j] > s[j] and f[j - 1] <= s[j - 1]
             down = j >= 1 and f[j] < s[j] and f[j - 1] >= s[j - 1]
             book = _order_nb(book[0], book[1], book[2], book[3], book[4], close[t], up, down, fees, slippage)
             m = _mark_nb(m, close[t], book[0], book[2])
+            p = _part_nb(parts[k], bounds, p, t, m[11])
         _finish_nb(book, m, len(close), close[-1], init_cash, out[k])
 
-def _band_kernel_nb(close, means, stds, row, entry_z, exit_z, init_cash:float, fees:float, slippage:float, out):
+def _band_kernel_nb(close, means, stds, row, entry_z, exit_z, init_cash:float, fees:float, slippage:float, bounds, out, parts):
     "Band rule for each combination k (row `row[k]` of `means`/`stds`, thresholds `entry_z[k]`, `exit_z[k]`)."
     for k in _prange(len(row)):
         mu, sd = means[row[k]], stds[row[k]]
         lo, hi = -entry_z[k], -exit_z[k]
         book, m = _start_nb(init_cash)
         m = _mark_nb(m, close[0], 0.0, init_cash)
+        p = _part_nb(parts[k], bounds, 0, 0, m[11])
         for t in range(1, len(close)):
             z = (close[t - 1] - mu[t - 1]) / sd[t - 1]                          # NaN before the window fills: no signal
             book = _order_nb(book[0], book[1], book[2], book[3], book[4], close[t], z < lo, z > hi, fees, slippage)
             m = _mark_nb(m, close[t], book[0], book[2])
+            p = _part_nb(parts[k], bounds, p, t, m[11])
         _finish_nb(book, m, len(close), close[-1], init_cash, out[k])
 
 # %% ../../nbs/04t_research.sweep.ipynb #a48b602d
 _prange = range
-_HELPERS = ("_is_close_nb", "_add_nb", "_is_less_nb", "_fill_nb", "_order_nb", "_sum_nb", "_mark_nb", "_start_nb", "_finish_nb")
+_HELPERS = ("_book_nb", "_order_nb", "_sum_nb", "_mark_nb", "_part_nb", "_start_nb", "_finish_nb")
 _KERNELS = ("_ma_kernel_nb", "_band_kernel_nb")
 
 @functools.cache
 def _jit() -> types.SimpleNamespace:
     "The kernels, compiled by numba on first use (importing numba takes about 0.4 s, which `import traderbot` must not pay)."
     import numba
-    g = globals()
-    g["_prange"] = numba.prange
-    opts = dict(nogil=True, error_model="numpy")   # numpy's float semantics: x/0 is inf or NaN, as in vectorbt
-    for name in _HELPERS + _KERNELS:               # callees are looked up among the module's globals when a kernel compiles
-        par = dict(parallel=True) if name in _KERNELS else {}
-        try: g[name] = numba.njit(g[name], cache=True, **opts, **par)
-        except RuntimeError: g[name] = numba.njit(g[name], **opts, **par)   # nowhere to cache (a notebook cell)
-    return types.SimpleNamespace(**{name[1:-3]: g[name] for name in _HELPERS + _KERNELS})
+    globals()["_prange"] = numba.prange
+    return njit_into(globals(), _HELPERS + _KERNELS, parallel=_KERNELS)   # research.fills' compiled functions swapped in
 
 # %% ../../nbs/04t_research.sweep.ipynb #890305ea
 def ma_crossover_signals(
@@ -228,12 +203,21 @@ def _check_run(cost, init_cash, memory_mb) -> None:
 # %% ../../nbs/04t_research.sweep.ipynb #ac8f7553
 _ROW_BYTES = (len(_METRICS) + 4) * 8   # a combination's result row, its table rows and thresholds
 
-def _chunk_size(table_bytes:int, memory_mb:float) -> int:
-    "Combinations per kernel call so the rolling tables and one chunk's buffers fit in `memory_mb`."
+def _chunk_size(table_bytes:int, memory_mb:float, partitions:int=0) -> int:
+    "Combinations per kernel call so the rolling tables and one chunk's buffers (with its partition sums) fit in `memory_mb`."
+    row = _ROW_BYTES + partitions * 16
     room = memory_mb * 2**20 - table_bytes
-    if room < _ROW_BYTES:
+    if room < row:
         raise ConfigError(f"memory_mb={memory_mb}: the rolling tables alone need {table_bytes / 2**20:.2f} MB; raise it")
-    return int(room // _ROW_BYTES)
+    return int(room // row)
+
+def _bounds(n_bars:int, partitions:int) -> np.ndarray:
+    "Where `partitions` contiguous blocks of the bars start (and the last ends): the split of `np.array_split`, as CSCV cuts."
+    if isinstance(partitions, bool) or not isinstance(partitions, (int, np.integer)) or partitions < 0 or partitions == 1:
+        raise ConfigError(f"partitions={partitions!r}: must be 0 (none) or an integer >= 2")
+    if partitions > n_bars: raise ConfigError(f"partitions={partitions}: more than the {n_bars} bars")
+    if not partitions: return np.zeros(1, np.int64)
+    return np.concatenate([[0], np.cumsum([len(a) for a in np.array_split(np.arange(n_bars), partitions)])]).astype(np.int64)
 
 def _rolling_tables(px:np.ndarray, windows:np.ndarray, std:bool=False) -> tuple:
     "Rolling means (and standard deviations, ddof 1) of `px`, one row per window: pandas' own numbers, as the signals use."
@@ -241,17 +225,20 @@ def _rolling_tables(px:np.ndarray, windows:np.ndarray, std:bool=False) -> tuple:
     means = np.stack([s.rolling(int(w)).mean().to_numpy() for w in windows])
     return (means, np.stack([s.rolling(int(w)).std().to_numpy() for w in windows])) if std else (means,)
 
-def _run_chunks(kernel, n:int, chunk:int, args) -> np.ndarray:
-    "Call `kernel(*args(a, b), out[a:b])` over chunks of at most `chunk` combinations; the metrics, one row each."
-    out = np.empty((n, len(_METRICS)))
+def _run_chunks(kernel, n:int, chunk:int, args, bounds:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "Call `kernel(*args(a, b), bounds, out[a:b], parts[a:b])` over chunks of at most `chunk` combinations; metrics and partition sums."
+    out, parts = np.empty((n, len(_METRICS))), np.zeros((n, max(len(bounds) - 1, 0), 2))
     for a in range(0, n, chunk):
         b = min(a + chunk, n)
-        kernel(*args(a, b), out[a:b])
-    return out
+        kernel(*args(a, b), bounds, out[a:b], parts[a:b])
+    return out, parts
 
-def _frame(params:dict, out:np.ndarray) -> pd.DataFrame:
-    "One row per combination: its parameters, then `_METRICS` (counts as integers)."
-    df = pd.concat([pd.DataFrame(params), pd.DataFrame(out, columns=list(_METRICS))], axis=1)
+def _frame(params:dict, out:np.ndarray, parts:np.ndarray) -> pd.DataFrame:
+    "One row per combination: its parameters, `_METRICS` (counts as integers), then any partition sums `part_sum_i`, `part_sq_i`."
+    cols = [pd.DataFrame(params), pd.DataFrame(out, columns=list(_METRICS))]
+    if parts.shape[1]:
+        cols.append(pd.DataFrame(parts.reshape(len(parts), -1), columns=[f"part_{k}_{i}" for i in range(parts.shape[1]) for k in ("sum", "sq")]))
+    df = pd.concat(cols, axis=1)
     return df.astype({"trades": np.int64, "n_obs": np.int64})
 
 # %% ../../nbs/04t_research.sweep.ipynb #c3a88e54
@@ -262,9 +249,10 @@ def sweep_ma_crossover(
     cost:CostModel=CostModel(),   # fees on the fill value, slippage on the price
     init_cash:float=1_000_000.0,  # starting cash of every variant
     memory_mb:float=512.0,        # budget for the rolling tables and one chunk of combinations
+    partitions:int=0,             # S >= 2: also each combination's return sum and sum of squares over S blocks of bars (for PBO)
 ) -> pd.DataFrame:                # one row per (fast, slow): parameters, then total_return ... kurtosis
     "Every MA crossover of the grid, long only, trading each signal at the next close as `from_signals` would."
-    px = _check_close(close); _check_run(cost, init_cash, memory_mb)
+    px = _check_close(close); _check_run(cost, init_cash, memory_mb); bounds = _bounds(len(px), partitions)
     fast, slow = _window_grid("fast", fast, 1, len(px)), _window_grid("slow", slow, 2, len(px))
     f, s = (a.ravel() for a in np.meshgrid(fast, slow, indexing="ij"))
     keep = f < s
@@ -274,8 +262,8 @@ def sweep_ma_crossover(
     (means,) = _rolling_tables(px, windows)
     fr, sr = np.searchsorted(windows, f), np.searchsorted(windows, s)
     args = lambda a, b: (px, means, fr[a:b], sr[a:b], float(init_cash), float(cost.fees), float(cost.slippage))
-    out = _run_chunks(_jit().ma_kernel, len(f), _chunk_size(means.nbytes, memory_mb), args)
-    return _frame({"fast": f, "slow": s}, out)
+    out, parts = _run_chunks(_jit().ma_kernel, len(f), _chunk_size(means.nbytes, memory_mb, partitions), args, bounds)
+    return _frame({"fast": f, "slow": s}, out, parts)
 
 # %% ../../nbs/04t_research.sweep.ipynb #29916a8b
 def sweep_band(
@@ -286,9 +274,10 @@ def sweep_band(
     cost:CostModel=CostModel(),   # fees on the fill value, slippage on the price
     init_cash:float=1_000_000.0,  # starting cash of every variant
     memory_mb:float=512.0,        # budget for the rolling tables and one chunk of combinations
+    partitions:int=0,             # S >= 2: also each combination's return sum and sum of squares over S blocks of bars (for PBO)
 ) -> pd.DataFrame:                # one row per (window, entry_z, exit_z): parameters, then total_return ... kurtosis
     "Every mean-reversion band of the grid, long only, trading each signal at the next close as `from_signals` would."
-    px = _check_close(close); _check_run(cost, init_cash, memory_mb)
+    px = _check_close(close); _check_run(cost, init_cash, memory_mb); bounds = _bounds(len(px), partitions)
     windows = _window_grid("window", window, 2, len(px))
     ez, xz = _float_grid("entry_z", entry_z), _float_grid("exit_z", exit_z)
     w, e, x = (a.ravel() for a in np.meshgrid(windows, ez, xz, indexing="ij"))
@@ -298,8 +287,8 @@ def sweep_band(
     means, stds = _rolling_tables(px, windows, std=True)
     row = np.searchsorted(windows, w)
     args = lambda a, b: (px, means, stds, row[a:b], e[a:b], x[a:b], float(init_cash), float(cost.fees), float(cost.slippage))
-    out = _run_chunks(_jit().band_kernel, len(w), _chunk_size(means.nbytes + stds.nbytes, memory_mb), args)
-    return _frame({"window": w, "entry_z": e, "exit_z": x}, out)
+    out, parts = _run_chunks(_jit().band_kernel, len(w), _chunk_size(means.nbytes + stds.nbytes, memory_mb, partitions), args, bounds)
+    return _frame({"window": w, "entry_z": e, "exit_z": x}, out, parts)
 
 # %% ../../nbs/04t_research.sweep.ipynb #be85e514
 SWEEPS = {"ma_crossover": (sweep_ma_crossover, ("fast", "slow")),
@@ -309,7 +298,7 @@ def sweep(
     close:pd.Series,  # closes of one instrument
     strategy:str,     # a key of `SWEEPS`
     grid:dict,        # parameter name -> value or list of values, e.g. {"fast": [5, 10], "slow": [50, 100]}
-    **kwargs,         # cost, init_cash, memory_mb: as `sweep_ma_crossover`
+    **kwargs,         # cost, init_cash, memory_mb, partitions: as `sweep_ma_crossover`
 ) -> pd.DataFrame:    # one row per combination
     "Sweep `strategy` over `grid`, refusing unknown strategies and parameters by name."
     if strategy not in SWEEPS: raise ConfigError(f"strategy={strategy!r}: unknown; expected one of {sorted(SWEEPS)}")
@@ -318,3 +307,10 @@ def sweep(
     if unknown: raise ConfigError(f"grid: unknown parameter(s) {unknown} for {strategy}; expected {list(names)}")
     if missing: raise ConfigError(f"grid: missing parameter(s) {missing} for {strategy}")
     return fn(close, **grid, **kwargs)
+
+# %% ../../nbs/04t_research.sweep.ipynb #8d8cd3cc
+def warmup() -> None:
+    "Compile (or load from numba's cache) the sweep kernels on a tiny series, so a first real sweep does not wait."
+    close = pd.Series(100 + np.sin(np.arange(40.0)), name="warmup")
+    sweep_ma_crossover(close, [2, 3], [5, 8], partitions=2)
+    sweep_band(close, 5, 1.0, 0.0, partitions=2)

@@ -21,9 +21,9 @@ from .schema import job_runs, model_versions, now_utc, pipeline_runs, run_locks,
 
 # %% auto #0
 __all__ = ['RUN_ENDS', 'start_run', 'get_run', 'record_run_fields', 'finish_run', 'settle_abandoned', 'acquire_lock',
-           'lock_holder', 'release_lock', 'runs_frame', 'insert_trial', 'trials_frame', 'insert_model_version',
-           'model_version_rows', 'set_production', 'model_versions_frame', 'last_job_session', 'job_statuses',
-           'record_job_run', 'finish_job_run', 'settle_running_jobs', 'last_job_runs']
+           'lock_holder', 'release_lock', 'runs_frame', 'insert_trial', 'insert_trials', 'trials_frame',
+           'insert_model_version', 'model_version_rows', 'set_production', 'model_versions_frame', 'last_job_session',
+           'job_statuses', 'record_job_run', 'finish_job_run', 'settle_running_jobs', 'last_job_runs']
 
 # %% ../../nbs/03d_store.runs.ipynb #afe55ba2
 def start_run(engine:Engine, run_id:str, pipeline:str, parameters:dict, git_commit:str|None=None) -> str:
@@ -123,6 +123,21 @@ def insert_trial(
     with transaction(engine) as con:
         return con.execute(trials.insert().values(study=study, name=name, kind=kind, parameters=parameters or {}, metrics=metrics or {},
                                                   run_id=run_id, created_at=now_utc(), **moments)).inserted_primary_key[0]
+
+# %% ../../nbs/03d_store.runs.ipynb #b5ae0954
+def insert_trials(
+    engine:Engine, study:str,
+    rows:list,                       # dicts with name, kind, moments (n_obs, sharpe, skew, kurtosis), parameters, metrics
+    run_id:str|None=None,
+    batch:int=5_000,                 # rows per INSERT statement
+) -> int:                            # how many were recorded
+    "Record many trials of `study` in one transaction (a parameter sweep's thousands of combinations): all or none."
+    at = now_utc()
+    values = [dict(study=study, name=r["name"], kind=r["kind"], parameters=r.get("parameters") or {}, metrics=r.get("metrics") or {},
+                   run_id=run_id, created_at=at, **r["moments"]) for r in rows]
+    with transaction(engine) as con:
+        for a in range(0, len(values), batch): con.execute(trials.insert(), values[a:a + batch])
+    return len(values)
 
 # %% ../../nbs/03d_store.runs.ipynb #e1a7daaf
 def trials_frame(engine:Engine, study:str) -> pd.DataFrame:

@@ -135,9 +135,9 @@ class RLAgent:
         if T < 3: raise DataError(f"agent {self.name}: needs at least 3 sessions of data, got {T}")
         env = self.spec.env(data, data.sessions[T - 3], data.sessions[T - 1])   # the last sessions: an environment positioned at the signal session
         syms, t = [data.symbols[j] for j in env.cols], np.array([T - 2])
-        obs = env._observe(t, np.array([[float(current.get(s, 0.0)) for s in syms]]))[0]
+        obs = env.observe(t, np.array([[float(current.get(s, 0.0)) for s in syms]]))[0]
         action, details = self.act(obs)
-        return action, details, pd.Series(env._targets(np.asarray(action)[None], t)[0], index=syms, name="weight")
+        return action, details, pd.Series(env.targets_for(np.asarray(action)[None], t)[0], index=syms, name="weight")
 
     def rollout(self, data:MarketArrays, start=None, end=None, cost:CostModel=CostModel()) -> Rollout:
         "The agent's deterministic pass through `data` from `start` to `end`."

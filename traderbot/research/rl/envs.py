@@ -16,76 +16,17 @@ import pandas as pd
 
 from ...core import ConfigError, CostModel, DataError
 from ..features import feature_panel
+from ..fills import add_nb, execute_row_nb, is_close_nb, njit_into
 
 # %% auto #0
-__all__ = ['REWARDS', 'execute_targets', 'MarketArrays', 'market_arrays', 'SingleAssetEnv', 'PortfolioEnv']
-
-# %% ../../../nbs/04p_research.rl.envs.ipynb #b1f346e5
-_REL_TOL, _ABS_TOL = 1e-9, 1e-12   # vectorbt.utils.math_: rel_tol, abs_tol
-_MIN_SIZE = 1e-8                    # vectorbt's default `min_size`: smaller fills are rejected
-
-def _is_close_nb(a:float, b:float) -> bool:
-    "vectorbt's `is_close_nb`: False for NaN or inf, else |a-b| <= max(1e-9·max(|a|,|b|), 1e-12)."
-    if not (np.isfinite(a) and np.isfinite(b)): return False
-    return a == b or abs(a - b) <= max(_REL_TOL * max(abs(a), abs(b)), _ABS_TOL)
-
-def _add_nb(a:float, b:float) -> float:
-    "vectorbt's `add_nb`: a + b, snapped to 0 when the two (nearly) cancel."
-    s = a + b
-    if (a > 0) == (b > 0) and (a < 0) == (b < 0) and a == a and b == b:   # np.sign(a) == np.sign(b); never with a NaN
-        return 0.0 if abs(s) <= _ABS_TOL else s                           # is_close(s, 0): only the absolute tolerance can hold
-    return 0.0 if _is_close_nb(abs(a), abs(b)) else s
-
-# %% ../../../nbs/04p_research.rl.envs.ipynb #38bfb3de
-def _fill_nb(cash:float, pos:float, size:float, price:float, fees:float, slippage:float):
-    "One order of `size` shares (NaN: none): new cash, position, fees paid, traded notional."
-    if not np.isfinite(size) or abs(size) <= _ABS_TOL: return cash, pos, 0.0, 0.0
-    if size > 0:
-        if not cash > 0: return cash, pos, 0.0, 0.0
-        px = price * (1 + slippage)                                      # buy_nb
-        req = size * px; total = req + req * fees
-        if _is_close_nb(total, cash) or total < cash:                     # is_close_or_less_nb(total_req_cash, cash_limit)
-            filled, fee, new_cash = size, req * fees, _add_nb(cash, -total)
-        else:                                                            # partial: spend all the cash, fees included
-            max_req = cash / (1 + fees)
-            filled, fee, new_cash = max_req / px, cash - max_req, _add_nb(cash, -cash)
-        delta = filled
-    else:                                                                # sell_nb: never limited when lock_cash is False
-        px = price * (1 - slippage)
-        acq = -size * px; fee = acq * fees
-        filled, new_cash, delta = -size, cash + _add_nb(acq, -fee), size
-    if not _is_close_nb(filled, _MIN_SIZE) and filled < _MIN_SIZE: return cash, pos, 0.0, 0.0   # is_less_nb(size, min_size)
-    return new_cash, _add_nb(pos, delta), fee, filled * px
+__all__ = ['REWARDS', 'warmup', 'execute_targets', 'MarketArrays', 'market_arrays', 'SingleAssetEnv', 'PortfolioEnv']
 
 # %% ../../../nbs/04p_research.rl.envs.ipynb #3e08c183
-def _execute_row_nb(cash:float, pos, px, vp, w, fees:float, slippage:float):
-    "One portfolio's row: trade `pos` (N,) in place to weights `w` at `px`, valuing at `vp`; new cash, fees paid, notional."
-    n = len(pos)
-    value = cash
-    for j in range(n):                                                   # in column order, as vectorbt
-        if pos[j] != 0: value += pos[j] * vp[j]
-    key = w * value - pos * vp                                           # approx_order_value_nb: sells (negative) first
-    order = np.empty(n, np.int64)
-    for k in range(n):                                                   # stable insertion sort, NaN last: argsort(kind="stable")
-        j = k
-        while j > 0 and (key[k] < key[order[j - 1]] or (key[k] == key[k] and key[order[j - 1]] != key[order[j - 1]])):
-            order[j] = order[j - 1]; j -= 1
-        order[j] = k
-    if abs(value) <= _ABS_TOL: value = 0.0
-    paid = notional = 0.0
-    for k in range(n):
-        j = order[k]
-        if abs(cash) <= _ABS_TOL: cash = 0.0
-        held = 0.0 if abs(pos[j]) <= _ABS_TOL else pos[j]
-        size = np.nan if np.isnan(px[j]) or not value > 0 else w[j] * value / vp[j] - held   # NaN: ignored, as vectorbt
-        cash, pos[j], f, traded = _fill_nb(cash, held, size, px[j], fees, slippage)
-        paid += f; notional += traded
-    return cash, paid, notional
-
 def _execute_nb(cash, pos, px, vp, w, fees:float, slippage:float, paid, notional):
-    "`_execute_row_nb` for each of B rows, in place: `cash` (B,), `pos` (B, N); fees into `paid`, notional into `notional`."
+    "`execute_row_nb` for each of B rows, in place: `cash` (B,), `pos` (B, N); fees into `paid`, notional into `notional`."
+    flow = np.empty(pos.shape[1])                                        # per-column cash flows: not needed here
     for b in range(len(cash)):
-        cash[b], paid[b], notional[b] = _execute_row_nb(cash[b], pos[b], px[b], vp[b], w[b], fees, slippage)
+        cash[b], paid[b], notional[b] = execute_row_nb(cash[b], pos[b], px[b], vp[b], w[b], fees, slippage, flow)
 
 # %% ../../../nbs/04p_research.rl.envs.ipynb #3c4b3774
 def _held_nb(pos, px) -> float:
@@ -114,10 +55,11 @@ def _reward_nb(r:float, marked:float, kind:int, eta:float, penalty:float, st) ->
 
 def _advance_nb(t, cash, pos, prices, marks, targets, fees, slippage, floor, kind, eta, penalty, stats, out, weights):
     "Step B portfolios in place: trade `targets` at the closes after sessions `t`, mark at the next close, reward."
+    flow = np.empty(pos.shape[1])                                        # per-column cash flows: not needed here
     for b in range(len(t)):
         f = t[b] + 1
         before = cash[b] + _held_nb(pos[b], marks[f])
-        c, paid, traded = _execute_row_nb(cash[b], pos[b], prices[f], marks[f], targets[b], fees, slippage)
+        c, paid, traded = execute_row_nb(cash[b], pos[b], prices[f], marks[f], targets[b], fees, slippage, flow)
         held = 0.0
         for j in range(pos.shape[1]):
             weights[b, j] = pos[b, j] * marks[f, j] if pos[b, j] != 0 else 0.0
@@ -132,17 +74,21 @@ def _advance_nb(t, cash, pos, prices, marks, targets, fees, slippage, floor, kin
         out[b, 4], out[b, 5] = paid, traded
 
 # %% ../../../nbs/04p_research.rl.envs.ipynb #9e5ba76f
-_KERNELS = ("_is_close_nb", "_add_nb", "_fill_nb", "_execute_row_nb", "_execute_nb", "_held_nb", "_reward_nb", "_advance_nb")
+_KERNELS = ("_execute_nb", "_held_nb", "_reward_nb", "_advance_nb")
 
 @functools.cache
 def _jit() -> types.SimpleNamespace:
     "The kernels, compiled by numba on first use (importing numba takes about 0.4 s, which `import traderbot` must not pay)."
-    import numba
-    g = globals()
-    for name in _KERNELS:   # a kernel's callees are looked up among the module's globals when it compiles: swap in the compiled ones
-        try: g[name] = numba.njit(g[name], cache=True)
-        except RuntimeError: g[name] = numba.njit(g[name])   # nowhere to cache (a notebook cell): compile each session
-    return types.SimpleNamespace(**{name[1:-3]: g[name] for name in _KERNELS})
+    return njit_into(globals(), _KERNELS)   # with research.fills' compiled functions swapped into this module's globals
+
+def warmup() -> None:
+    "Compile (or load from numba's cache) every kernel of the environments: one step of each kind on a tiny market."
+    rng = np.random.default_rng(0)
+    idx = pd.bdate_range("2020-01-01", periods=300, tz="UTC")
+    closes = pd.DataFrame(100 * np.exp(np.cumsum(rng.normal(0, 0.01, (300, 2)), axis=0)), index=idx, columns=["A", "B"])
+    data = market_arrays(closes, closes.mean(axis=1).rename("SPY"))
+    for env, action in ((SingleAssetEnv(data, "A"), 2), (PortfolioEnv(data, ["A", "B"]), np.zeros(3, np.float32))):
+        env.reset(seed=0); env.step(action)
 
 # %% ../../../nbs/04p_research.rl.envs.ipynb #d871cfd3
 def execute_targets(
@@ -258,7 +204,7 @@ class _TradingEnv(gymnasium.Env):
         last = self.end - 2 - (self.episode_length or 1) + 1                         # the last step's t is at most end - 2
         return self.start if self.episode_length is None else int(self.start + rng.integers(0, last - self.start + 1))
 
-    def _advance(self, t:np.ndarray, cash:np.ndarray, pos:np.ndarray, targets:np.ndarray, stats:np.ndarray):
+    def advance(self, t:np.ndarray, cash:np.ndarray, pos:np.ndarray, targets:np.ndarray, stats:np.ndarray):
         "Step B episodes at sessions `t` to `targets` (B, N), in place; per row before, equity, marked, reward, fees, notional; the new weights."
         out, weights = np.empty((len(t), 6)), np.empty(pos.shape)
         _jit().advance(t, cash, pos, self.prices, self.marks, targets, *self._kernel_args, stats, out, weights)
@@ -270,7 +216,7 @@ class _TradingEnv(gymnasium.Env):
         self.t = self._first_session(self.np_random)
         self.steps, self.done, self.cash, self.position = 0, False, np.array([self.init_cash]), np.zeros((1, len(self.cols)))
         self._stats = np.array([[0.0, 0.0, self.init_cash, 0.0]])                   # DSR's A and B, the peak, the drawdown
-        return self._observe(np.array([self.t]), np.zeros((1, len(self.cols))))[0], {"session": self._sessions[self.t], "equity": self.init_cash}
+        return self.observe(np.array([self.t]), np.zeros((1, len(self.cols))))[0], {"session": self._sessions[self.t], "equity": self.init_cash}
 
 # %% ../../../nbs/04p_research.rl.envs.ipynb #7b889a06
 class _StepInfo(dict):
@@ -284,7 +230,7 @@ def _step(self, action):
     if self.done: raise ConfigError("step() after the episode ended: call reset() first")
     t = self.t
     target = self.target(action)
-    out, weights = self._advance(np.array([t]), self.cash, self.position, target[None], self._stats)
+    out, weights = self.advance(np.array([t]), self.cash, self.position, target[None], self._stats)
     before, equity, marked, reward, fees, notional = out[0].tolist()
     self.t, self.steps = t + 1, self.steps + 1
     terminated = bool(marked <= self._kernel_args[2] or self.t + 2 > self.end)
@@ -292,7 +238,7 @@ def _step(self, action):
     self.done = terminated or truncated
     info = _StepInfo({"session": self._sessions[t], "fill_session": self._sessions[t + 1], "equity": equity, "weights": weights[0],
             "fees_paid": fees, "turnover": notional / before, "target": target, "marked_value": marked})
-    return self._observe(np.array([self.t]), weights)[0], reward, terminated, truncated, info
+    return self.observe(np.array([self.t]), weights)[0], reward, terminated, truncated, info
 
 _TradingEnv.step = _step
 
@@ -331,13 +277,13 @@ class SingleAssetEnv(_TradingEnv):
         if a not in (0, 1, 2): raise ConfigError(f"action {action!r}: expected 0 (short), 1 (flat) or 2 (long)")
         return np.array([(a - 1) * self.max_position])
 
-    def _targets(self, actions:np.ndarray, t:np.ndarray) -> np.ndarray:
+    def targets_for(self, actions:np.ndarray, t:np.ndarray) -> np.ndarray:
         "The weights (B, 1) that B `actions` ask for (`target` for a batch)."
         a = np.asarray(actions).reshape(len(t), -1)[:, 0]
         if bad := [x for x in a.tolist() if x not in (0, 1, 2)]: raise ConfigError(f"action {bad[0]!r}: expected 0 (short), 1 (flat) or 2 (long)")
         return ((a.astype(np.int64) - 1) * self.max_position)[:, None]
 
-    def _observe(self, t:np.ndarray, weights:np.ndarray) -> np.ndarray:
+    def observe(self, t:np.ndarray, weights:np.ndarray) -> np.ndarray:
         "Observations (B, F+1) at sessions `t` (B,) with current `weights` (B, 1)."
         F = self.data.features.shape[2]
         obs = np.empty((len(t), self.observation_space.shape[0]), np.float32)
@@ -372,9 +318,9 @@ class PortfolioEnv(_TradingEnv):
 
     def target(self, action) -> np.ndarray:
         "The weights (N,) that `action` asks for at the current session."
-        return self._targets(np.asarray(action, dtype=float).reshape(1, -1), np.array([self.t]), np.shape(action))[0]
+        return self.targets_for(np.asarray(action, dtype=float).reshape(1, -1), np.array([self.t]), np.shape(action))[0]
 
-    def _targets(self, actions:np.ndarray, t:np.ndarray, shape=None) -> np.ndarray:
+    def targets_for(self, actions:np.ndarray, t:np.ndarray, shape=None) -> np.ndarray:
         "The weights (B, N) that B `actions` ask for at sessions `t` (`target` for a batch)."
         a = np.clip(np.asarray(actions, dtype=float).reshape(len(t), -1), -1.0, 1.0)
         if a.shape[1] != len(self.cols) + 1 or not np.isfinite(a).all():
@@ -384,7 +330,7 @@ class PortfolioEnv(_TradingEnv):
         tradable = self.data.valid[t[:, None], self._cols] & np.isfinite(self.prices[t + 1])
         return np.minimum(np.where(tradable, w, 0.0), self.max_weight)
 
-    def _observe(self, t:np.ndarray, weights:np.ndarray) -> np.ndarray:
+    def observe(self, t:np.ndarray, weights:np.ndarray) -> np.ndarray:
         "Observations (B, N·F + N) at sessions `t` (B,) with current `weights` (B, N)."
         rows = t[:, None]
         feats = np.where(self.data.valid[rows, self._cols][..., None], self.data.features[rows, self._cols], 0.0)

@@ -45,7 +45,7 @@ class BatchedEnv(VecEnv):
             self.reset_infos[b] = {"session": e._sessions[self.t[b]], "equity": e.init_cash}
         self.steps[rows], self.cash[rows], self.position[rows] = 0, e.init_cash, 0.0
         self.stats[rows] = [0.0, 0.0, e.init_cash, 0.0]                             # DSR's A and B, the peak, the drawdown
-        return e._observe(self.t[rows], np.zeros((len(rows), self.position.shape[1])))
+        return e.observe(self.t[rows], np.zeros((len(rows), self.position.shape[1])))
 
     def reset(self) -> np.ndarray:
         "Start every episode again, seeding the generators that `seed()` gave a seed; the observations (B, D)."
@@ -60,12 +60,12 @@ class BatchedEnv(VecEnv):
 def _step_wait(self:BatchedEnv):
     "Step every episode; finished ones restart at once, their last observation kept in `terminal_observation`."
     e, t = self.env, self.t
-    targets = np.ascontiguousarray(e._targets(self._actions, t), dtype=float)
-    out, weights = e._advance(t, self.cash, self.position, targets, self.stats)   # before, equity, marked, reward, fees, notional
+    targets = np.ascontiguousarray(e.targets_for(self._actions, t), dtype=float)
+    out, weights = e.advance(t, self.cash, self.position, targets, self.stats)   # before, equity, marked, reward, fees, notional
     self.t, self.steps = t + 1, self.steps + 1
     terminated = (out[:, 2] <= e._kernel_args[2]) | (self.t + 2 > e.end)         # broke (the floor), or the window's end
     truncated = ~terminated & (self.steps >= (e.episode_length or np.iinfo(np.int64).max))
-    obs = e._observe(self.t, weights)
+    obs = e.observe(self.t, weights)
     s = e._sessions
     rows = zip(t.tolist(), out[:, 1].tolist(), out[:, 4].tolist(), (out[:, 5] / out[:, 0]).tolist(), out[:, 2].tolist(), truncated.tolist())
     infos = [{"session": s[i], "fill_session": s[i + 1], "equity": eq, "weights": weights[b], "fees_paid": fee, "turnover": turn,

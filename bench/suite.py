@@ -1,0 +1,56 @@
+"""`make bench`: every benchmark, each beside its peer in the same run, written to reports/bench/ (JSON + plot).
+
+Each module below has `measure(quick: bool) -> list[dict]` (results built by bench/harness.py: correctness gate
+first, interleaved repetitions, median and spread). `--only sweep,portfolio` runs some; `--quick` runs the small
+cases (a smoke test of the benches themselves, not numbers to quote); `--readme` replaces the performance table in
+README.md (between `<!-- bench:start -->` and `<!-- bench:end -->`) with this run's.
+"""
+from __future__ import annotations
+import argparse, importlib, os, platform, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import harness  # noqa: E402
+
+MODULES = ["sweep", "compute", "coldstart", "portfolio", "orders", "risk", "models", "replay", "sentiment", "rl"]
+
+
+def readme_table(md: str) -> None:
+    p = ROOT / "README.md"; s = p.read_text()
+    a, b = "<!-- bench:start -->", "<!-- bench:end -->"
+    if a not in s or b not in s: raise SystemExit(f"README.md has no {a} ... {b} markers")
+    p.write_text(s[:s.index(a) + len(a)] + "\n" + md + "\n" + s[s.index(b):])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="", help="comma-separated benchmark names (default: all of " + ", ".join(MODULES) + ")")
+    ap.add_argument("--quick", action="store_true", help="small cases: checks the benches run, not numbers to quote")
+    ap.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="folder for bench.json and bench.png")
+    ap.add_argument("--readme", action="store_true", help="write this run's table into README.md")
+    args = ap.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or MODULES
+    unknown = [n for n in names if n not in MODULES]
+    if unknown: raise SystemExit(f"unknown benchmark {unknown[0]!r}: expected one of {MODULES}")
+    results, t0 = [], time.perf_counter()
+    for name in names:
+        t = time.perf_counter()
+        rows = importlib.import_module(name).measure(args.quick)
+        print(f"{name}: {len(rows)} results in {time.perf_counter() - t:.0f} s", flush=True)
+        results += rows
+    import numba
+    meta = dict(when=time.strftime("%Y-%m-%d %H:%M:%S"), machine=platform.platform(), python=platform.python_version(),
+                cpus=os.cpu_count(), numba_threads=numba.get_num_threads(), quick=args.quick, benches=names,
+                seconds=round(time.perf_counter() - t0, 1))
+    js, png = harness.write(results, Path(args.out), meta)
+    md = harness.table(results)
+    print(md)
+    print(f"\n{len(results)} results, {sum(r['met'] is True for r in results)} goals met, {sum(r['met'] is False for r in results)} "
+          f"missed; written to {js} and {png} ({meta['seconds']} s)")
+    if args.readme: readme_table(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
