@@ -66,19 +66,11 @@ lab: install
 status: install
 	$(BIN)/traderbot status
 
-## benchmarks, each beside a plain peer in the same run: order latency (order manager vs bare broker call),
-## VaR/ES on 500 assets x 100,000 scenarios (vs plain loops), mean-variance and HRP solve times for 20 and 200 assets (vs plain cvxpy / scipy),
-## LSTM / Transformer epoch time and batch inference latency and walk-forward wall time (vs the logistic baseline),
-## production replay sessions per second (vs backtrader on the same momentum policy, gated on both producing the same orders)
+## the one bench suite (bench/suite.py): every benchmark beside its peer in the same run, correctness gates first,
+## interleaved repetitions, median and spread; writes reports/bench/bench.json and bench.png and prints the table.
+## ONLY=sweep,portfolio runs some; QUICK=1 runs the small cases (checks the benches, not numbers to quote); README=1 writes the table into README.md
 bench: install $(BENCH_STAMP)
-	$(BIN)/python bench/orders.py
-	$(BIN)/python bench/risk.py
-	$(BIN)/python bench/portfolio.py
-	$(BIN)/python bench/models.py
-	$(BIN)/python bench/replay.py
-	$(BIN)/python bench/sentiment.py
-	$(BIN)/python bench/rl.py
-	$(BIN)/python bench/sweep.py
+	$(BIN)/python bench/suite.py $(if $(ONLY),--only $(ONLY)) $(if $(QUICK),--quick) $(if $(README),--readme)
 
 # the bench extra (backtrader, the peer of bench/replay.py): only `make bench` installs it, never `make run` or `make test`
 $(BENCH_STAMP): $(STAMP)

@@ -1,4 +1,4 @@
-"""`make bench`: replay speed on the sample beside backtrader running the same policy in the same run, with a gate that both produce the same orders.
+"""Part of `make bench` (bench/suite.py): replay speed on the sample beside backtrader running the same policy in the same run, with a gate that both produce the same orders.
 
 The policy: momentum top 5, equal weight 19% each (35% a sector, as the strategy caps them), rebalanced on
 traderbot's calendar (every 21 XNYS sessions, and the first session of the window), market-on-close, whole shares,
@@ -10,13 +10,17 @@ with the same signal function (`traderbot.strategy.target_weights`), the same si
 backtrader's own value and positions, and the same cash rule as the gate (a buy whose notional at the close exceeds the
 cash left is not sent). backtrader is a benchmark peer only (the `bench` extra), never a runtime dependency.
 
-The gate: over a short window the two order lists (session, symbol, side, quantity, sent or not) must be identical, the
-fills must agree in price and commission, and the equity curves on the sessions that do not trade; the bench exits
-non-zero with the difference if not. Over the whole sample it only reports how far the two agree (traderbot's breakers
-and portfolio limits, which backtrader's side does not model, eventually act).
-Speed: sessions per second of both over the gate window and over the whole sample. traderbot's replay time is its
-`.seconds` (the session loop, without imports and store set-up) and its wall time (with set-up); backtrader's is
-`cerebro.run()` and its wall time (with building the feeds). Numbers are what this machine measured on this run.
+The gate, run first: over a short window (2016-01-04..2017-12-29) the two order lists (session, symbol, side,
+quantity, sent or not) must be identical, the fills must agree in price and commission, and the equity curves on the
+sessions that do not trade; otherwise it raises with the difference and nothing is timed. Over the whole sample it only
+reports how far the two agree (traderbot's breakers and portfolio limits, which backtrader's side does not model,
+eventually act). Those runs are the warm-up.
+Speed (bench/harness.py: interleaved, median and spread): seconds per session of both, over the gate window (3
+repetitions) and over the whole sample (1). traderbot's engine time is its replay's `.seconds` (the session loop,
+without imports and store set-up), backtrader's is `cerebro.run()`: goal (issue 10) traderbot >= 10x backtrader's
+sessions per second. The wall times (traderbot with store set-up, backtrader with building the feeds) are kept beside
+them without a goal. `quick`: the gate window cut to 2016-01-04..2016-06-30, 2 repetitions, no whole sample (a smoke
+test of the bench, not numbers to quote). Numbers are what this machine measured on this run.
 """
 from __future__ import annotations
 import argparse, math, os, sys, time
@@ -25,6 +29,10 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
+BENCH, GATE_WINDOW = "replay", ("2016-01-04", "2017-12-29")
 GOAL = 10.0   # issue 10: traderbot's replay at >= 10x backtrader's sessions per second
 
 
@@ -197,60 +205,66 @@ def gate(tb:dict, btr:dict) -> list[str]:
     return problems
 
 
-# ---------------------------------------------------------------------------------------------------------- main
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--start", default="2016-01-04", help="first session of the gate window")
-    p.add_argument("--end", default="2017-12-29", help="last session of the gate window")
-    p.add_argument("--no-full", action="store_true", help="skip the whole-sample speed run")
-    args = p.parse_args(argv)
-
+# ---------------------------------------------------------------------------------------------------------- suite
+def setup() -> dict:
+    "Settings (see `bench_settings`), the sample's closes and benchmark, the policy and the starting cash."
     from traderbot.config import load_settings
     from traderbot.data.sample import load_closes, load_benchmark
-    from traderbot.replay import _window
     cfg = bench_settings(load_settings(os.environ.get("TRADERBOT_SETTINGS") or Path(__file__).resolve().parents[1] / "settings.ini"))
-    closes = load_closes(path=cfg.path(cfg.data.path))
-    st = policy(cfg)
-    bench = load_benchmark(path=cfg.path(cfg.data.path))
-    cash = float(cfg.broker.initial_cash)
-    print(f"policy: {st.describe()}; costs {st.cost.slippage:g} slippage, {st.cost.fees:g} fees; {closes.shape[1]} symbols")
+    return dict(cfg=cfg, closes=load_closes(path=cfg.path(cfg.data.path)), st=policy(cfg),
+                bench=load_benchmark(path=cfg.path(cfg.data.path)), cash=float(cfg.broker.initial_cash))
 
-    windows = [("gate window", args.start, args.end)] + ([] if args.no_full else [("whole sample", None, None)])
-    rows, failed = {}, False
-    for label, start, end in windows:
-        days = _window(closes, start, end, st)
-        btr = run_backtrader(closes, st, days, cash)
-        tb = run_traderbot(cfg, closes, st, start, end, bench)
-        span = f"{days[0].date()}..{days[-1].date()}"
+
+def checked(tb:dict, btr:dict, span:str, gated:bool) -> str:
+    "The gate over a gated window (raises with the problems), or how far the two agree over an ungated one."
+    o = tb["orders"]
+    if gated:
         problems = gate(tb, btr)
-        sent = int(tb["orders"].sent.sum())
-        verdict = "same orders" if not problems else "DIFFERENT"
-        if label == "gate window":
-            print(f"\ngate, {span}: {len(tb['orders'])} traderbot orders ({sent} sent, {len(tb['orders']) - sent} denied), "
-                  f"{len(btr['orders'])} backtrader orders: {verdict}")
-            for m in problems: print("  - " + m.replace("\n", "\n    "))
-            failed |= bool(problems)
-        else:
-            first = first_difference(tb, btr)
-            same = tb["orders"][tb["orders"].session < first[0]] if first else tb["orders"]
-            print(f"\nwhole sample, {span} (speed only, not gated: over 33 years traderbot's breakers and portfolio limits act, backtrader's side has neither):")
-            print(f"  same orders up to {first[0] if first else span[-10:]} ({len(same)} orders on {same.session.nunique()} rebalances)"
-                  + (f"; first difference on {first[0]}: {first[1]}" if first else ""))
-        for name, r in (("backtrader (peer)", btr), ("traderbot replay", tb)):
-            rows[f"{label}: {name}"] = {"window": span, "sessions": r["sessions"], "orders": len(r["orders"]),
-                                        "engine s": r["seconds"], "wall s": r["wall"],
-                                        "sessions/s": r["sessions"] / r["seconds"], "sessions/s (wall)": r["sessions"] / r["wall"]}
-    table = pd.DataFrame(rows).T
-    print(f"\nreplay speed, {time.strftime('%Y-%m-%d %H:%M')} on this machine (engine s: replay's .seconds / cerebro.run(); wall s: with store set-up / feed building):")
-    print(table.to_string(formatters={"engine s": "{:.2f}".format, "wall s": "{:.2f}".format, "sessions/s": "{:.0f}".format,
-                                      "sessions/s (wall)": "{:.0f}".format}))
-    for label, *_ in windows:
-        tb, btr = table.loc[f"{label}: traderbot replay"], table.loc[f"{label}: backtrader (peer)"]
-        ratio = tb["sessions/s"] / btr["sessions/s"]
-        print(f"{label}: traderbot / backtrader sessions per second = {ratio:.2f}x (wall {tb['sessions/s (wall)'] / btr['sessions/s (wall)']:.2f}x); "
-              f"goal >= {GOAL:g}x: {'met' if ratio >= GOAL else 'NOT met'}")
-    if failed: print("\nFAIL: the two engines did not produce the same orders over the gate window", file=sys.stderr)
-    return 1 if failed else 0
+        if problems: raise AssertionError(f"replay, {span}: the two engines did not produce the same orders:\n" + "\n".join(problems))
+        return (f"{span}: same orders ({len(o)}: {int(o.sent.sum())} sent, {int((~o.sent).sum())} denied), same fills, "
+                f"equity on sessions without trades equal (1e-9)")
+    first = first_difference(tb, btr)
+    same = o[o.session < first[0]] if first else o
+    return (f"not gated (traderbot's breakers and limits act, backtrader's side has neither): same orders up to "
+            f"{first[0] if first else span[-10:]} ({len(same)} orders on {same.session.nunique()} rebalances)"
+            + (f"; first difference on {first[0]}: {first[1]}" if first else ""))
+
+
+def window_cases(env:dict, label:str, start, end, reps:int, gated:bool) -> list[dict]:
+    "Gate (or agreement report) on one run of each, then `reps` interleaved runs more; engine and wall seconds per session."
+    from traderbot.replay import _window
+    cfg, closes, st = env["cfg"], env["closes"], env["st"]
+    days = _window(closes, start, end, st)
+    tb_run = lambda: run_traderbot(cfg, closes, st, start, end, env["bench"])
+    bt_run = lambda: run_backtrader(closes, st, days, env["cash"])
+    span = f"{days[0].date()}..{days[-1].date()}"
+    btr, tb = bt_run(), tb_run()
+    gate_text = checked(tb, btr, span, gated)
+    runs = {"tb": [tb], "bt": [btr]} if reps == 0 else {"tb": [], "bt": []}
+    for i in range(reps):
+        for side in (("tb", tb_run), ("bt", bt_run)) if i % 2 == 0 else (("bt", bt_run), ("tb", tb_run)):
+            runs[side[0]].append(side[1]())
+    per = lambda side, key: [r[key] / r["sessions"] for r in runs[side]]
+    case = f"{label} {span} ({len(days)} sessions)"
+    return [harness.result(BENCH, f"{case}: engine s per session", "traderbot replay", "backtrader cerebro.run",
+                           per("tb", "seconds"), per("bt", "seconds"), goal={"min_speedup": GOAL}, gate=gate_text,
+                           ours_sessions=tb["sessions"], peer_sessions=btr["sessions"]),
+            harness.result(BENCH, f"{case}: wall s per session", "traderbot replay + store set-up", "backtrader + feeds",
+                           per("tb", "wall"), per("bt", "wall"), gate=gate_text)]
+
+
+def measure(quick:bool) -> list[dict]:
+    "The gate window (3 repetitions) and the whole sample (its one run); with `quick` half a year, 2 repetitions, no whole sample."
+    env = setup()
+    if quick: return window_cases(env, "gate window", GATE_WINDOW[0], "2016-06-30", 2, True)
+    return window_cases(env, "gate window", *GATE_WINDOW, 3, True) + window_cases(env, "whole sample", None, None, 0, False)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="half a year, 2 repetitions: a smoke test of the bench, not numbers to quote")
+    print(harness.table(measure(ap.parse_args(argv).quick)))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""`make bench`: VaR and ES of a 500-asset portfolio over 100,000 scenarios, each of traderbot's four methods next to a plain peer in the same run.
+"""Part of `make bench` (bench/suite.py): VaR and ES of a 500-asset portfolio over 100,000 scenarios, each of traderbot's four methods next to a plain peer in the same run.
 
 The scenarios are a seeded synthetic matrix of daily asset returns, 100,000 x 500 float64 (400 MB, built
 once): a fat-tailed market factor (Student t, 4 degrees of freedom) times each asset's beta, plus normal
 idiosyncratic noise. The portfolio's weights are random and sum to 1. Each method of
-`traderbot.risk.measures.measure` is timed (median of `--repeats` runs) beside a plain computation of the same
-number, and the two numbers are compared. The peers:
+`traderbot.risk.measures.measure` is timed beside a plain computation of the same number, interleaved
+(bench/harness.py: median and spread). Gate first: the two VaRs and ESs must agree (relative gap under `TOL`,
+per method), or nothing is timed; the gate's run is the warm-up. No goal: the speed-ups inform. The peers:
 
 - historical: the portfolio P&L as a per-scenario Python sum over the 500 assets, the losses sorted in
   Python, the quantile interpolated by hand (numpy's default linear rule) and ES the mean of the tail;
@@ -16,18 +17,25 @@ number, and the two numbers are compared. The peers:
 - monte_carlo: a per-scenario loop: for each of the 100,000 draws, the same seeded standard normals, times the
   Cholesky factor of the pandas covariance, plus the mean, summed with the weights; quantile as historical.
 
+`quick` uses 5,000 scenarios x 50 assets and 2 repetitions (a smoke test of the bench, not numbers to quote).
 Numbers are what this machine measured on this run; nothing here is a promise.
 """
 from __future__ import annotations
-import argparse, cProfile, io, math, operator, pstats, statistics, sys, time
+import argparse, cProfile, io, math, operator, pstats, sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import integrate, stats
 
-from traderbot.risk.measures import METHODS, measure
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+from traderbot.risk.measures import METHODS, measure as risk_measure  # noqa: E402
 
-LEVEL = 0.99
+BENCH, LEVEL = "risk", 0.99
+TOL = {"historical": 1e-9, "parametric": 1e-9, "cornish_fisher": 1e-7, "monte_carlo": 1e-7}   # relative, VaR and ES
+PEER_NAMES = {"historical": "Python sums, sorted losses", "parametric": "pandas moments + scipy normal",
+              "cornish_fisher": "pandas moments + scipy quad", "monte_carlo": "per-draw loop, Cholesky"}
 
 
 def scenarios(n:int, k:int, seed:int) -> tuple[pd.DataFrame, pd.Series]:
@@ -93,55 +101,52 @@ def plain_monte_carlo(df:pd.DataFrame, w:pd.Series, n_sims:int, seed:int) -> tup
     return sorted_quantile(sorted(-p for p in pnl), LEVEL)
 
 
-def timed(f, repeats:int):
-    "The result of `f()` and the median of `repeats` wall times in seconds."
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter(); out = f(); times.append(time.perf_counter() - t0)
-    return out, statistics.median(times)
+def gate(method:str, ours, peer) -> str:
+    "Raise unless traderbot's VaR and ES equal the peer's within `TOL[method]` (relative); what was checked."
+    r, (v, e) = ours(), peer()
+    gap = max(abs(r.var - v) / abs(v), abs(r.es - e) / abs(e))
+    if not gap <= TOL[method]: raise AssertionError(f"risk {method}: VaR {r.var:.6g} vs {v:.6g}, ES {r.es:.6g} vs {e:.6g}: relative gap {gap:.1e} > {TOL[method]:g}")
+    return f"VaR {r.var:.4g} and ES {r.es:.4g} at {LEVEL:.0%} equal the peer's: worst relative gap {gap:.1e} (<= {TOL[method]:g})"
 
 
-def rows(df:pd.DataFrame, w:pd.Series, repeats:int, n_sims:int, seed:int) -> dict:
-    "Each method: traderbot's time and numbers beside its peer's."
+def cases(df:pd.DataFrame, w:pd.Series, reps:int, n_sims:int, seed:int) -> list[dict]:
+    "Each method: traderbot's `measure` beside its plain peer, gated on the numbers."
     peers = {"historical": lambda: plain_historical(df, w), "parametric": lambda: plain_parametric(df, w),
              "cornish_fisher": lambda: plain_cornish_fisher(df, w), "monte_carlo": lambda: plain_monte_carlo(df, w, n_sims, seed)}
-    out = {}
+    shape = f"{len(df):,} scenarios x {df.shape[1]} assets"
+    out = []
     for m in METHODS:
-        r, t_tb = timed(lambda: measure(df, LEVEL, m, weights=w, n_sims=n_sims, seed=seed), repeats)
-        (v, e), t_peer = timed(peers[m], repeats)
-        out[m] = {"traderbot s": t_tb, "peer s": t_peer, "speedup": t_peer / t_tb, "VaR": r.var, "ES": r.es,
-                  "peer VaR": v, "peer ES": e, "max rel diff": max(abs(r.var - v) / abs(v), abs(r.es - e) / abs(e))}
+        ours = lambda m=m: risk_measure(df, LEVEL, m, weights=w, n_sims=n_sims, seed=seed)
+        out.append(harness.compare(BENCH, f"{m}, {shape}", ours, peers[m], ours_name=f"measure({m!r})", peer_name=PEER_NAMES[m],
+                                   reps=reps, goal=None, gate=lambda m=m, ours=ours: gate(m, ours, peers[m]), warmup=False))
     return out
+
+
+def measure(quick:bool) -> list[dict]:
+    "Every method on 100,000 scenarios x 500 assets, 3 repetitions (5,000 x 50 and 2 with `quick`)."
+    n, k, reps = (5_000, 50, 2) if quick else (100_000, 500, 3)
+    df, w = scenarios(n, k, 0)
+    return cases(df, w, reps, n, 0)
 
 
 def profile(df:pd.DataFrame, w:pd.Series, method:str, n_sims:int, seed:int, top:int=12) -> str:
     "cProfile of one traderbot call, the `top` entries by cumulative time."
     pr = cProfile.Profile()
-    pr.enable(); measure(df, LEVEL, method, weights=w, n_sims=n_sims, seed=seed); pr.disable()
+    pr.enable(); risk_measure(df, LEVEL, method, weights=w, n_sims=n_sims, seed=seed); pr.disable()
     s = io.StringIO(); pstats.Stats(pr, stream=s).sort_stats("cumulative").print_stats(top)
     return s.getvalue()
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scenarios", type=int, default=100_000, help="rows of the returns matrix, and Monte Carlo draws")
-    p.add_argument("--assets", type=int, default=500, help="columns of the returns matrix")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per computation; the median is shown")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="5,000 x 50, 2 repetitions: a smoke test of the bench, not numbers to quote")
     p.add_argument("--profile", action="store_true", help="also print a cProfile of traderbot's Monte Carlo call")
     args = p.parse_args(argv)
-    t0 = time.perf_counter()
-    df, w = scenarios(args.scenarios, args.assets, args.seed)
-    built = time.perf_counter() - t0
-    table = pd.DataFrame(rows(df, w, args.repeats, args.scenarios, args.seed)).T
-    print(f"VaR/ES at {LEVEL:.0%}, {args.scenarios:,} scenarios x {args.assets} assets (float64, {df.to_numpy().nbytes / 2**20:,.0f} MiB, "
-          f"built in {built:.1f} s), median of {args.repeats}; {time.strftime('%Y-%m-%d %H:%M')} on this machine:")
-    with pd.option_context("display.width", 200):
-        print(table.to_string(formatters={c: "{:.3f}".format for c in ["traderbot s", "peer s"]} |
-                              {c: "{:.1f}x".format for c in ["speedup"]} | {c: "{:.6f}".format for c in ["VaR", "ES", "peer VaR", "peer ES"]} |
-                              {"max rel diff": "{:.1e}".format}))
-    if args.profile: print(profile(df, w, "monte_carlo", args.scenarios, args.seed))
-    print(f"total {time.perf_counter() - t0:.0f} s")
+    print(harness.table(measure(args.quick)))
+    if args.profile:
+        n, k = (5_000, 50) if args.quick else (100_000, 500)
+        df, w = scenarios(n, k, 0)
+        print(profile(df, w, "monte_carlo", n, 0))
     return 0
 
 
