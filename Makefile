@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	@# torch is pinned to the CPU wheel on local disk; any other version downloads a multi-GB CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	@# compile every numba kernel once into the user's cache (~/.cache/traderbot/numba), so no first run waits for it
+	$(BIN)/traderbot warmup
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -12,43 +12,21 @@ import signal
 import sys
 import threading
 
-import pandas as pd
-
-from .brokers.factory import make_broker
-from .config import for_account, load_settings, parse_profile, resolve_mode, trading_mode
-from .core import ConfigError, TraderbotError
-from .alerts import deliver_pending
-from .daily import check_time_forward, load_session
-from .data.ingest import make_provider
-from .news.collect import scorer_for
-from .news.features import scored_news
-from .news.sentiment import score_file
-from .store.news import calendar_frame
-from .data.lake import BarLake
-from .schedule import last_job_runs, next_jobs, run_once, serve
-from .dashboard.serve import serve_dashboards
-from .drift import drift_report
-from .data.bars import closes, session_prices
-from .data.calendar import session_close, sessions_between, to_session_date
-from .data.lake import sectors_for
-from .store.deliveries import alert_deliveries_frame
-from .execution.manager import reconcile
-from .pipeline import parse_parameters, run_pipeline
-from .research.registry import model_versions, promote, promotion_problems
-from .store import database, ledger
-from .store.runs import acquire_lock, lock_holder, release_lock, runs_frame, settle_abandoned
-
 # %% auto #0
 __all__ = ['parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #3b078087
 def _settings_from(args):
     "Settings from `--settings`, or the nearest settings.ini."
+    from traderbot.config import load_settings
     return load_settings(args.settings)
 
 # %% ../nbs/13_cli.ipynb #1195406c
 def _cmd_run(args) -> int:
     "traderbot run PIPELINE [-p KEY=VALUE ...] [--from DATE --to DATE] [--account NAME]"
+    from traderbot.core import ConfigError
+    from traderbot.data.calendar import sessions_between
+    from traderbot.pipeline import parse_parameters, run_pipeline
     cfg, params = _settings_from(args), parse_parameters(args.parameter or [])
     if bool(args.start) != bool(args.end): raise ConfigError("--from and --to go together")
     if args.start and "as_of" in params: raise ConfigError("give either -p as_of=... or --from/--to, not both")
@@ -67,6 +45,10 @@ def _cmd_run(args) -> int:
 # %% ../nbs/13_cli.ipynb #b93fab88
 def _refuse_the_past(cfg, params:dict, first) -> None:
     "Refuse a daily run (or a backfill range) that starts before the account's latest session, before any run is recorded."
+    from traderbot.config import for_account, resolve_mode
+    from traderbot.daily import check_time_forward
+    from traderbot.data.calendar import to_session_date
+    from traderbot.store import database
     if not first: return
     acct_cfg = for_account(cfg, params.get("account", ""))
     url = resolve_mode(acct_cfg, params.get("mode", "paper")).store_url
@@ -90,6 +72,9 @@ def _describe_summary(s:dict) -> str:
 # %% ../nbs/13_cli.ipynb #8823198b
 def _cmd_ingest(args) -> int:
     "traderbot ingest [--provider NAME] [--path DIR] [--symbols S ...] [--as-of DATE]: the ingest pipeline, into the bar lake."
+    from traderbot.core import ConfigError
+    from traderbot.data.calendar import to_session_date
+    from traderbot.pipeline import run_pipeline
     cfg, params = _settings_from(args), {}
     if args.provider: params["provider"] = args.provider
     if args.path:
@@ -106,6 +91,8 @@ def _cmd_ingest(args) -> int:
 # %% ../nbs/13_cli.ipynb #4570ac94
 def _utc_minute(text:str) -> pd.Timestamp:
     "`YYYY-MM-DDTHH:MM` as a UTC time; anything else is refused naming the value."
+    import pandas as pd
+    from traderbot.core import ConfigError
     import re
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}", text or ""): raise ConfigError(f"--now {text!r}: expected YYYY-MM-DDTHH:MM (UTC)")
     try: return pd.Timestamp(text, tz="UTC")
@@ -113,6 +100,10 @@ def _utc_minute(text:str) -> pd.Timestamp:
 
 def _cmd_schedule(args) -> int:
     "traderbot schedule [--once] [--now TIME]: the [schedule] jobs on the exchange calendar; exit 1 when a job failed (--once)."
+    import pandas as pd
+    from traderbot.data.ingest import make_provider
+    from traderbot.schedule import next_jobs, run_once, serve
+    from traderbot.store import database
     cfg = _settings_from(args)
     sp, now = Path(args.settings).resolve() if args.settings else None, _utc_minute(args.now) if args.now else None
     if "ingest" in cfg.schedule.jobs: make_provider(cfg)   # a provider without its key or folder: one line now, not a failed job every session
@@ -129,6 +120,8 @@ def _cmd_schedule(args) -> int:
 # %% ../nbs/13_cli.ipynb #bb0b9a74
 def _cmd_sentiment(args) -> int:
     "traderbot sentiment score --file FILE [--out OUT]: one text per line in, CSV text,label,score out, with the configured scorer."
+    from traderbot.news.collect import scorer_for
+    from traderbot.news.sentiment import score_file
     scorer = scorer_for(_settings_from(args), progress=sys.stderr.isatty())   # a model folder is relative to settings.ini
     src = Path(args.file)
     out = Path(args.out) if args.out else src.with_suffix(".sentiment.csv")
@@ -140,6 +133,10 @@ def _cmd_sentiment(args) -> int:
 # %% ../nbs/13_cli.ipynb #c7e2baa0
 def _cmd_news(args) -> int:
     "traderbot news [--symbol S ...] [--days N] [--limit N]: the latest stored stories with the [sentiment] scorer's label and score."
+    import pandas as pd
+    from traderbot.news.collect import scorer_for
+    from traderbot.news.features import scored_news
+    from traderbot.store import database
     cfg = _settings_from(args)
     eng = database.open_store(cfg.store.url, cfg.store.busy_timeout_s)
     name = scorer_for(cfg).name
@@ -153,6 +150,9 @@ def _cmd_news(args) -> int:
 
 def _cmd_calendar(args) -> int:
     "traderbot calendar [--days N] [--kind K] [--from DATE]: the stored calendar events ahead (earnings, economic, indicator)."
+    import pandas as pd
+    from traderbot.store.news import calendar_frame
+    from traderbot.store import database
     cfg = _settings_from(args)
     eng = database.open_store(cfg.store.url, cfg.store.busy_timeout_s)
     start = pd.Timestamp(args.start, tz="UTC") if args.start else pd.Timestamp.now(tz="UTC")
@@ -166,6 +166,7 @@ def _cmd_calendar(args) -> int:
 # %% ../nbs/13_cli.ipynb #395d32d9
 def _cmd_backtest(args) -> int:
     "traderbot backtest [--from DATE] [--to DATE] [-p KEY=VALUE ...] [--orders-csv FILE]: the production replay, as a report."
+    from traderbot.pipeline import parse_parameters, run_pipeline
     cfg, params = _settings_from(args), parse_parameters(args.parameter or [])
     for key, value in (("start", args.start), ("end", args.end), ("orders_csv", str(Path(args.orders_csv).resolve()) if args.orders_csv else None)):
         if value: params[key] = value
@@ -184,6 +185,10 @@ _DRIFT_COLUMNS = ["session", "symbol", "side", "filled_quantity_live", "filled_q
 
 def _cmd_drift(args) -> int:
     "traderbot drift [--from DATE] [--to DATE] [--account NAME]: replay the account's sessions and attribute every difference from what it traded."
+    from traderbot.config import for_account, trading_mode
+    from traderbot.daily import load_session
+    from traderbot.drift import drift_report
+    from traderbot.store import database
     import pandas as pd
     cfg = for_account(_settings_from(args), args.account or "")
     eng = database.open_store(trading_mode(cfg).store_url, cfg.store.busy_timeout_s)
@@ -199,6 +204,7 @@ def _cmd_drift(args) -> int:
 # %% ../nbs/13_cli.ipynb #8e47d58f
 def _print_freshness(cfg) -> None:
     "Data freshness: the sample's last session, or each lake symbol's last session, provider and last ingest."
+    from traderbot.data.lake import BarLake
     if cfg.data.source == "sample":
         print(f"data: the embedded sample at {cfg.data.path} (it ends on 2022-12-28)"); return
     fresh = BarLake(cfg.path(cfg.data.lake)).last_sessions()
@@ -209,6 +215,8 @@ def _print_freshness(cfg) -> None:
 
 def _print_schedule(cfg, eng) -> None:
     "The next scheduled jobs and the last run of each job."
+    import pandas as pd
+    from traderbot.schedule import last_job_runs, next_jobs
     nxt, last = next_jobs(cfg, eng, n=3), last_job_runs(eng)
     if len(nxt): print("next jobs: " + "; ".join(f"{r.job} for {pd.Timestamp(r.session).date()} at {r.at_local:%Y-%m-%d %H:%M %Z}" for r in nxt.itertuples()))
     for r in last.itertuples():
@@ -216,6 +224,9 @@ def _print_schedule(cfg, eng) -> None:
 
 def _cmd_status(args) -> int:
     "traderbot status: latest runs, positions and equity."
+    from traderbot.core import TraderbotError
+    from traderbot.store import database, ledger
+    from traderbot.store.runs import lock_holder, runs_frame, settle_abandoned
     cfg = _settings_from(args)
     eng = database.open_store(cfg.store.url, cfg.store.busy_timeout_s)
     for run_id in settle_abandoned(eng): print(f"run {run_id}: its process is gone; recorded as abandoned")
@@ -239,6 +250,7 @@ def _cmd_status(args) -> int:
 # %% ../nbs/13_cli.ipynb #a303f472
 def _cmd_db(args) -> int:
     "traderbot db upgrade|current: migrate the store or show its revision."
+    from traderbot.store import database
     cfg = _settings_from(args)
     eng = database.connect(cfg.store.url, cfg.store.busy_timeout_s)
     if args.action == "upgrade": database.migrate(eng)
@@ -248,6 +260,15 @@ def _cmd_db(args) -> int:
 # %% ../nbs/13_cli.ipynb #16aadbec
 def _cmd_reconcile(args) -> int:
     "traderbot reconcile [--policy adopt|halt]: compare the ledger with the broker now."
+    import pandas as pd
+    from traderbot.brokers.factory import make_broker
+    from traderbot.config import trading_mode
+    from traderbot.daily import load_session
+    from traderbot.data.bars import session_prices
+    from traderbot.data.calendar import session_close
+    from traderbot.execution.manager import reconcile
+    from traderbot.store import database, ledger
+    from traderbot.store.runs import acquire_lock, release_lock
     cfg = _settings_from(args); tm = trading_mode(cfg)
     eng = database.open_store(tm.store_url, cfg.store.busy_timeout_s)
     px = load_session(cfg).closes
@@ -264,6 +285,9 @@ def _cmd_reconcile(args) -> int:
 # %% ../nbs/13_cli.ipynb #0127b413
 def _cmd_trading_state(args) -> int:
     "traderbot trading-state [STATE --reason WHY]: show or move the kill switch."
+    from traderbot.config import trading_mode
+    from traderbot.core import ConfigError
+    from traderbot.store import database, ledger
     import getpass
     cfg = _settings_from(args)
     eng = database.open_store(trading_mode(cfg).store_url, cfg.store.busy_timeout_s)
@@ -279,6 +303,10 @@ def _cmd_trading_state(args) -> int:
 # %% ../nbs/13_cli.ipynb #2b5598ba
 def _cmd_alerts(args) -> int:
     "traderbot alerts [--level L] [--limit N] [--all-accounts] [--deliver]: the latest alerts, newest first; --deliver sends what is due."
+    from traderbot.config import trading_mode
+    from traderbot.alerts import deliver_pending
+    from traderbot.store.deliveries import alert_deliveries_frame
+    from traderbot.store import database, ledger
     import pandas as pd
     cfg = _settings_from(args)
     eng = database.open_store(trading_mode(cfg).store_url, cfg.store.busy_timeout_s)
@@ -298,6 +326,7 @@ def _cmd_alerts(args) -> int:
 # %% ../nbs/13_cli.ipynb #501ce80e
 def _parse_assignments(items:list[str]) -> dict:
     "`key=value` pairs of `traderbot profile --set` into a nested profile update (values parsed as JSON when they can be)."
+    from traderbot.core import ConfigError
     import json
     out: dict = {}
     for item in items:
@@ -323,6 +352,10 @@ def _merge(base:dict, update:dict) -> dict:
 # %% ../nbs/13_cli.ipynb #3599eea6
 def _cmd_profile(args) -> int:
     "traderbot profile [--set KEY=VALUE ...] [--reset]: show or change the account's profile."
+    from traderbot.config import parse_profile, trading_mode
+    from traderbot.core import ConfigError
+    from traderbot.data.lake import sectors_for
+    from traderbot.store import database, ledger
     import getpass, json
     cfg = _settings_from(args)
     tm = trading_mode(cfg)
@@ -348,6 +381,9 @@ def _cmd_profile(args) -> int:
 # %% ../nbs/13_cli.ipynb #da696e29
 def _cmd_models(args) -> int:
     "traderbot models list|promote NAME VERSION: the model registry."
+    from traderbot.core import ConfigError
+    from traderbot.research.registry import model_versions, promote, promotion_problems
+    from traderbot.store import database
     import getpass
     import pandas as pd
     cfg = _settings_from(args)
@@ -369,7 +405,20 @@ def _cmd_models(args) -> int:
 # %% ../nbs/13_cli.ipynb #fe9ae80e
 def _cmd_dashboard(args) -> int:
     "traderbot dashboard: serve nbs/dashboards with Voila on 127.0.0.1 with a random token."
+    from traderbot.dashboard.serve import serve_dashboards
     serve_dashboards(_settings_from(args), port=args.port)
+    return 0
+
+# %% ../nbs/13_cli.ipynb #735813d2
+def _cmd_warmup(args) -> int:
+    "traderbot warmup: compile every numba kernel into the cache (the install step runs it), so no later run waits for numba."
+    import time
+    from traderbot.core import numba_cache_dir
+    from traderbot.research import sweep
+    from traderbot.research.rl import envs
+    t0 = time.perf_counter()
+    for mod in (sweep, envs): mod.warmup()   # each compiles its module's kernels on a tiny input
+    print(f"numba kernels compiled in {time.perf_counter() - t0:.1f} s; cache: {numba_cache_dir()}")
     return 0
 
 # %% ../nbs/13_cli.ipynb #2b20f3fb
@@ -449,6 +498,7 @@ def parser() -> argparse.ArgumentParser:
     mo.set_defaults(func=_cmd_models)
     dash = sub.add_parser("dashboard", help="serve the Voila dashboards on 127.0.0.1 with a token")
     dash.add_argument("--port", type=int, default=None); dash.set_defaults(func=_cmd_dashboard)
+    sub.add_parser("warmup", help="compile every numba kernel into the cache (run once at install; the cache is kept across runs)").set_defaults(func=_cmd_warmup)
     return p
 
 # %% ../nbs/13_cli.ipynb #64637ab3
@@ -459,6 +509,7 @@ def _terminate(signum, frame):
 def main(argv:list[str]|None=None) -> int:
     "Run the `traderbot` command; returns the exit code."
     args = parser().parse_args(argv)
+    from traderbot.core import TraderbotError   # after parsing: `traderbot --help` loads no pandas
     if threading.current_thread() is threading.main_thread():   # SIGTERM (a scheduler's stop) ends a run as Ctrl-C does: settled, kernel stopped
         signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -7,9 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation, ROUND_DOWN
 from enum import Enum
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 import hashlib
 import math
+import os
 import re
 
 import pandas as pd
@@ -18,7 +20,7 @@ import pandas as pd
 __all__ = ['TRANSITIONS', 'TERMINAL', 'TraderbotError', 'ConfigError', 'DataError', 'BrokerError', 'ProviderError', 'RateLimited',
            'DuplicateOrder', 'OrderRejected', 'RiskLimitBreached', 'StorageError', 'InvalidTransition', 'check_symbol',
            'to_decimal', 'floor_to_lot', 'Side', 'CostModel', 'OrderStatus', 'check_transition', 'Fill', 'Order',
-           'Position', 'client_order_id', 'DataSource', 'Account', 'Broker']
+           'Position', 'client_order_id', 'DataSource', 'Account', 'Broker', 'numba_cache_dir', 'use_numba_cache']
 
 # %% ../nbs/00_core.ipynb #6244675a
 class TraderbotError(Exception):
@@ -319,3 +321,23 @@ class Broker(Protocol):
     def account(self) -> Account:
         "Cash and equity at the broker."
         ...
+
+# %% ../nbs/00_core.ipynb #a27a51ad
+def numba_cache_dir(
+    env:dict|None=None,  # the environment to read (default: os.environ)
+) -> Path:               # $NUMBA_CACHE_DIR if set, else traderbot/numba under $XDG_CACHE_HOME (default ~/.cache)
+    "Where numba keeps traderbot's compiled kernels."
+    env = os.environ if env is None else env
+    if env.get("NUMBA_CACHE_DIR"): return Path(env["NUMBA_CACHE_DIR"])
+    base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "traderbot" / "numba"
+
+def use_numba_cache() -> Path:
+    "Point numba at `numba_cache_dir()` (an already-set NUMBA_CACHE_DIR wins); also when numba was imported first."
+    import sys
+    d = numba_cache_dir()
+    os.environ["NUMBA_CACHE_DIR"] = str(d)
+    if (cfg := sys.modules.get("numba.core.config")) is not None: cfg.CACHE_DIR = str(d)   # numba read the environment at its import
+    return d
+
+use_numba_cache()

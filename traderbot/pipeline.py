@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import subprocess
+import sys
 import threading
 import time
 
@@ -70,12 +71,18 @@ def _convert(value:str, type_name:str, key:str):
     except ValueError: raise ConfigError(f"parameter {key}: expected {type_name}, got {value!r}") from None
     return value
 
+# %% ../nbs/11_pipeline.ipynb #61036939
+def _keep_out_rfc3987() -> None:
+    "Make `import rfc3987_syntax` fail fast, so jsonschema skips its optional `iri` format checker (and its parsers)."
+    sys.modules.setdefault("rfc3987_syntax", None)
+
 # %% ../nbs/11_pipeline.ipynb #a04c66c7
 def check_parameters(
     notebook:Path,          # pipeline notebook
     given:dict[str, str],   # parameters as text, e.g. from `-p as_of=2022-12-28`
 ) -> dict:                  # parameters converted to their declared types
     "Validate `given` against the notebook's parameters cell."
+    _keep_out_rfc3987()
     import papermill as pm
     declared = pm.inspect_notebook(str(notebook))
     out = {}
@@ -126,6 +133,7 @@ def _git_commit(root:Path) -> str|None:
 # %% ../nbs/11_pipeline.ipynb #a85c9ab4
 def _export_html(notebook:Path) -> Path:
     "Write the HTML report beside an executed notebook."
+    _keep_out_rfc3987()
     from nbconvert import HTMLExporter
     import nbformat
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
@@ -140,6 +148,7 @@ def run_pipeline(
     settings_path:Path|None=None,   # settings.ini the notebook should load (default: root/settings.ini)
 ) -> RunOutcome:
     "Execute pipeline `name` with papermill, keep its notebook and HTML, record the run; raise `PipelineFailed` on failure."
+    _keep_out_rfc3987()
     import papermill as pm
     nb = pipeline_notebook(settings, name)
     params = check_parameters(nb, parameters or {})
@@ -171,6 +180,7 @@ def _check_kernel(name:str) -> None:
 
 def _execute(settings:Settings, engine, nb:Path, name:str, run_id:str, params:dict, settings_path:Path|None) -> RunOutcome:
     "Record the run, execute its notebook, and settle it: succeeded, failed, or interrupted (SIGINT/SIGTERM)."
+    _keep_out_rfc3987()
     import papermill as pm
     runs.start_run(engine, run_id, name, params, _git_commit(settings.root))
     out = settings.path(settings.pipeline.reports_dir) / name / f"{run_id}.ipynb"

@@ -9,17 +9,18 @@ from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import math
 import tempfile
 import time
 
-from scipy.special import expit
 import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError
+from ..compute import fan_out
 
 # %% auto #0
 __all__ = ['Forecaster', 'synthetic_panel', 'Attribution', 'Baseline', 'TrainConfig', 'integrated_gradients',
@@ -164,6 +165,7 @@ class Baseline:
 
     def predict(self, panel:pd.DataFrame, rows:pd.MultiIndex) -> pd.Series:
         "P(up) for `rows`."
+        from scipy.special import expit
         return pd.Series(expit(self.standardised(panel, rows) @ self.coef + self.intercept), index=rows, name=self.name)
 
     def attributions(self, panel:pd.DataFrame, rows:pd.MultiIndex, steps:int=0) -> Attribution:
@@ -335,6 +337,7 @@ class SequenceForecaster:
 
     def predict(self, panel:pd.DataFrame, rows:pd.MultiIndex) -> pd.Series:
         "P(up) for `rows`."
+        from scipy.special import expit
         if self.net is None: raise ConfigError(f"{self.name}: not fitted")
         return pd.Series(expit(self.logits(self.inputs(panel, rows))), index=rows, name=self.name)
 
@@ -460,28 +463,46 @@ class WalkForwardResult:
                              for m, p in self.predictions.items()}).T.astype({"n": int})
 
 # %% ../../nbs/04e_research.models.ipynb #7d75dcad
+@dataclass(frozen=True, repr=False)
+class _Trial:
+    "One model on one fold: what a worker needs besides the panel and labels."
+    name: str
+    factory: Callable
+    fold: int
+    train: pd.MultiIndex
+    test: pd.MultiIndex
+    def __repr__(self): return f"model {self.name} fold {self.fold}"
+
+def _fit_predict(trial:_Trial, panel:pd.DataFrame, y:pd.Series) -> tuple[np.ndarray, dict]:
+    "Fit a fresh model on the trial's training rows; its P(up) on the test rows and the timings."
+    t0 = time.perf_counter(); m = trial.factory().fit(panel, y, trial.train)
+    t1 = time.perf_counter(); p = m.predict(panel, trial.test).to_numpy()
+    return p, {"model": trial.name, "fold": trial.fold, "n_train": len(trial.train), "n_test": len(trial.test), "fit_s": t1 - t0, "predict_s": time.perf_counter() - t1}
+
 def walk_forward(
     factories:dict[str, Callable[[], Forecaster]],  # model name -> a function returning a fresh, unfitted model
     panel:pd.DataFrame,                              # the feature panel
     y:pd.Series,                                     # direction labels (rows without one are neither trained nor tested)
     splits:list,                                     # objects with .train and .test session indexes and .fold
+    compute=None,                                    # settings or [compute] section: fan the (model, fold) fits out with `compute.fan_out`; None: one after another here
 ) -> WalkForwardResult:
     "Fit each model on each split's training rows and predict its test rows."
     _check_panel(panel)
     t, labelled = panel.index.get_level_values(0), panel.index.isin(y.dropna().index)
-    preds, ys, timings = [], [], []
+    trials, ys = [], []
     for sp in splits:
         if len(sp.train.intersection(sp.test)): raise ConfigError(f"split {sp.fold}: train and test share sessions")
         train, test = panel.index[t.isin(sp.train) & labelled], panel.index[t.isin(sp.test) & labelled]
         if len(train) == 0 or len(test) == 0: raise DataError(f"split {sp.fold}: no labelled panel rows in its train or test sessions")
-        fold = {}
-        for name, factory in factories.items():
-            t0 = time.perf_counter(); m = factory().fit(panel, y, train)
-            t1 = time.perf_counter(); fold[name] = m.predict(panel, test).to_numpy()
-            timings.append({"model": name, "fold": sp.fold, "n_train": len(train), "n_test": len(test), "fit_s": t1 - t0, "predict_s": time.perf_counter() - t1})
-        idx = pd.MultiIndex.from_arrays([np.full(len(test), sp.fold), test.get_level_values(0), test.get_level_values(1)], names=["fold", "timestamp", "symbol"])
-        preds.append(pd.DataFrame(fold, index=idx)); ys.append(pd.Series(y.reindex(test).to_numpy(), index=idx, name="direction"))
-    return WalkForwardResult(pd.concat(preds), pd.concat(ys), pd.DataFrame(timings).set_index(["model", "fold"]))
+        trials += [_Trial(name, factory, sp.fold, train, test) for name, factory in factories.items()]
+    out = fan_out(functools.partial(_fit_predict, panel=panel, y=y), trials, settings=compute, workers=1 if compute is None else None, desc="walk-forward")
+    preds = []
+    for k in range(0, len(trials), len(factories)):
+        test, fold = trials[k].test, trials[k].fold
+        idx = pd.MultiIndex.from_arrays([np.full(len(test), fold), test.get_level_values(0), test.get_level_values(1)], names=["fold", "timestamp", "symbol"])
+        preds.append(pd.DataFrame({tr.name: p for tr, (p, _) in zip(trials[k:k + len(factories)], out[k:k + len(factories)])}, index=idx))
+        ys.append(pd.Series(y.reindex(test).to_numpy(), index=idx, name="direction"))
+    return WalkForwardResult(pd.concat(preds), pd.concat(ys), pd.DataFrame([tm for _, tm in out]).set_index(["model", "fold"]))
 
 # %% ../../nbs/04e_research.models.ipynb #8bf656f7
 def attributions(model, panel:pd.DataFrame, rows:pd.MultiIndex, steps:int=48) -> Attribution:

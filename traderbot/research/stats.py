@@ -9,7 +9,6 @@ from itertools import combinations
 from typing import Callable
 import math
 
-from scipy import stats as sps
 import numpy as np
 import pandas as pd
 
@@ -19,7 +18,8 @@ from ..core import ConfigError, DataError
 __all__ = ['Split', 'walk_forward_splits', 'purged_kfold', 'check_split', 'CPCV', 'cpcv', 'assemble_paths', 'Accuracy',
            'directional_accuracy', 'hac_t_stat', 'LjungBox', 'ljung_box', 'IC', 'information_coefficient',
            'sharpe_ratio', 'sharpe_moments', 'probabilistic_sharpe_ratio', 'min_track_record_length',
-           'expected_max_sharpe', 'deflated_sharpe_ratio', 'PBOResult', 'probability_of_backtest_overfitting']
+           'expected_max_sharpe', 'deflated_sharpe_ratio', 'PBOResult', 'probability_of_backtest_overfitting',
+           'pbo_from_sums']
 
 # %% ../../nbs/04d_research.stats.ipynb #57e16364
 @dataclass(frozen=True)
@@ -222,6 +222,7 @@ def directional_accuracy(
     method:str="wilson",          # interval: wilson or exact (Clopper-Pearson)
 ) -> Accuracy:
     "Hit rate of up/down calls, its interval, and a binomial p-value against the majority class."
+    from scipy import stats as sps
     df = _aligned(pred, actual, ("pred", "actual"))
     if len(df) == 0: raise DataError("pred: no observations")
     bad = ~df.actual.isin([0, 1])
@@ -335,6 +336,7 @@ def sharpe_ratio(
 # %% ../../nbs/04d_research.stats.ipynb #f9d45f7f
 def sharpe_moments(returns:pd.Series) -> dict:
     "Per-period Sharpe ratio, number of observations, skewness and full (non-excess) kurtosis of `returns`."
+    from scipy import stats as sps
     r = _finite_returns(returns)
     return dict(sr=sharpe_ratio(r, 1), n=len(r), skew=float(sps.skew(r)), kurt=float(sps.kurtosis(r, fisher=False)))
 
@@ -354,6 +356,7 @@ def probabilistic_sharpe_ratio(
     sr_benchmark:float=0.0, # per-period benchmark Sharpe ratio SR*
 ) -> float:                 # probability that the true Sharpe ratio exceeds sr_benchmark
     "Probabilistic Sharpe ratio (Bailey & López de Prado 2012)."
+    from scipy import stats as sps
     _check_count("n", n, 2)
     return float(sps.norm.cdf((sr - sr_benchmark) * math.sqrt(n - 1) / _sharpe_std_term(sr, skew, kurt)))
 
@@ -366,6 +369,7 @@ def min_track_record_length(
     prob:float=0.95,        # confidence required that the true SR exceeds the benchmark
 ) -> float:                 # observations needed; inf when sr <= sr_benchmark
     "Minimum track record length (Bailey & López de Prado 2012)."
+    from scipy import stats as sps
     if not 0 < prob < 1: raise ConfigError(f"prob={prob!r}: expected a probability")
     if sr <= sr_benchmark: return math.inf
     return 1 + _sharpe_std_term(sr, skew, kurt) ** 2 * (sps.norm.ppf(prob) / (sr - sr_benchmark)) ** 2
@@ -378,6 +382,7 @@ def expected_max_sharpe(
     var_trial_sr:float,     # variance V of the trials' per-period Sharpe ratios
 ) -> float:                 # expected maximum per-period Sharpe ratio under no skill
     "Expected maximum of N zero-skill Sharpe ratios (Bailey & López de Prado 2014)."
+    from scipy import stats as sps
     if not (n_trials >= 1 and var_trial_sr >= 0): raise ConfigError(f"n_trials={n_trials!r}, var_trial_sr={var_trial_sr!r}: expected N >= 1 and V >= 0")
     if n_trials == 1: return 0.0          # one trial: nothing was selected
     z = (1 - _EULER_GAMMA) * sps.norm.ppf(1 - 1 / n_trials) + _EULER_GAMMA * sps.norm.ppf(1 - 1 / (n_trials * math.e))
@@ -456,19 +461,41 @@ def probability_of_backtest_overfitting(
     if x.shape[0] < n_partitions or (metric == "sharpe" and n_partitions // 2 * (x.shape[0] // n_partitions) < 2):
         raise DataError(f"returns_matrix: {x.shape[0]} rows are too few for n_partitions={n_partitions}")
     parts = np.array_split(np.arange(len(x)), n_partitions)
+    names = list(returns_matrix.columns) if isinstance(returns_matrix, pd.DataFrame) else list(range(x.shape[1]))
+    if not callable(metric):
+        if metric not in ("sharpe", "mean"): raise ConfigError(f"metric={metric!r}: expected 'sharpe', 'mean' or a callable")
+        cnt = np.array([len(p) for p in parts], float)
+        return pbo_from_sums(cnt, np.array([x[p].sum(0) for p in parts]), np.array([(x[p] ** 2).sum(0) for p in parts]), names, metric)
     masks = _cscv_masks(n_partitions)
-    if callable(metric):
-        is_m = np.array([metric(x[np.concatenate([parts[j] for j in np.flatnonzero(m)])]) for m in masks])
-        oos_m = np.array([metric(x[np.concatenate([parts[j] for j in np.flatnonzero(1 - m)])]) for m in masks])
-    elif metric in ("sharpe", "mean"):
-        cnt = np.array([[len(p)] for p in parts], float)
-        s1, s2 = np.array([x[p].sum(0) for p in parts]), np.array([(x[p] ** 2).sum(0) for p in parts])
-        is_m = _metric_from_sums(masks @ cnt, masks @ s1, masks @ s2, metric)
-        oos_m = _metric_from_sums((1 - masks) @ cnt, (1 - masks) @ s1, (1 - masks) @ s2, metric)
-    else: raise ConfigError(f"metric={metric!r}: expected 'sharpe', 'mean' or a callable")
+    is_m = np.array([metric(x[np.concatenate([parts[j] for j in np.flatnonzero(m)])]) for m in masks])
+    oos_m = np.array([metric(x[np.concatenate([parts[j] for j in np.flatnonzero(1 - m)])]) for m in masks])
+    return _pbo_result(is_m, oos_m, n_partitions, names)
+
+def _pbo_result(is_m:np.ndarray, oos_m:np.ndarray, n_partitions:int, names:list) -> PBOResult:
+    "PBO and its detail from the in- and out-of-sample metric of every strategy in every combination of partitions."
     best, logits = _oos_logits(is_m, oos_m)
     rows = np.arange(len(best))
     is_best, oos_best = is_m[rows, best], oos_m[rows, best]
     slope = float(np.polyfit(is_best, oos_best, 1)[0]) if np.ptp(is_best) > 0 else float("nan")
-    names = list(returns_matrix.columns) if isinstance(returns_matrix, pd.DataFrame) else list(range(x.shape[1]))
     return PBOResult(float(np.mean(logits <= 0)), logits, best, is_best, oos_best, slope, float(np.mean(oos_best < 0)), n_partitions, names)
+
+def pbo_from_sums(
+    counts:np.ndarray,      # (S,) returns per partition
+    sums:np.ndarray,        # (S, N) each strategy's sum of returns per partition
+    squares:np.ndarray,     # (S, N) ... and sum of squared returns
+    names:list|None=None,   # the N strategies' names
+    metric:str="sharpe",    # sharpe or mean
+) -> PBOResult:
+    "PBO by CSCV from per-partition sums alone: what a sweep kernel accumulates instead of a T x N returns matrix."
+    cnt, s1, s2 = np.asarray(counts, float), np.asarray(sums, float), np.asarray(squares, float)
+    S = len(cnt)
+    if S < 2 or S % 2: raise ConfigError(f"partitions: {S}; expected an even number >= 2")
+    if s1.shape != s2.shape or s1.ndim != 2 or s1.shape[0] != S or s1.shape[1] < 2:
+        raise DataError(f"partition sums: expected ({S}, N >= 2) arrays, got {s1.shape} and {s2.shape}")
+    if not (np.isfinite(s1).all() and np.isfinite(s2).all()): raise DataError("partition sums: non-finite value")
+    if metric == "sharpe" and S // 2 * cnt.min() < 2: raise DataError(f"partitions: {int(cnt.min())} returns in the smallest of {S} are too few")
+    masks = _cscv_masks(S)
+    c = cnt[:, None]
+    is_m = _metric_from_sums(masks @ c, masks @ s1, masks @ s2, metric)
+    oos_m = _metric_from_sums((1 - masks) @ c, (1 - masks) @ s1, (1 - masks) @ s2, metric)
+    return _pbo_result(is_m, oos_m, S, list(names) if names is not None else list(range(s1.shape[1])))

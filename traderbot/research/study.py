@@ -106,7 +106,7 @@ def run_study(
 ) -> StudyResult:
     "Walk-forward evaluation of every model and strategy variant, registered as trials of `study`."
     study = study or settings.models.study
-    wf = walk_forward(factories, panel, lab["direction"], splits)
+    wf = walk_forward(factories, panel, lab["direction"], splits, compute=settings)   # (model, fold) fits fan out per [compute]
     preds = wf.oos().drop(columns=["y", "fold"])
     h, cost = settings.models.horizon, settings.cost_model()
     variants = {_variant_name(m, k, t): strategy_returns(closes, strategy_weights(preds[m].dropna(), k, t, h, closes.columns), cost)

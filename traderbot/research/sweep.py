@@ -17,7 +17,7 @@ from ..data.calendar import TRADING_DAYS
 from .fills import add_nb, fill_nb, is_close_nb, njit_into
 
 # %% auto #0
-__all__ = ['SWEEPS', 'ma_crossover_signals', 'band_signals', 'sweep_ma_crossover', 'sweep_band', 'sweep', 'warmup']
+__all__ = ['SWEEPS', 'ma_crossover_signals', 'band_signals', 'EmptyGrid', 'sweep_ma_crossover', 'sweep_band', 'sweep', 'warmup']
 
 # %% ../../nbs/04t_research.sweep.ipynb #636f6d20
 def _book_nb(vcash:float, pcash:float, notional:float, fee:float, buy:bool):
@@ -201,6 +201,9 @@ def _check_run(cost, init_cash, memory_mb) -> None:
             raise ConfigError(f"{name}={v!r}: must be a positive number")
 
 # %% ../../nbs/04t_research.sweep.ipynb #ac8f7553
+class EmptyGrid(ConfigError):
+    "A grid with no valid combination (e.g. no fast window below a slow one)."
+
 _ROW_BYTES = (len(_METRICS) + 4) * 8   # a combination's result row, its table rows and thresholds
 
 def _chunk_size(table_bytes:int, memory_mb:float, partitions:int=0) -> int:
@@ -256,7 +259,7 @@ def sweep_ma_crossover(
     fast, slow = _window_grid("fast", fast, 1, len(px)), _window_grid("slow", slow, 2, len(px))
     f, s = (a.ravel() for a in np.meshgrid(fast, slow, indexing="ij"))
     keep = f < s
-    if not keep.any(): raise ConfigError(f"fast={fast.tolist()}, slow={slow.tolist()}: no pair with fast < slow")
+    if not keep.any(): raise EmptyGrid(f"fast={fast.tolist()}, slow={slow.tolist()}: no pair with fast < slow")
     f, s = f[keep], s[keep]
     windows = np.union1d(fast, slow)
     (means,) = _rolling_tables(px, windows)
@@ -282,7 +285,7 @@ def sweep_band(
     ez, xz = _float_grid("entry_z", entry_z), _float_grid("exit_z", exit_z)
     w, e, x = (a.ravel() for a in np.meshgrid(windows, ez, xz, indexing="ij"))
     keep = x < e
-    if not keep.any(): raise ConfigError(f"entry_z={ez.tolist()}, exit_z={xz.tolist()}: no pair with exit_z < entry_z")
+    if not keep.any(): raise EmptyGrid(f"entry_z={ez.tolist()}, exit_z={xz.tolist()}: no pair with exit_z < entry_z")
     w, e, x = w[keep], e[keep], x[keep]
     means, stds = _rolling_tables(px, windows, std=True)
     row = np.searchsorted(windows, w)

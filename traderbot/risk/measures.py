@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 import math
 
-from scipy import stats
 import numpy as np
 import pandas as pd
 
@@ -48,12 +47,14 @@ def loss_quantile(losses:np.ndarray, level:float) -> tuple[float, float]:
 # %% ../../nbs/05a_risk.measures.ipynb #bbfe736b
 def _cornish_fisher_z(p:float|np.ndarray, skew:float, kurt:float) -> float|np.ndarray:
     "The Cornish-Fisher corrected standard quantile at probability `p` (`kurt` is excess kurtosis)."
+    from scipy import stats
     z = stats.norm.ppf(p)
     return z + (z**2 - 1) * skew / 6 + (z**3 - 3 * z) * kurt / 24 - (2 * z**3 - 5 * z) * skew**2 / 36
 
 # %% ../../nbs/05a_risk.measures.ipynb #dd98165c
 def _var_es(r:pd.Series, level:float, method:str, n_sims:int, seed:int, assets=None, weights=None) -> tuple[float, float]:
     "One-period VaR and ES of returns `r` by `method`, as positive loss fractions."
+    from scipy import stats
     mu, sd = float(r.mean()), float(r.std(ddof=1))
     if method == "historical": return loss_quantile(-r.to_numpy(), level)
     if method == "parametric":
@@ -133,6 +134,7 @@ def component_var(
     value:float|None=None,    # portfolio value, for currency figures
 ) -> pd.DataFrame:            # per symbol: weight, marginal VaR, component VaR, share of VaR
     "Parametric (zero-mean) marginal and component VaR of each position."
+    from scipy import stats
     _check_level(level)
     cov = returns[weights.index].cov().to_numpy()
     w = weights.to_numpy(float)
@@ -144,6 +146,7 @@ def component_var(
 # %% ../../nbs/05a_risk.measures.ipynb #caf8b2e8
 def kupiec_pof(exceptions:int, n:int, level:float) -> tuple[float, float]:
     "Kupiec's proportion-of-failures LR statistic and p-value."
+    from scipy import stats
     p, x = 1 - level, exceptions
     ll = lambda q: (n - x) * math.log(1 - q) + (x * math.log(q) if x else 0.0) if 0 < q < 1 else 0.0
     lr = -2 * (ll(p) - ll(x / n)) if 0 < x < n else -2 * ll(p)
@@ -152,6 +155,7 @@ def kupiec_pof(exceptions:int, n:int, level:float) -> tuple[float, float]:
 # %% ../../nbs/05a_risk.measures.ipynb #94216b06
 def christoffersen(hits:np.ndarray) -> tuple[float, float]:
     "Christoffersen's independence LR statistic and p-value for a 0/1 exception series."
+    from scipy import stats
     h = np.asarray(hits, dtype=int)
     pairs = list(zip(h[:-1], h[1:]))
     n00, n01, n10, n11 = (sum(1 for a, b in pairs if (a, b) == k) for k in [(0, 0), (0, 1), (1, 0), (1, 1)])

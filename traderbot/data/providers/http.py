@@ -15,8 +15,6 @@ import threading
 import time
 
 from fastcore.basics import patch
-import httpx
-from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
 from ...core import ConfigError, ProviderError
 
@@ -133,6 +131,7 @@ class ProviderClient:
                  backoff_s:float=1.0,                  # first wait between tries; doubles each time
                  sleep:Callable=time.sleep,            # how to wait (tests pass a fake)
                  clock:Callable=time.monotonic):       # the rate limiter's clock
+        import httpx
         self.provider, self.base_url, self.timeout_s = provider, base_url.rstrip("/"), float(timeout_s)
         self.retries, self.backoff_s, self.sleep = int(retries), float(backoff_s), sleep
         self._auth = {k: str(v) for k, v in (auth_params or {}).items()}
@@ -158,6 +157,7 @@ def _reason(status:int) -> str:
 @patch
 def _once(self:ProviderClient, url:str, params:dict, what:str, missing_ok:bool) -> Any:
     "Send one GET and return its JSON, or raise a classified ProviderError."
+    import httpx
     self.limiter.wait()
     self.tries += 1
     try: r = self._http.get(url, params=params)
@@ -182,6 +182,7 @@ def _wait_s(self:ProviderClient, state) -> float:
 @patch
 def _request(self:ProviderClient, url:str, params:dict, endpoint:str, missing_ok:bool=False) -> Any:
     "GET `url` with `params` and the key, retrying what is retryable; the JSON, or a ProviderError naming `endpoint`."
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt
     what, tries = f"{self.provider} {endpoint}", self.retries + 1
     def note(state): _log.warning("%s; try %d of %d, next in %.1fs", state.outcome.exception(), state.attempt_number, tries, state.next_action.sleep)
     retrying = Retrying(stop=stop_after_attempt(tries), wait=self._wait_s, sleep=self.sleep, reraise=True, before_sleep=note,

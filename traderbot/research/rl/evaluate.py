@@ -6,12 +6,14 @@
 from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
+import functools
 import math
 
 import numpy as np
 import pandas as pd
 
 from ...core import ConfigError, CostModel
+from ...compute import fan_out
 from ..features import align, feature_panel, labels
 from ..models import walk_forward
 from ..registry import register_trial, study_deflated_sharpe
@@ -79,19 +81,32 @@ def _windows(split:Split, validation_share:float) -> dict:
     if len(tr) - n_val < 60: raise ConfigError(f"fold from {split.test[0].date()}: {len(tr)} training sessions leave too few after a {n_val}-session validation block")
     return {"train": (tr[0], tr[-n_val - 1]), "validation": (tr[-n_val], tr[-1]), "test": (split.test[0], split.test[-1])}
 
+@dataclass(frozen=True, repr=False)
+class _Variant:
+    "One configuration and seed on one fold: what a worker trains."
+    config: str
+    spec: AgentSpec
+    seed: int
+    fold: int
+    windows: dict
+    def __repr__(self): return f"{self.config} seed{self.seed} fold {self.fold}"
+
+def _train_one(v:_Variant, data:MarketArrays, cost:CostModel, threads:int, progress:bool, checkpoint_dir, checkpoint_every:int) -> VariantRun:
+    "Train one variant on its fold's training block, score it on the validation block and run it on the test block."
+    ck = None if checkpoint_dir is None else Path(checkpoint_dir) / f"fold{v.fold}"
+    agent = train_agent(v.spec, data, *v.windows["train"], cost, v.seed, threads, progress, ck, checkpoint_every)
+    val = agent.rollout(data, *v.windows["validation"], cost)
+    return VariantRun(agent.name, v.config, v.seed, v.fold, _sharpe(val.returns), agent.rollout(data, *v.windows["test"], cost), agent)
+
 def train_variants(specs:dict, data:MarketArrays, splits:list, seeds:int, cost:CostModel=CostModel(), validation_share:float=0.2,
-                   threads:int=1, progress:bool=False, checkpoint_dir=None, checkpoint_every:int=0) -> list[VariantRun]:
+                   threads:int=1, progress:bool=False, checkpoint_dir=None, checkpoint_every:int=0,
+                   compute=None,   # settings or [compute] section: fan the variants out with `compute.fan_out`; None: one after another here
+                   ) -> list[VariantRun]:
     "Every config x seed trained on each fold's training block, scored on its validation block and run on its test block."
-    out = []
-    for f, split in enumerate(usable_splits(splits)):
-        w = _windows(split, validation_share)
-        for config, spec in specs.items():
-            for seed in range(seeds):
-                ck = None if checkpoint_dir is None else Path(checkpoint_dir) / f"fold{f}"
-                agent = train_agent(spec, data, *w["train"], cost, seed, threads, progress, ck, checkpoint_every)
-                val = agent.rollout(data, *w["validation"], cost)
-                out.append(VariantRun(agent.name, config, seed, f, _sharpe(val.returns), agent.rollout(data, *w["test"], cost), agent))
-    return out
+    todo = [_Variant(config, spec, seed, f, _windows(split, validation_share)) for f, split in enumerate(usable_splits(splits))
+            for config, spec in specs.items() for seed in range(seeds)]
+    run = functools.partial(_train_one, data=data, cost=cost, threads=threads, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
+    return fan_out(run, todo, settings=compute, workers=1 if compute is None else None, desc="RL variants")
 
 # %% ../../../nbs/04s_research.rl.evaluate.ipynb #41a79339
 @dataclass
@@ -207,7 +222,7 @@ def _forecaster_returns(settings, closes, benchmark, wins, cost, name, epochs, s
     panel, lab = align(feature_panel(closes, benchmark), labels(closes, h))
     t = panel.index.get_level_values(0).unique()
     splits = [Split(t[t <= w["validation"][1]][:-h], t[(t >= w["test"][0]) & (t <= w["test"][1])], i) for i, w in enumerate(wins)]
-    preds = walk_forward(model_factories([name], epochs, seed, h), panel, lab["direction"], splits).oos()[name]
+    preds = walk_forward(model_factories([name], epochs, seed, h), panel, lab["direction"], splits, compute=settings).oos()[name]
     parts = []
     for sp in splits:
         p = preds[preds.index.get_level_values(0).isin(sp.test)]

@@ -1,0 +1,119 @@
+"""`make bench`: cold start, each fresh process timed next to its peer in the same run.
+
+- `traderbot --help` against `python -c "import pandas"` (goal: at most 1.2x);
+- importing each traderbot module against `import pandas` (goal: at most 2x; the worst modules are reported, every
+  module's ratio is kept in the first row's `modules`);
+- a trivial notebook through the pipeline runner's path (traderbot.pipeline imported, papermill with the runner's
+  arguments, the HTML report) against the kernel-start floor: start an ipykernel with jupyter_client and stop it
+  (goal: at most 1.3x). A second, informational row leaves the HTML export out, to show its share.
+Every side is a fresh `python` process (wall time, start-up included), interleaved with its peer.
+Numbers are what this machine measured on this run; nothing here is a promise.
+"""
+from __future__ import annotations
+import shutil, subprocess, sys, tempfile, time
+from pathlib import Path
+
+import harness
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+PANDAS = [PY, "-c", "import pandas"]
+QUICK_MODULES = ["traderbot.cli", "traderbot.core", "traderbot.config", "traderbot.daily", "traderbot.pipeline",
+                 "traderbot.store.ledger", "traderbot.research.sweep", "traderbot.risk.measures"]
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> float:
+    "Wall seconds of one fresh process; raises with its stderr when it fails."
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+    dt = time.perf_counter() - t
+    if r.returncode: raise RuntimeError(f"{' '.join(cmd[:3])}... exited {r.returncode}: {r.stderr.strip()[-400:]}")
+    return dt
+
+
+def _pair(ours: list[str], peer: list[str], reps: int, cwd: Path | None = None) -> tuple[list, list]:
+    "Interleaved wall times of two commands (one warm-up run each first, for the file cache)."
+    _run(ours, cwd); _run(peer, cwd)
+    return harness.timed_pair(lambda: _run(ours, cwd), lambda: _run(peer, cwd), reps)
+
+
+def modules() -> list[str]:
+    "Every traderbot module but the package markers, nbdev's index and alembic's env (it runs only inside alembic)."
+    pkg = ROOT / "traderbot"
+    return sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for p in pkg.rglob("*.py")
+                  if p.name not in ("__init__.py", "_modidx.py") and p.parts[-2:] != ("migrations", "env.py"))
+
+
+def help_case(reps: int) -> dict:
+    exe = shutil.which("traderbot", path=str(Path(PY).parent)) or "traderbot"
+    o, p = _pair([exe, "--help"], PANDAS, reps)
+    return harness.result("coldstart", "traderbot --help", "traderbot --help", "import pandas", o, p, goal={"max_ratio": 1.2},
+                          gate="exit code 0")
+
+
+def module_cases(names: list[str], reps: int, top: int) -> list[dict]:
+    rows = []
+    for m in names:
+        o, p = _pair([PY, "-c", f"import {m}"], PANDAS, reps)
+        rows.append(harness.result("coldstart", f"import {m}", m, "import pandas", o, p, goal={"max_ratio": 2.0}, gate="import succeeds"))
+    rows.sort(key=lambda r: -r["ratio"])
+    out = rows[:top]
+    out[0]["case"] = f"worst module: import {out[0]['ours']}"
+    out[0]["modules"] = {r["ours"]: round(r["ratio"], 3) for r in rows}
+    out[0]["modules_met"] = f"{sum(r['met'] for r in rows)} of {len(rows)}"
+    return out
+
+
+_TRIVIAL_RUN = """import sys
+from pathlib import Path
+import traderbot.pipeline as P
+P._keep_out_rfc3987()
+import papermill as pm
+nb, out = sys.argv[1], Path(sys.argv[2])
+pm.execute_notebook(nb, str(out), parameters={"x": 2}, kernel_name="python3", progress_bar=False, log_output=False,
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
+if sys.argv[3] == "html": P._export_html(out)
+"""
+_KERNEL_FLOOR = """from jupyter_client.manager import start_new_kernel
+km, kc = start_new_kernel(kernel_name="python3", extra_arguments=["--IPKernelApp.log_level=ERROR"])
+kc.stop_channels(); km.shutdown_kernel(now=True)
+"""
+
+
+def _trivial_notebook(folder: Path) -> Path:
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell("x + 1")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    p = folder / "trivial.ipynb"; nbformat.write(nb, p)
+    return p
+
+
+def papermill_cases(reps: int) -> list[dict]:
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d); nb = _trivial_notebook(d)
+        ours = [PY, "-c", _TRIVIAL_RUN, str(nb), str(d / "out.ipynb"), "html"]
+        bare = [PY, "-c", _TRIVIAL_RUN, str(nb), str(d / "out2.ipynb"), "nohtml"]
+        floor = [PY, "-c", _KERNEL_FLOOR]
+        o, p = _pair(ours, floor, reps, d)
+        if "x + 1" not in (d / "out.ipynb").read_text() or not (d / "out.html").is_file(): raise RuntimeError("trivial run wrote no notebook/report")
+        rows = [harness.result("coldstart", "papermill trivial run (runner path, HTML report)", "traderbot pipeline runner",
+                               "kernel start+stop", o, p, goal={"max_ratio": 1.3}, gate="executed notebook and HTML written")]
+        o2, p2 = _pair(bare, floor, reps, d)
+        rows.append(harness.result("coldstart", "papermill trivial run, no HTML export", "runner without HTML", "kernel start+stop",
+                                   o2, p2, gate="executed notebook written"))
+    return rows
+
+
+def measure(quick: bool) -> list[dict]:
+    reps = 3 if quick else 7
+    rows = [help_case(reps)]
+    rows += module_cases(QUICK_MODULES if quick else modules(), 2 if quick else 3, top=3 if quick else 5)
+    rows += papermill_cases(2 if quick else 5)
+    return rows
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0]); ap.add_argument("--quick", action="store_true")
+    print(harness.table(measure(ap.parse_args().quick)))

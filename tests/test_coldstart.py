@@ -1,0 +1,85 @@
+"""Cold start, checked without timing (bench/coldstart.py times it):
+
+- `import traderbot.cli` (what `traderbot --help` runs) loads no pandas, numpy, SQLAlchemy or pydantic;
+- importing every traderbot module loads none of the heavy libraries a module needs only inside a function;
+- numba's cache directory is fixed under the user's cache before numba is first imported (an explicit
+  NUMBA_CACHE_DIR wins);
+- jsonschema's optional `rfc3987_syntax` checker stays out of the pipeline runner and of the Voila process.
+Each check runs in a fresh interpreter, so what an earlier test imported cannot hide a regression.
+"""
+from __future__ import annotations
+import json, os, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "traderbot"
+# imported only inside the functions that use them; rl.vec (an SB3 VecEnv subclass) alone loads torch and SB3
+HEAVY = ["vectorbt", "numba", "scipy.stats", "cvxpy", "riskfolio", "sklearn", "statsmodels", "torch", "transformers",
+         "stable_baselines3", "papermill", "nbconvert", "nbformat", "matplotlib", "exchange_calendars", "jsonschema",
+         "rfc3987_syntax", "httpx", "tenacity", "rich", "voila", "jupyter_client", "dask", "distributed", "lightgbm", "xgboost", "alpaca"]
+NEEDS_AT_IMPORT = {"traderbot.research.rl.vec", "traderbot.store.migrations.env"}   # SB3's VecEnv subclass; alembic's env script
+
+
+def _python(code: str, **env) -> str:
+    "stdout of `code` in a fresh interpreter (extra environment variables; None removes one)."
+    e = {**os.environ, **{k: v for k, v in env.items() if v is not None}}
+    for k, v in env.items():
+        if v is None: e.pop(k, None)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=e, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout.strip().splitlines()[-1]
+
+
+def _modules() -> list[str]:
+    return sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for p in PKG.rglob("*.py")
+                  if p.name not in ("__init__.py", "_modidx.py"))
+
+
+def _loaded(names: list[str]) -> str:
+    return f"import json, sys; print(json.dumps([h for h in {names!r} if sys.modules.get(h) is not None]))"
+
+
+def test_the_cli_loads_nothing_heavy_before_a_command_runs():
+    light = ["pandas", "numpy", "sqlalchemy", "pydantic", "traderbot.core", "traderbot.config"] + HEAVY
+    assert json.loads(_python("import traderbot.cli\n" + _loaded(light))) == []
+    code = "import contextlib, io\nfrom traderbot.cli import main\nwith contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit): main(['--help'])\n"
+    assert json.loads(_python(code + _loaded(light))) == []
+
+
+def test_no_module_imports_a_heavy_library_it_needs_only_in_a_function():
+    mods = [m for m in _modules() if m not in NEEDS_AT_IMPORT]
+    assert "traderbot.daily" in mods and "traderbot.research.sweep" in mods
+    assert json.loads(_python("".join(f"import {m}\n" for m in mods) + _loaded(HEAVY))) == []
+
+
+def test_numba_caches_under_the_users_cache(tmp_path):
+    code = "import traderbot.research.sweep, traderbot.research.rl.envs, numba, os; print(numba.config.CACHE_DIR + '|' + os.environ['NUMBA_CACHE_DIR'])"
+    assert _python(code, XDG_CACHE_HOME=str(tmp_path), NUMBA_CACHE_DIR=None) == f"{tmp_path}/traderbot/numba|{tmp_path}/traderbot/numba"
+    assert _python(code, XDG_CACHE_HOME=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path / "mine")) == f"{tmp_path}/mine|{tmp_path}/mine"
+    home = _python("import traderbot.core, os; print(os.environ['NUMBA_CACHE_DIR'])", XDG_CACHE_HOME=None, NUMBA_CACHE_DIR=None)
+    assert home == str(Path.home() / ".cache" / "traderbot" / "numba")
+    late = "import numba, traderbot.core; print(numba.config.CACHE_DIR)"   # numba imported first: traderbot still points it at its cache
+    assert _python(late, XDG_CACHE_HOME=str(tmp_path), NUMBA_CACHE_DIR=None) == f"{tmp_path}/traderbot/numba"
+
+
+def test_the_pipeline_runner_keeps_rfc3987_syntax_out(tmp_path):
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell("x + 1")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "t.ipynb")
+    code = (f"from pathlib import Path\nfrom traderbot.config import load_settings\nfrom traderbot.pipeline import check_parameters, pipeline_notebook, _export_html, _keep_out_rfc3987\n"
+            f"check_parameters(pipeline_notebook(load_settings(env={{}}), 'daily'), {{}})\n"
+            f"_keep_out_rfc3987(); import papermill as pm\n"
+            f"pm.execute_notebook({str(tmp_path / 't.ipynb')!r}, {str(tmp_path / 'o.ipynb')!r}, kernel_name='python3', progress_bar=False)\n"
+            f"_export_html(Path({str(tmp_path / 'o.ipynb')!r}))\n" + _loaded(["rfc3987_syntax", "jsonschema", "papermill", "nbconvert"]))
+    assert json.loads(_python(code)) == ["jsonschema", "papermill", "nbconvert"]
+    assert (tmp_path / "o.html").is_file()
+
+
+def test_the_voila_launcher_keeps_rfc3987_syntax_out():
+    from traderbot.dashboard.serve import dashboard_command
+    cmd = dashboard_command("nbs/dashboards", port=8866)
+    assert cmd[0] == sys.executable and cmd[1] == "-c" and "voila.app" in cmd[2]
+    probe = cmd[2].replace("sys.exit(main())", _loaded(["rfc3987_syntax", "jsonschema", "voila.app"]).replace("import json, sys; ", "import json; "))
+    assert probe != cmd[2]
+    assert json.loads(_python(probe)) == ["jsonschema", "voila.app"]
