@@ -57,7 +57,17 @@ def _refuse_the_past(cfg, params:dict, first) -> None:
 
 # %% ../nbs/13_cli.ipynb #cc1c2f4c
 def _describe_summary(s:dict) -> str:
-    "One line from a session's summary: what was traded, or why nothing was (an ingest's: what came into the lake)."
+    "One line from a session's summary: what was traded, or why nothing was (an ingest's: what came into the lake; a sweep's: what it found)."
+    if "combinations" in s:
+        line = (f"{s['family']}: {s['combinations']:,} combinations in {s['sweep_seconds']:.2f} s, recorded as trials of {s['study']!r} "
+                f"({s['trials_in_study']:,} in all); best {s['best']} Sharpe {s['best_sharpe']:.2f}, DSR {s['best_dsr']:.2f}"
+                + (f", PBO {s['pbo']:.2f}" if s.get("pbo") is not None else ""))
+        if "oos_sharpe" in s: line += (f"; walk-forward ({s['walk_forward_folds']} folds) out of sample: Sharpe {s['oos_sharpe']:.2f}, "
+                                       f"DSR {s['oos_dsr']:.2f}, total return {s['oos_total_return']:.2%}")
+        return line
+    if "strategies" in s:
+        return (f"{s['strategies']}: {s['sessions']} sessions, CAGR {s['cagr']:.2%}, Sharpe {s['sharpe']:.2f}, max drawdown {s['max_drawdown']:.2%}, "
+                f"netting saving {s['netting_saving']:,.0f}" + (f"; Monte Carlo Sharpe 5-95 %: {s['mc_sharpe_5']:.2f} to {s['mc_sharpe_95']:.2f}" if "mc_sharpe_5" in s else ""))
     if "provider" in s:
         return (f"{s['provider']} to {s['session']}: {s['rows_new']} new bars, {s['rows_changed']} revised, {s['actions']} corporate actions, "
                 f"{s['gaps']} gaps" + (f"; failed the data checks: {', '.join(s['flagged'])}" if s.get("flagged") else ""))
@@ -165,9 +175,18 @@ def _cmd_calendar(args) -> int:
 
 # %% ../nbs/13_cli.ipynb #395d32d9
 def _cmd_backtest(args) -> int:
-    "traderbot backtest [--from DATE] [--to DATE] [-p KEY=VALUE ...] [--orders-csv FILE]: the production replay, as a report."
+    "traderbot backtest [--from DATE] [--to DATE] [-p KEY=VALUE ...] [--orders-csv FILE] [--strategies SPEC] [--monte-carlo N]: the production replay, or several strategies in one book, as a report."
+    from traderbot.core import ConfigError
     from traderbot.pipeline import parse_parameters, run_pipeline
     cfg, params = _settings_from(args), parse_parameters(args.parameter or [])
+    if args.monte_carlo is not None: params["monte_carlo"] = args.monte_carlo
+    if args.strategies:   # research: sleeves with a capital split in one vectorbt book (pipelines/strategies.ipynb)
+        if args.orders_csv: raise ConfigError("--orders-csv is the production replay's; it does not go with --strategies")
+        params.update(strategies=args.strategies, **{k: v for k, v in (("start", args.start), ("end", args.end)) if v})
+        out = run_pipeline(cfg, "strategies", params, settings_path=Path(args.settings).resolve() if args.settings else None)
+        print(f"Run {out.run_id}: {out.status} in {out.duration_s:.1f} s\n  notebook: {out.notebook}\n  report:   {out.html}")
+        if out.summary: print("  " + _describe_summary(out.summary))
+        return 0
     for key, value in (("start", args.start), ("end", args.end), ("orders_csv", str(Path(args.orders_csv).resolve()) if args.orders_csv else None)):
         if value: params[key] = value
     out = run_pipeline(cfg, "backtest", params, settings_path=Path(args.settings).resolve() if args.settings else None)
@@ -177,6 +196,24 @@ def _cmd_backtest(args) -> int:
                 f"({s['filled']} filled, {s['denied']} denied), {s['breaker_trips']} breaker trips; CAGR {s['cagr']:.2%}, "
                 f"Sharpe {s['sharpe']:.2f}, max drawdown {s['max_drawdown']:.2%}; replayed in {s['seconds']:.1f} s")
     if args.orders_csv: print(f"  orders:   {Path(args.orders_csv).resolve()}")
+    return 0
+
+# %% ../nbs/13_cli.ipynb #9bf6234e
+def _cmd_sweep(args) -> int:
+    "traderbot sweep FAMILY [--grid TEXT] [--symbol S] [--from DATE] [--to DATE] [--study NAME] [--folds N] [--metric M] [--monte-carlo N] [--workers N] [--scheduler URL]"
+    import os
+    from traderbot.pipeline import run_pipeline
+    from traderbot.research.search import family, parse_grid
+    fam = family(args.family)
+    if args.grid: parse_grid(args.grid)          # refuse a malformed grid here, before a kernel starts
+    if args.workers is not None: os.environ["TRADERBOT__COMPUTE__WORKERS"] = str(args.workers)      # the pipeline's kernel inherits them
+    if args.scheduler: os.environ["TRADERBOT__COMPUTE__SCHEDULER"] = args.scheduler
+    cfg = _settings_from(args)
+    params = {k: v for k, v in dict(family=fam.name, grid=args.grid, symbol=args.symbol, start=args.start, end=args.end, study=args.study,
+                                    folds=args.folds, metric=args.metric, monte_carlo=args.monte_carlo).items() if v not in (None, "")}
+    out = run_pipeline(cfg, "sweep", params, settings_path=Path(args.settings).resolve() if args.settings else None)
+    print(f"Run {out.run_id}: {out.status} in {out.duration_s:.1f} s\n  notebook: {out.notebook}\n  report:   {out.html}")
+    if out.summary: print("  " + _describe_summary(out.summary))
     return 0
 
 # %% ../nbs/13_cli.ipynb #39928fdf
@@ -442,6 +479,21 @@ def parser() -> argparse.ArgumentParser:
     bt.add_argument("--to", dest="end", metavar="DATE", help="last session (default: the last in the data)")
     bt.add_argument("-p", "--parameter", action="append", metavar="KEY=VALUE", help="backtest notebook parameter, e.g. rebalance=month_end")
     bt.add_argument("--orders-csv", metavar="FILE", help="write every order as session,symbol,side,quantity,price,commission")
+    bt.add_argument("--strategies", metavar="SPEC", help="several strategies in one book instead of the replay, e.g. momentum:0.6,band:0.4 (research backtest)")
+    bt.add_argument("--monte-carlo", type=int, metavar="N", help="Monte Carlo intervals (block bootstrap; with --strategies also trade reshuffles) from N simulations")
+    sw = sub.add_parser("sweep", help="sweep a strategy family over a parameter grid (numba), record every combination as a trial, PBO, walk-forward, Monte Carlo")
+    sw.add_argument("family", help="ma_crossover, band or momentum")
+    sw.add_argument("--grid", default="", help="e.g. \"fast=5:60:5 slow=20:250:10\" (lists a,b,c or inclusive ranges start:stop:step); default: the family's")
+    sw.add_argument("--symbol", default="", help="the symbol a single-symbol family trades (default AAPL)")
+    sw.add_argument("--from", dest="start", metavar="DATE", help="first session (default: the first in the data)")
+    sw.add_argument("--to", dest="end", metavar="DATE", help="last session (default: the last in the data)")
+    sw.add_argument("--study", default="", help="study the trials are recorded in (default: [sweep] study)")
+    sw.add_argument("--folds", type=int, help="walk-forward out-of-sample folds (default: [sweep] folds; -1: no walk-forward)")
+    sw.add_argument("--metric", default="", help="what picks a fold's parameters: sharpe, total_return or calmar (default: [sweep] metric)")
+    sw.add_argument("--monte-carlo", type=int, metavar="N", help="Monte Carlo simulations of the walk-forward's returns (default 1000; 0: none)")
+    sw.add_argument("--workers", type=int, help="local worker processes for large grids and the folds (overrides [compute] workers)")
+    sw.add_argument("--scheduler", help="a Dask scheduler, tcp://host:8786 (overrides [compute] scheduler)")
+    sw.set_defaults(func=_cmd_sweep)
     bt.set_defaults(func=_cmd_backtest)
     dr = sub.add_parser("drift", help="replay the account's own sessions and attribute every difference from what it traded")
     dr.add_argument("--from", dest="start", metavar="DATE", help="first session reported (default: the account's first)")

@@ -240,8 +240,8 @@ class WalkForward:
 
     def figure(self):
         "Out-of-sample equity, the folds shaded, each labelled with its chosen parameters."
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(9, 4))
+        from matplotlib.figure import Figure
+        fig = Figure(figsize=(9, 4), layout="constrained"); ax = fig.subplots()
         (1 + self.returns).cumprod().plot(ax=ax, color="k", lw=1, label="walk-forward, out of sample")
         for i, f in enumerate(self.folds.itertuples()):
             ax.axvspan(f.oos_start, f.oos_end, alpha=0.08 if i % 2 else 0.16, color="tab:blue")
