@@ -27,7 +27,7 @@ __all__ = ['LIVE_FLAG', 'RISK_TOLERANCE', 'TraderbotSettings', 'DataSettings', '
 # %% ../nbs/01_config.ipynb #ea016c0c
 class _Section(BaseModel):
     "Base of every settings section: frozen, and unknown keys are errors."
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)   # schemas are built at first use, not at import (cold start)
 
 # %% ../nbs/01_config.ipynb #b615484d
 class TraderbotSettings(_Section):

@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation, ROUND_DOWN
 from enum import Enum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+import functools
 import hashlib
 import math
 import os
@@ -20,7 +21,8 @@ import pandas as pd
 __all__ = ['TRANSITIONS', 'TERMINAL', 'TraderbotError', 'ConfigError', 'DataError', 'BrokerError', 'ProviderError', 'RateLimited',
            'DuplicateOrder', 'OrderRejected', 'RiskLimitBreached', 'StorageError', 'InvalidTransition', 'check_symbol',
            'to_decimal', 'floor_to_lot', 'Side', 'CostModel', 'OrderStatus', 'check_transition', 'Fill', 'Order',
-           'Position', 'client_order_id', 'DataSource', 'Account', 'Broker', 'numba_cache_dir', 'use_numba_cache']
+           'Position', 'client_order_id', 'DataSource', 'Account', 'Broker', 'numba_cache_dir', 'use_numba_cache',
+           'mount_timeouts']
 
 # %% ../nbs/00_core.ipynb #6244675a
 class TraderbotError(Exception):
@@ -341,3 +343,25 @@ def use_numba_cache() -> Path:
     return d
 
 use_numba_cache()
+
+# %% ../nbs/00_core.ipynb #bd8d4442
+@functools.cache
+def _timeout_adapter_class():
+    "requests' `HTTPAdapter` with a default timeout and no resends (built on first use: `import requests` costs ~0.25 s)."
+    from requests.adapters import HTTPAdapter
+    class TimeoutAdapter(HTTPAdapter):
+        "A requests transport adapter that gives every request `timeout_s` unless the caller set one, and never resends."
+        def __init__(self, timeout_s:float):
+            super().__init__(max_retries=0)   # urllib3 resends nothing: a lost answer is the caller's to settle (an order's, the order manager's)
+            self.timeout_s = timeout_s
+        def send(self, request, timeout=None, **kwargs):
+            return super().send(request, timeout=self.timeout_s if timeout is None else timeout, **kwargs)
+    return TimeoutAdapter
+
+def mount_timeouts(
+    session,            # a `requests.Session` (alpaca-py's clients keep theirs in `_session`)
+    timeout_s:float,    # seconds to connect, and of silence while reading, on every request without its own timeout
+):
+    "Give every request of `session` a timeout and turn urllib3's resends off: the one transport rule of every requests-based client."
+    for prefix in ("http://", "https://"): session.mount(prefix, _timeout_adapter_class()(timeout_s))
+    return session

@@ -10,11 +10,9 @@ import json
 import math
 
 from fastcore.basics import patch
-from requests.adapters import HTTPAdapter
 import pandas as pd
-import requests
 
-from ..core import (Account, BrokerError, ConfigError, DuplicateOrder, Fill, Order, OrderRejected, OrderStatus, Position,
+from ..core import (mount_timeouts, Account, BrokerError, ConfigError, DuplicateOrder, Fill, Order, OrderRejected, OrderStatus, Position,
                             RateLimited, Side, to_decimal)
 
 # %% auto #0
@@ -40,16 +38,6 @@ def order_status(
     if (st := ALPACA_STATUS[alpaca_status]) is not None: return st
     return OrderStatus.FILLED if filled >= quantity > 0 else OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.ACCEPTED
 
-# %% ../../nbs/08b_brokers.alpaca.ipynb #b44982f4
-class _TimeoutAdapter(HTTPAdapter):
-    "A requests transport adapter that gives every request `timeout_s` unless the caller set one, and never retries."
-    def __init__(self, timeout_s:float):
-        super().__init__(max_retries=0)   # urllib3 resends nothing: a lost answer is the order manager's to settle
-        self.timeout_s = timeout_s
-
-    def send(self, request, timeout=None, **kwargs):
-        return super().send(request, timeout=self.timeout_s if timeout is None else timeout, **kwargs)
-
 # %% ../../nbs/08b_brokers.alpaca.ipynb #ee0bab2a
 def trading_client(
     api_key:str, secret_key:str,
@@ -63,7 +51,7 @@ def trading_client(
     missing = [a for a in ("_retry", "_retry_codes", "_session") if not hasattr(client, a)]
     if missing: raise BrokerError(f"alpaca-py's RESTClient has no {missing}: cannot switch off its resends or set timeouts; check the pinned alpaca-py version")
     client._retry, client._retry_codes = 0, []   # RESTClient would resend after 429/504, 3 times, 3 s apart
-    for prefix in ("http://", "https://"): client._session.mount(prefix, _TimeoutAdapter(timeout_s))
+    mount_timeouts(client._session, timeout_s)
     return client
 
 # %% ../../nbs/08b_brokers.alpaca.ipynb #b33471cc
@@ -89,6 +77,7 @@ def broker_error(
     secrets=(),          # masked out of anything the server sent back
 ) -> Exception:          # the traderbot error to raise instead
     "Translate a failed alpaca-py call into `BrokerError`, `DuplicateOrder` or `OrderRejected`."
+    import requests   # only an error needs its types; importing it costs ~0.25 s
     unknown = "the order may or may not exist: settle it by lookup" if submit else "safe to retry"
     if isinstance(e, requests.Timeout): return BrokerError(f"Alpaca {action}: no answer within the timeout; {unknown}", retryable=True)
     if isinstance(e, requests.RequestException): return BrokerError(f"Alpaca {action}: {type(e).__name__} before an answer; {unknown}", retryable=True)
@@ -273,6 +262,7 @@ def account(self:AlpacaBroker) -> Account:
 @patch
 def _call(self:AlpacaBroker, action:str, fn, *args, submit:bool=False, none_on:tuple=()):
     "One alpaca-py call; its failures become traderbot errors (the vendor's not chained); HTTP statuses in `none_on` give None."
+    import requests
     from alpaca.common.exceptions import APIError
     try: return fn(*args)
     except (APIError, requests.RequestException) as e:

@@ -10,11 +10,9 @@ import math
 import time
 
 from fastcore.basics import patch
-from requests.adapters import HTTPAdapter
 import pandas as pd
-import requests
 
-from ...core import ConfigError, DataError, ProviderError, check_symbol
+from ...core import ConfigError, DataError, ProviderError, check_symbol, mount_timeouts
 from .base import actions_frame, bars_frame, profiles_frame, session_day
 
 # %% auto #0
@@ -88,6 +86,7 @@ def provider_error(
     secrets=(),         # masked out of anything the server sent back
 ) -> ProviderError:     # with `retryable` set
     "Translate a failed alpaca-py market-data call into a `ProviderError`."
+    import requests   # only an error needs its types; importing it costs ~0.25 s
     where = f"alpaca {endpoint}"
     if isinstance(e, requests.Timeout): return ProviderError(f"{where}: no answer within the timeout", retryable=True)
     if isinstance(e, requests.exceptions.InvalidJSONError): return ProviderError(f"{where}: the answer is not JSON", retryable=False)
@@ -100,15 +99,6 @@ def provider_error(
     return ProviderError(f"{where}: HTTP {status} {message!r}", retryable=False)
 
 # %% ../../../nbs/02i_data.providers.alpaca.ipynb #2305fe9a
-class _TimeoutAdapter(HTTPAdapter):
-    "A requests transport adapter that gives every request `timeout_s` unless the caller set one, and never resends."
-    def __init__(self, timeout_s:float):
-        super().__init__(max_retries=0)
-        self.timeout_s = timeout_s
-
-    def send(self, request, timeout=None, **kwargs):
-        return super().send(request, timeout=self.timeout_s if timeout is None else timeout, **kwargs)
-
 def data_clients(
     api_key:str, secret_key:str,
     url_override:str|None,   # None: Alpaca's data API; else another base URL, e.g. a FakeAlpaca's
@@ -122,7 +112,7 @@ def data_clients(
         missing = [a for a in ("_retry", "_retry_codes", "_session") if not hasattr(c, a)]
         if missing: raise ProviderError(f"alpaca-py's RESTClient has no {missing}: cannot switch off its resends or set timeouts; check the pinned alpaca-py version")
         c._retry, c._retry_codes = 0, []   # RESTClient would sleep 3 s and resend after 429/504, 3 times
-        for prefix in ("http://", "https://"): c._session.mount(prefix, _TimeoutAdapter(timeout_s))
+        mount_timeouts(c._session, timeout_s)
     return clients
 
 # %% ../../../nbs/02i_data.providers.alpaca.ipynb #ab40fe39
@@ -162,6 +152,7 @@ class AlpacaData:
 @patch
 def _call(self:AlpacaData, endpoint:str, fn, *args):
     "One alpaca-py call, tried again on a retryable failure; failures become `ProviderError`s (the vendor's not chained)."
+    import requests
     from alpaca.common.exceptions import APIError
     for attempt in range(self.retries + 1):
         try: return fn(*args)
