@@ -42,11 +42,11 @@ def test_walk_forward_folds_are_identical_on_the_cluster(closes, scheduler):
     assert there.folds.params.tolist() == here.folds.params.tolist()
 
 
-def test_traderbot_run_sweep_records_every_combination_and_reports_out_of_sample(tmp_path):
+def test_traderbot_sweep_records_every_combination_and_reports_out_of_sample(tmp_path):
     from test_pipeline import environment, traderbot
     env, url, _ = environment(tmp_path)
-    r = traderbot(env, "run", "sweep", "-p", "grid=fast=5,10,20 slow=50,100", "-p", "folds=3", "-p", "monte_carlo=100",
-                  "-p", "start=2005-01-03", timeout=600)
+    r = traderbot(env, "sweep", "ma_crossover", "--grid", "fast=5,10,20 slow=50,100", "--folds", "3", "--monte-carlo", "100",
+                  "--from", "2005-01-03", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "6 combinations" in r.stdout and "PBO" in r.stdout, r.stdout
     from traderbot.store import database, runs
@@ -54,3 +54,15 @@ def test_traderbot_run_sweep_records_every_combination_and_reports_out_of_sample
     assert sorted(tr.name) == sorted(f"ma_crossover AAPL fast={f} slow={s}" for f in (5, 10, 20) for s in (50, 100))
     html = next((tmp_path / "reports" / "sweep").glob("*.html")).read_text()
     assert "walk-forward, out of sample" in html and "stationary bootstrap" in html
+
+
+def test_traderbot_backtest_strategies_books_sleeves_together_with_monte_carlo(tmp_path):
+    from test_pipeline import environment, traderbot
+    env, url, _ = environment(tmp_path)
+    r = traderbot(env, "backtest", "--strategies", "momentum:0.5,band:0.3", "--monte-carlo", "100", "--from", "2015-01-02", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "momentum:0.5,band:0.3:" in r.stdout and "Monte Carlo Sharpe 5-95 %" in r.stdout, r.stdout
+    html = next((tmp_path / "reports" / "strategies").glob("*.html")).read_text()
+    assert "sum of sleeves" in html and "trade reshuffle" in html
+    bad = traderbot(env, "backtest", "--strategies", "momentum:0.7,carry:0.3", timeout=600)
+    assert bad.returncode != 0 and "carry" in bad.stderr, bad.stderr[-2000:]
