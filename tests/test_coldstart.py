@@ -53,13 +53,15 @@ def test_no_module_imports_a_heavy_library_it_needs_only_in_a_function():
 
 
 def test_numba_caches_under_the_users_cache(tmp_path):
+    from traderbot.core import kernels_stamp
+    stamp = kernels_stamp()             # the kernels' sources: a change to any kernel module (or a callee's) starts a fresh cache
     code = "import traderbot.research.sweep, traderbot.research.rl.envs, numba, os; print(numba.config.CACHE_DIR + '|' + os.environ['NUMBA_CACHE_DIR'])"
-    assert _python(code, XDG_CACHE_HOME=str(tmp_path), NUMBA_CACHE_DIR=None) == f"{tmp_path}/traderbot/numba|{tmp_path}/traderbot/numba"
+    assert _python(code, XDG_CACHE_HOME=str(tmp_path), NUMBA_CACHE_DIR=None) == f"{tmp_path}/traderbot/numba/{stamp}|{tmp_path}/traderbot/numba/{stamp}"
     assert _python(code, XDG_CACHE_HOME=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path / "mine")) == f"{tmp_path}/mine|{tmp_path}/mine"
     home = _python("import traderbot.core, os; print(os.environ['NUMBA_CACHE_DIR'])", XDG_CACHE_HOME=None, NUMBA_CACHE_DIR=None)
-    assert home == str(Path.home() / ".cache" / "traderbot" / "numba")
+    assert home == str(Path.home() / ".cache" / "traderbot" / "numba" / stamp)
     late = "import numba, traderbot.core; print(numba.config.CACHE_DIR)"   # numba imported first: traderbot still points it at its cache
-    assert _python(late, XDG_CACHE_HOME=str(tmp_path), NUMBA_CACHE_DIR=None) == f"{tmp_path}/traderbot/numba"
+    assert _python(late, XDG_CACHE_HOME=str(tmp_path), NUMBA_CACHE_DIR=None) == f"{tmp_path}/traderbot/numba/{stamp}"
 
 
 def test_the_pipeline_runner_keeps_rfc3987_syntax_out(tmp_path):

@@ -451,10 +451,10 @@ def _cmd_warmup(args) -> int:
     "traderbot warmup: compile every numba kernel into the cache (the install step runs it), so no later run waits for numba."
     import time
     from traderbot.core import numba_cache_dir
-    from traderbot.research import sweep
+    from traderbot.research import sweep, sweep_momentum
     from traderbot.research.rl import envs
     t0 = time.perf_counter()
-    for mod in (sweep, envs): mod.warmup()   # each compiles its module's kernels on a tiny input
+    for mod in (sweep, sweep_momentum, envs): mod.warmup()   # each compiles its module's kernels on a tiny input
     print(f"numba kernels compiled in {time.perf_counter() - t0:.1f} s; cache: {numba_cache_dir()}")
     return 0
 

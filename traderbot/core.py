@@ -21,8 +21,8 @@ import pandas as pd
 __all__ = ['TRANSITIONS', 'TERMINAL', 'TraderbotError', 'ConfigError', 'DataError', 'BrokerError', 'ProviderError', 'RateLimited',
            'DuplicateOrder', 'OrderRejected', 'RiskLimitBreached', 'StorageError', 'InvalidTransition', 'check_symbol',
            'to_decimal', 'floor_to_lot', 'Side', 'CostModel', 'OrderStatus', 'check_transition', 'Fill', 'Order',
-           'Position', 'client_order_id', 'DataSource', 'Account', 'Broker', 'numba_cache_dir', 'use_numba_cache',
-           'mount_timeouts']
+           'Position', 'client_order_id', 'DataSource', 'Account', 'Broker', 'numba_cache_dir', 'kernels_stamp',
+           'use_numba_cache', 'mount_timeouts']
 
 # %% ../nbs/00_core.ipynb #6244675a
 class TraderbotError(Exception):
@@ -332,7 +332,21 @@ def numba_cache_dir(
     env = os.environ if env is None else env
     if env.get("NUMBA_CACHE_DIR"): return Path(env["NUMBA_CACHE_DIR"])
     base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-    return base / "traderbot" / "numba"
+    return base / "traderbot" / "numba" / kernels_stamp()
+
+_KERNEL_MODULES = ("research/fills.py", "research/sweep.py", "research/sweep_momentum.py", "research/rl/envs.py")
+
+@functools.cache
+def kernels_stamp() -> str:
+    """12 hex digits of the sources of every module that defines numba kernels. numba's cache checks a kernel's own
+    file only, not its callees' in other modules (the sweep kernels call `research.fills`): a change to any of these
+    files must start a fresh cache, or a kernel could run stale machine code."""
+    import traderbot
+    h, root = hashlib.sha1(), Path(traderbot.__file__).parent
+    for rel in _KERNEL_MODULES:
+        p = root / rel
+        h.update(rel.encode() + (p.read_bytes() if p.exists() else b""))
+    return h.hexdigest()[:12]
 
 def use_numba_cache() -> Path:
     "Point numba at `numba_cache_dir()` (an already-set NUMBA_CACHE_DIR wins); also when numba was imported first."

@@ -33,11 +33,11 @@ def is_less_nb(a:float, b:float) -> bool:
     return a < b and not is_close_nb(a, b)
 
 # %% ../../nbs/04p0_research.fills.ipynb #9194dd53
-def fill_nb(cash:float, pos:float, size:float, price:float, fees:float, slippage:float):
-    "One order of `size` shares (NaN: none; inf: all the cash): new cash, position, fees paid, traded notional."
-    if not (size == size) or size == -np.inf or abs(size) <= ABS_TOL: return cash, pos, 0.0, 0.0
+def _fill_nb(cash:float, pos:float, size:float, price:float, fees:float, slippage:float):
+    "`fill_nb`, and the signed shares filled (0: no fill), which vectorbt's order record keeps."
+    if not (size == size) or size == -np.inf or abs(size) <= ABS_TOL: return cash, pos, 0.0, 0.0, 0.0
     if size > 0:
-        if not cash > 0: return cash, pos, 0.0, 0.0
+        if not cash > 0: return cash, pos, 0.0, 0.0, 0.0
         px = price * (1 + slippage)                                      # buy_nb
         req = size * px; total = req + req * fees
         if is_close_nb(total, cash) or total < cash:                      # is_close_or_less_nb(total_req_cash, cash_limit)
@@ -50,12 +50,17 @@ def fill_nb(cash:float, pos:float, size:float, price:float, fees:float, slippage
         px = price * (1 - slippage)
         acq = -size * px; fee = acq * fees
         filled, new_cash, delta = -size, cash + add_nb(acq, -fee), size
-    if not is_close_nb(filled, MIN_SIZE) and filled < MIN_SIZE: return cash, pos, 0.0, 0.0   # is_less_nb(size, min_size)
-    return new_cash, add_nb(pos, delta), fee, filled * px
+    if not is_close_nb(filled, MIN_SIZE) and filled < MIN_SIZE: return cash, pos, 0.0, 0.0, 0.0   # is_less_nb(size, min_size)
+    return new_cash, add_nb(pos, delta), fee, filled * px, delta
+
+def fill_nb(cash:float, pos:float, size:float, price:float, fees:float, slippage:float):
+    "One order of `size` shares (NaN: none; inf: all the cash): new cash, position, fees paid, traded notional."
+    new_cash, new_pos, fee, notional, _ = _fill_nb(cash, pos, size, price, fees, slippage)
+    return new_cash, new_pos, fee, notional
 
 # %% ../../nbs/04p0_research.fills.ipynb #ef9fcba5
-def execute_row_nb(cash:float, pos, px, vp, w, fees:float, slippage:float, flow):
-    "One portfolio's row: trade `pos` (N,) in place to weights `w` at `px`, valuing at `vp`; new cash, fees paid, notional; cash flows into `flow`."
+def execute_row_nb(cash:float, pos, px, vp, w, fees:float, slippage:float, filled, flow):
+    "One portfolio's row: trade `pos` (N,) in place to weights `w` at `px`, valuing at `vp`; new cash, fees paid, notional; each column's signed shares filled and cash flow into `filled`, `flow`."
     n = len(pos)
     value = cash
     for j in range(n):                                                   # in column order, as vectorbt
@@ -74,13 +79,13 @@ def execute_row_nb(cash:float, pos, px, vp, w, fees:float, slippage:float, flow)
         if abs(cash) <= ABS_TOL: cash = 0.0
         held = 0.0 if abs(pos[j]) <= ABS_TOL else pos[j]
         size = np.nan if np.isnan(px[j]) or not value > 0 else w[j] * value / vp[j] - held   # NaN: ignored, as vectorbt
-        cash, pos[j], f, traded = fill_nb(cash, held, size, px[j], fees, slippage)
+        cash, pos[j], f, traded, filled[j] = _fill_nb(cash, held, size, px[j], fees, slippage)
         flow[j] = 0.0 if traded == 0.0 else -traded - f if size > 0 else traded - f    # cash_flow_nb: -size*price - fees, size signed
         paid += f; notional += traded
     return cash, paid, notional
 
 # %% ../../nbs/04p0_research.fills.ipynb #57c82c8f
-_SHARED = ("is_close_nb", "add_nb", "is_less_nb", "fill_nb", "execute_row_nb")
+_SHARED = ("is_close_nb", "add_nb", "is_less_nb", "_fill_nb", "fill_nb", "execute_row_nb")
 _OPTIONS = dict(nogil=True, error_model="numpy")
 
 def _njit(fn, parallel:bool=False):

@@ -17,6 +17,8 @@ from ..core import ConfigError, CostModel, DataError
 from ..data.calendar import TRADING_DAYS
 from .backtest import align_weights, performance, run_backtest
 from .stats import PBOResult, deflated_sharpe_ratio, pbo_from_sums, probabilistic_sharpe_ratio
+from .strategy import weight_schedule
+from .sweep_momentum import sweep_momentum
 from .sweep import EmptyGrid, _bounds, band_signals, ma_crossover_signals, sweep_band, sweep_ma_crossover
 from ..store import runs
 
@@ -35,9 +37,15 @@ class Family:
     signals: object = None # fn(close, **params) -> (entries, exits) for single-symbol families; -> target weights for panel ones
     default_grid: str = "" # the grid `traderbot sweep` uses when none is given
 
+def _momentum_targets(closes:pd.DataFrame, rebalance_every:int, **params) -> pd.DataFrame:
+    "The momentum family's target weights for one combination: `weight_schedule`, what `run_backtest` and the daily run trade."
+    return weight_schedule(closes, rebalance_every, **params)
+
 FAMILIES = {
     "ma_crossover": Family("ma_crossover", sweep_ma_crossover, ("fast", "slow"), False, ma_crossover_signals, "fast=5:60:5 slow=20:250:10"),
     "band": Family("band", sweep_band, ("window", "entry_z", "exit_z"), False, band_signals, "window=10:100:10 entry_z=0.5:3:0.25 exit_z=-1:1:0.25"),
+    "momentum": Family("momentum", sweep_momentum, ("lookback", "skip", "top_n", "rebalance_every", "vol_lookback", "max_volatility", "max_weight"),
+                       True, _momentum_targets, "lookback=63:252:63 skip=0,21 top_n=3,5,8 rebalance_every=21,63 vol_lookback=63 max_volatility=0.6 max_weight=0.25"),
 }
 
 def family(name:str) -> Family:

@@ -24,9 +24,9 @@ __all__ = ['REWARDS', 'warmup', 'execute_targets', 'MarketArrays', 'market_array
 # %% ../../../nbs/04p_research.rl.envs.ipynb #3e08c183
 def _execute_nb(cash, pos, px, vp, w, fees:float, slippage:float, paid, notional):
     "`execute_row_nb` for each of B rows, in place: `cash` (B,), `pos` (B, N); fees into `paid`, notional into `notional`."
-    flow = np.empty(pos.shape[1])                                        # per-column cash flows: not needed here
+    filled, flow = np.empty(pos.shape[1]), np.empty(pos.shape[1])       # per-column fills and cash flows: not needed here
     for b in range(len(cash)):
-        cash[b], paid[b], notional[b] = execute_row_nb(cash[b], pos[b], px[b], vp[b], w[b], fees, slippage, flow)
+        cash[b], paid[b], notional[b] = execute_row_nb(cash[b], pos[b], px[b], vp[b], w[b], fees, slippage, filled, flow)
 
 # %% ../../../nbs/04p_research.rl.envs.ipynb #3c4b3774
 def _held_nb(pos, px) -> float:
@@ -55,11 +55,11 @@ def _reward_nb(r:float, marked:float, kind:int, eta:float, penalty:float, st) ->
 
 def _advance_nb(t, cash, pos, prices, marks, targets, fees, slippage, floor, kind, eta, penalty, stats, out, weights):
     "Step B portfolios in place: trade `targets` at the closes after sessions `t`, mark at the next close, reward."
-    flow = np.empty(pos.shape[1])                                        # per-column cash flows: not needed here
+    filled, flow = np.empty(pos.shape[1]), np.empty(pos.shape[1])       # per-column fills and cash flows: not needed here
     for b in range(len(t)):
         f = t[b] + 1
         before = cash[b] + _held_nb(pos[b], marks[f])
-        c, paid, traded = execute_row_nb(cash[b], pos[b], prices[f], marks[f], targets[b], fees, slippage, flow)
+        c, paid, traded = execute_row_nb(cash[b], pos[b], prices[f], marks[f], targets[b], fees, slippage, filled, flow)
         held = 0.0
         for j in range(pos.shape[1]):
             weights[b, j] = pos[b, j] * marks[f, j] if pos[b, j] != 0 else 0.0
