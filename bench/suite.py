@@ -39,6 +39,7 @@ def main(argv=None) -> int:
         rows = importlib.import_module(name).measure(args.quick)
         print(f"{name}: {len(rows)} results in {time.perf_counter() - t:.0f} s", flush=True)
         results += rows
+        harness.write(results, Path(args.out), dict(partial=True, done=names[:names.index(name) + 1]))   # a long suite stopped midway keeps what it measured
     import numba
     meta = dict(when=time.strftime("%Y-%m-%d %H:%M:%S"), machine=platform.platform(), python=platform.python_version(),
                 cpus=os.cpu_count(), numba_threads=numba.get_num_threads(), quick=args.quick, benches=names,
