@@ -20,7 +20,7 @@ from traderbot.core import ConfigError, CostModel, DataError
 from traderbot.data.sample import load_closes
 from traderbot.research.backtest import performance
 from traderbot.research.registry import _return_moments
-from traderbot.research.sweep import (_ROW_BYTES, _chunk_size, _rolling_tables, band_signals, ma_crossover_signals,
+from traderbot.research.sweep import (_ROW_BYTES, _chunk_size, _rolling_tables, _zscore_table, band_signals, ma_crossover_signals,
                                       sweep, sweep_band, sweep_ma_crossover)
 
 METRICS = ["total_return", "sharpe", "max_drawdown", "trades", "exposure"]
@@ -102,8 +102,8 @@ def test_results_do_not_depend_on_the_chunk_size(aapl):
         budget = (means.nbytes + rows * _ROW_BYTES) / 2**20
         assert _chunk_size(means.nbytes, budget) == rows
         pd.testing.assert_frame_equal(sweep_ma_crossover(aapl, fast, slow, memory_mb=budget), whole, check_exact=True)
-    means, stds = _rolling_tables(aapl.to_numpy(), np.array([10, 30]), std=True)
-    budget = (means.nbytes + stds.nbytes + 5 * _ROW_BYTES) / 2**20
+    zs = _zscore_table(aapl.to_numpy(), np.array([10, 30]))
+    budget = (zs.nbytes + 5 * _ROW_BYTES) / 2**20
     pd.testing.assert_frame_equal(sweep_band(aapl, [10, 30], [1, 2, 3], [0, 0.5], memory_mb=budget),
                                   sweep_band(aapl, [10, 30], [1, 2, 3], [0, 0.5]), check_exact=True)
 
@@ -111,7 +111,7 @@ def test_results_do_not_depend_on_the_chunk_size(aapl):
 @pytest.mark.parametrize("call, error, text", [
     (lambda c: sweep_ma_crossover(c, fast=50, slow=20), ConfigError, "fast=[50], slow=[20]: no pair with fast < slow"),
     (lambda c: sweep_ma_crossover(c, fast=[5, 5.5], slow=20), ConfigError, "fast=5.5"),
-    (lambda c: sweep_ma_crossover(c, fast=5, slow=10**6), ConfigError, "slow=1000000: must be a whole number of bars from 2 to"),
+    (lambda c: sweep_ma_crossover(c, fast=5, slow=10**6), ConfigError, "slow=1000000: must be a whole number from 2 to"),
     (lambda c: sweep_ma_crossover(c, fast=[], slow=20), ConfigError, "fast=[]"),
     (lambda c: sweep_ma_crossover(c * np.nan, fast=5, slow=20), DataError, "AAPL: close nan on 1990-01-02"),
     (lambda c: sweep_ma_crossover(c.where(c.index.year != 2001, -1.0), 5, 20), DataError, "AAPL: close -1.0 on 2001-01-02"),

@@ -63,12 +63,16 @@ def _mark_nb(m, close:float, pos:float, vcash:float):
     s2, c2 = _sum_nb(s2, c2, r2)
     return value, cum, peak, mdd, s1, c1, s2, c2, s3 + r2 * r, s4 + r2 * r2, held + (pos > 0), r
 
-def _part_nb(parts, bounds, p:int, t:int, r:float) -> int:
-    "Add bar `t`'s return `r` (and its square) to its partition's sums in `parts` (S, 2); `bounds` (S+1) cut the bars. The partition of `t`."
-    if len(bounds) < 2: return p                                                # no partitions asked for
-    while t >= bounds[p + 1]: p += 1
-    parts[p, 0] += r; parts[p, 1] += r * r
-    return p
+def _part_end_nb(bounds, n_bars:int) -> int:
+    "Where the first partition ends: the bar at which `_part_flush_nb` is first due (`n_bars`, never, when no partitions were asked for)."
+    return bounds[1] if len(bounds) > 1 else n_bars
+
+def _part_flush_nb(parts, bounds, p:int, ps:float, pq:float, t:int):
+    "Bar `t` lies past partition `p`: add its running sums `ps`, `pq` to `parts[p]` (S, 2); the partition of `t` and where that one ends."
+    if len(bounds) > 1:
+        parts[p, 0] += ps; parts[p, 1] += pq
+        while t >= bounds[p + 1]: p += 1
+    return p, bounds[p + 1] if len(bounds) > 1 else t + 1
 
 def _start_nb(init_cash:float):
     "A fresh variant: position, cash, the two ledgers, entries; and the metrics' accumulators for `_mark_nb`."
@@ -95,38 +99,64 @@ def _finish_nb(book, m, n:int, last_close:float, init_cash:float, out):
 # %% ../../nbs/04t_research.sweep.ipynb #b3d37540
 def _ma_kernel_nb(close, means, fast_row, slow_row, init_cash:float, fees:float, slippage:float, bounds, out, parts):
     "MA crossover for each combination k (rows `fast_row[k]`, `slow_row[k]` of `means`), metrics into `out[k]`."
+    n = len(close)
     for k in _prange(len(fast_row)):
-        f, s = means[fast_row[k]], means[slow_row[k]]
+        f, s, pk = means[fast_row[k]], means[slow_row[k]], parts[k]
         book, m = _start_nb(init_cash)
         m = _mark_nb(m, close[0], 0.0, init_cash)
-        p = _part_nb(parts[k], bounds, 0, 0, m[11])
-        for t in range(1, len(close)):
+        p, end, ps, pq = 0, _part_end_nb(bounds, n), m[11], m[11] * m[11]
+        t = 1
+        while t < n:
+            if book[0] == 0.0 and m[0] == book[2]:                              # flat and marked: nothing changes before an entry
+                while t < n and not (t >= 2 and f[t - 1] > s[t - 1] and f[t - 2] <= s[t - 2]): t += 1
+                if t == n: break
             j = t - 1                                                           # the signal's bar: lag 1
             up = j >= 1 and f[j] > s[j] and f[j - 1] <= s[j - 1]
             down = j >= 1 and f[j] < s[j] and f[j - 1] >= s[j - 1]
-            book = _order_nb(book[0], book[1], book[2], book[3], book[4], close[t], up, down, fees, slippage)
+            if up != down and up != (book[0] > 0):                              # an order: entry while flat or exit while long
+                book = _order_nb(book[0], book[1], book[2], book[3], book[4], close[t], up, down, fees, slippage)
+            elif book[0] == 0.0 and m[0] == book[2]:                            # flat, value unchanged: the mark changes nothing
+                t += 1
+                continue
             m = _mark_nb(m, close[t], book[0], book[2])
-            p = _part_nb(parts[k], bounds, p, t, m[11])
-        _finish_nb(book, m, len(close), close[-1], init_cash, out[k])
+            if t >= end:
+                p, end = _part_flush_nb(pk, bounds, p, ps, pq, t); ps = pq = 0.0
+            ps += m[11]; pq += m[11] * m[11]
+            t += 1
+        _part_flush_nb(pk, bounds, p, ps, pq, n - 1)
+        _finish_nb(book, m, n, close[-1], init_cash, out[k])
 
-def _band_kernel_nb(close, means, stds, row, entry_z, exit_z, init_cash:float, fees:float, slippage:float, bounds, out, parts):
-    "Band rule for each combination k (row `row[k]` of `means`/`stds`, thresholds `entry_z[k]`, `exit_z[k]`)."
+def _band_kernel_nb(close, zs, row, entry_z, exit_z, init_cash:float, fees:float, slippage:float, bounds, out, parts):
+    "Band rule for each combination k (z-scores: row `row[k]` of `zs`, thresholds `entry_z[k]`, `exit_z[k]`)."
+    n = len(close)
     for k in _prange(len(row)):
-        mu, sd = means[row[k]], stds[row[k]]
+        z, pk = zs[row[k]], parts[k]
         lo, hi = -entry_z[k], -exit_z[k]
         book, m = _start_nb(init_cash)
         m = _mark_nb(m, close[0], 0.0, init_cash)
-        p = _part_nb(parts[k], bounds, 0, 0, m[11])
-        for t in range(1, len(close)):
-            z = (close[t - 1] - mu[t - 1]) / sd[t - 1]                          # NaN before the window fills: no signal
-            book = _order_nb(book[0], book[1], book[2], book[3], book[4], close[t], z < lo, z > hi, fees, slippage)
+        p, end, ps, pq = 0, _part_end_nb(bounds, n), m[11], m[11] * m[11]
+        t = 1
+        while t < n:
+            if book[0] == 0.0 and m[0] == book[2]:                              # flat and marked: nothing changes before an entry
+                while t < n and not (z[t - 1] < lo and not z[t - 1] > hi): t += 1
+                if t == n: break
+            enter, leave = z[t - 1] < lo, z[t - 1] > hi                          # NaN before the window fills: no signal
+            if enter != leave and enter != (book[0] > 0):                       # an order: entry while flat or exit while long
+                book = _order_nb(book[0], book[1], book[2], book[3], book[4], close[t], enter, leave, fees, slippage)
+            elif book[0] == 0.0 and m[0] == book[2]:                            # flat, value unchanged: the mark changes nothing
+                t += 1
+                continue
             m = _mark_nb(m, close[t], book[0], book[2])
-            p = _part_nb(parts[k], bounds, p, t, m[11])
-        _finish_nb(book, m, len(close), close[-1], init_cash, out[k])
+            if t >= end:
+                p, end = _part_flush_nb(pk, bounds, p, ps, pq, t); ps = pq = 0.0
+            ps += m[11]; pq += m[11] * m[11]
+            t += 1
+        _part_flush_nb(pk, bounds, p, ps, pq, n - 1)
+        _finish_nb(book, m, n, close[-1], init_cash, out[k])
 
 # %% ../../nbs/04t_research.sweep.ipynb #a48b602d
 _prange = range
-_HELPERS = ("_book_nb", "_order_nb", "_sum_nb", "_mark_nb", "_part_nb", "_start_nb", "_finish_nb")
+_HELPERS = ("_book_nb", "_order_nb", "_sum_nb", "_mark_nb", "_part_end_nb", "_part_flush_nb", "_start_nb", "_finish_nb")
 _KERNELS = ("_ma_kernel_nb", "_band_kernel_nb")
 
 @functools.cache
@@ -177,13 +207,17 @@ def _values(name:str, values) -> np.ndarray:
     if a.ndim != 1 or len(a) == 0: raise ConfigError(f"{name}={values!r}: expected a number or a non-empty list of numbers")
     return a
 
-def _window_grid(name:str, values, low:int, n_bars:int) -> np.ndarray:
-    "Sorted distinct windows, each an integer in [`low`, `n_bars`]."
+def _int_grid(name:str, values, low:int, high:int, what:str) -> np.ndarray:
+    "Sorted distinct integers of `values`, each in [`low`, `high`] (`what` says what they count and why the bounds)."
     a = _values(name, values)
     for v in a:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not low <= v <= n_bars:
-            raise ConfigError(f"{name}={v!r}: must be a whole number of bars from {low} to {n_bars} (the length of close)")
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not low <= v <= high:
+            raise ConfigError(f"{name}={v!r}: must be a whole number from {low} to {high} ({what})")
     return np.unique(a.astype(np.int64))
+
+def _window_grid(name:str, values, low:int, n_bars:int) -> np.ndarray:
+    "Sorted distinct windows, each a whole number of bars in [`low`, `n_bars`]."
+    return _int_grid(name, values, low, n_bars, "bars; the length of close")
 
 def _float_grid(name:str, values) -> np.ndarray:
     "Sorted distinct finite thresholds."
@@ -222,11 +256,33 @@ def _bounds(n_bars:int, partitions:int) -> np.ndarray:
     if not partitions: return np.zeros(1, np.int64)
     return np.concatenate([[0], np.cumsum([len(a) for a in np.array_split(np.arange(n_bars), partitions)])]).astype(np.int64)
 
-def _rolling_tables(px:np.ndarray, windows:np.ndarray, std:bool=False) -> tuple:
-    "Rolling means (and standard deviations, ddof 1) of `px`, one row per window: pandas' own numbers, as the signals use."
-    s = pd.Series(px)
-    means = np.stack([s.rolling(int(w)).mean().to_numpy() for w in windows])
-    return (means, np.stack([s.rolling(int(w)).std().to_numpy() for w in windows])) if std else (means,)
+def _rolling(px:np.ndarray, window:int, std:bool=False) -> tuple:
+    "`Series(px).rolling(window)`'s mean (and standard deviation, ddof 1) as arrays: pandas' own Cython kernels, called directly."
+    try:
+        from pandas._libs.window import aggregations as agg
+        end = np.arange(1, len(px) + 1, dtype=np.int64)
+        start = np.maximum(end - window, 0)                                     # pandas' FixedWindowIndexer bounds
+        mean = agg.roll_mean(px, start, end, window)
+        if not std: return mean, None
+        var = agg.roll_var(px, start, end, window, ddof=1)
+    except (ImportError, AttributeError, TypeError):                            # a pandas whose private kernels differ: the public path
+        r = pd.Series(px).rolling(window)
+        return r.mean().to_numpy(), (r.std().to_numpy() if std else None)
+    with np.errstate(invalid="ignore"): sd = np.sqrt(var)
+    sd[var < 0] = 0.0                                                           # pandas' zsqrt
+    return mean, sd
+
+def _rolling_tables(px:np.ndarray, windows:np.ndarray) -> tuple:
+    "Rolling means of `px`, one row per window: pandas' own numbers, as `ma_crossover_signals` uses."
+    return (np.stack([_rolling(px, int(w))[0] for w in windows]),)
+
+def _zscore_table(px:np.ndarray, windows:np.ndarray) -> np.ndarray:
+    "z-scores of `px` against its rolling mean and standard deviation (ddof 1), one row per window: `band_signals`' own numbers."
+    z = np.empty((len(windows), len(px)))
+    for i, w in enumerate(windows):
+        mean, sd = _rolling(px, int(w), std=True)
+        with np.errstate(divide="ignore", invalid="ignore"): np.divide(px - mean, sd, out=z[i])
+    return z
 
 def _run_chunks(kernel, n:int, chunk:int, args, bounds:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "Call `kernel(*args(a, b), bounds, out[a:b], parts[a:b])` over chunks of at most `chunk` combinations; metrics and partition sums."
@@ -238,11 +294,10 @@ def _run_chunks(kernel, n:int, chunk:int, args, bounds:np.ndarray) -> tuple[np.n
 
 def _frame(params:dict, out:np.ndarray, parts:np.ndarray) -> pd.DataFrame:
     "One row per combination: its parameters, `_METRICS` (counts as integers), then any partition sums `part_sum_i`, `part_sq_i`."
-    cols = [pd.DataFrame(params), pd.DataFrame(out, columns=list(_METRICS))]
-    if parts.shape[1]:
-        cols.append(pd.DataFrame(parts.reshape(len(parts), -1), columns=[f"part_{k}_{i}" for i in range(parts.shape[1]) for k in ("sum", "sq")]))
-    df = pd.concat(cols, axis=1)
-    return df.astype({"trades": np.int64, "n_obs": np.int64})
+    cols = {name: np.asarray(v) for name, v in params.items()}
+    for i, name in enumerate(_METRICS): cols[name] = out[:, i].astype(np.int64) if name in ("trades", "n_obs") else out[:, i]
+    for i in range(parts.shape[1]): cols[f"part_sum_{i}"], cols[f"part_sq_{i}"] = parts[:, i, 0], parts[:, i, 1]
+    return pd.DataFrame(cols)                                                  # one frame from the columns: no concat, no astype
 
 # %% ../../nbs/04t_research.sweep.ipynb #c3a88e54
 def sweep_ma_crossover(
@@ -287,10 +342,10 @@ def sweep_band(
     keep = x < e
     if not keep.any(): raise EmptyGrid(f"entry_z={ez.tolist()}, exit_z={xz.tolist()}: no pair with exit_z < entry_z")
     w, e, x = w[keep], e[keep], x[keep]
-    means, stds = _rolling_tables(px, windows, std=True)
+    zs = _zscore_table(px, windows)
     row = np.searchsorted(windows, w)
-    args = lambda a, b: (px, means, stds, row[a:b], e[a:b], x[a:b], float(init_cash), float(cost.fees), float(cost.slippage))
-    out, parts = _run_chunks(_jit().band_kernel, len(w), _chunk_size(means.nbytes + stds.nbytes, memory_mb, partitions), args, bounds)
+    args = lambda a, b: (px, zs, row[a:b], e[a:b], x[a:b], float(init_cash), float(cost.fees), float(cost.slippage))
+    out, parts = _run_chunks(_jit().band_kernel, len(w), _chunk_size(zs.nbytes, memory_mb, partitions), args, bounds)
     return _frame({"window": w, "entry_z": e, "exit_z": x}, out, parts)
 
 # %% ../../nbs/04t_research.sweep.ipynb #be85e514

@@ -15,7 +15,7 @@ from ..core import ConfigError, CostModel, DataError
 from ..data.calendar import TRADING_DAYS
 from . import sweep as _sweep
 from .fills import ABS_TOL, add_nb, execute_row_nb, njit_into
-from .sweep import EmptyGrid, _METRICS, _bounds, _check_run, _finish_nb, _frame, _mark_nb, _part_nb, _run_chunks, _start_nb, _values
+from .sweep import EmptyGrid, _METRICS, _bounds, _check_run, _finish_nb, _frame, _int_grid, _mark_nb, _part_end_nb, _part_flush_nb, _run_chunks, _start_nb, _values
 
 # %% auto #0
 __all__ = ['sweep_momentum', 'warmup']
@@ -33,14 +33,6 @@ def _check_closes(closes) -> np.ndarray:
         r, c = np.argwhere(bad)[0]
         raise DataError(f"{closes.columns[c]}: close {float(px[r, c])!r} on {closes.index[r]} is not a positive price")
     return px
-
-def _int_grid(name:str, values, low:int, high:int, what:str) -> np.ndarray:
-    "Sorted distinct integers of `values`, each in [`low`, `high`] (`what` says why the bounds)."
-    a = _values(name, values)
-    for v in a:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not low <= v <= high:
-            raise ConfigError(f"{name}={v!r}: must be a whole number from {low} to {high} ({what})")
-    return np.unique(a.astype(np.int64))
 
 def _fraction_grid(name:str, values, high:float) -> np.ndarray:
     "Sorted distinct numbers of `values` in (0, `high`]."
@@ -171,7 +163,8 @@ def _momentum_kernel_nb(px, vpx, last, run, vol, lookback, skip, top_n, every, v
         held = np.empty(n, np.int64); n_held = 0
         cash, vcash, trades, dirty = init_cash, init_cash, 0, False
         m = _start_nb(init_cash)[1]
-        p = 0
+        pk = parts[k]
+        p, end, ps, pq = 0, _part_end_nb(bounds, n_bars), 0.0, 0.0
         for t in range(n_bars):
             s, row = t - 1, 0.0
             if s >= first and (s - first) % every[k] == 0:              # weight_schedule's row s, traded at t (lag 1)
@@ -191,7 +184,10 @@ def _momentum_kernel_nb(px, vpx, last, run, vol, lookback, skip, top_n, every, v
             av = 0.0
             for i in range(n_held): av += vpx[t, held[i]] * lpos[held[i]]   # asset_value_grouped: columns in order
             m = _mark_nb(m, 1.0, av, vcash)
-            p = _part_nb(parts[k], bounds, p, t, m[11])                  # the CSCV sums, when asked for
+            if t >= end:                                                 # the CSCV sums, when asked for (see research.sweep)
+                p, end = _part_flush_nb(pk, bounds, p, ps, pq, t); ps = pq = 0.0
+            ps += m[11]; pq += m[11] * m[11]
+        _part_flush_nb(pk, bounds, p, ps, pq, n_bars - 1)
         profit = 0.0
         for j in range(n):                                               # total_profit_nb per column, summed in order
             if lpos[j] != 0 or pcash[j] != 0: profit += pcash[j] + lpos[j] * last[j]
@@ -208,7 +204,7 @@ def _jit() -> types.SimpleNamespace:
     import numba
     _sweep._jit()
     g = globals()
-    for name in ("_start_nb", "_mark_nb", "_part_nb", "_finish_nb"): g[name] = getattr(_sweep, name)
+    for name in ("_start_nb", "_mark_nb", "_part_end_nb", "_part_flush_nb", "_finish_nb"): g[name] = getattr(_sweep, name)
     g["_prange"] = numba.prange
     return njit_into(g, _HELPERS + _KERNELS, parallel=_KERNELS)
 
