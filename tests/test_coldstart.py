@@ -13,11 +13,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "traderbot"
-# imported only inside the functions that use them; rl.vec (an SB3 VecEnv subclass) alone loads torch and SB3
+# imported only inside the functions that use them (rl.vec makes its SB3 VecEnv subclass at first use)
 HEAVY = ["vectorbt", "numba", "scipy.stats", "cvxpy", "riskfolio", "sklearn", "statsmodels", "torch", "transformers",
          "stable_baselines3", "papermill", "nbconvert", "nbformat", "matplotlib", "exchange_calendars", "jsonschema",
          "rfc3987_syntax", "httpx", "tenacity", "rich", "voila", "jupyter_client", "dask", "distributed", "lightgbm", "xgboost", "alpaca"]
-NEEDS_AT_IMPORT = {"traderbot.research.rl.vec", "traderbot.store.migrations.env"}   # SB3's VecEnv subclass; alembic's env script
+NEEDS_AT_IMPORT = {"traderbot.store.migrations.env"}   # alembic's env script
 
 
 def _python(code: str, **env) -> str:

@@ -4,12 +4,12 @@
 
 # %% ../../../nbs/04q_research.rl.vec.ipynb #2aa7e5ff
 from __future__ import annotations
-import abc
+import functools
+import types
 from typing import Any, Callable
 
 import numpy as np
 from gymnasium.utils import seeding
-from stable_baselines3.common.vec_env import VecEnv
 
 from ...core import ConfigError
 from .envs import PortfolioEnv, SingleAssetEnv
@@ -18,7 +18,7 @@ from .envs import PortfolioEnv, SingleAssetEnv
 __all__ = ['BatchedEnv']
 
 # %% ../../../nbs/04q_research.rl.vec.ipynb #ee5d7446
-class BatchedEnv(VecEnv):
+class _BatchedEnv:
     "B episodes of one `SingleAssetEnv` or `PortfolioEnv` configuration stepped at once, as arrays: an SB3 `VecEnv`."
     def __init__(self,
                  env:Callable[..., SingleAssetEnv|PortfolioEnv], # SingleAssetEnv, PortfolioEnv, or a factory returning one
@@ -76,7 +76,7 @@ def _step_wait(self:BatchedEnv):
         obs[ended] = self._begin(ended)
     return obs, out[:, 3].astype(np.float32), done, infos
 
-BatchedEnv.step_wait = _step_wait
+_BatchedEnv.step_wait = _step_wait
 
 # %% ../../../nbs/04q_research.rl.vec.ipynb #094a3dcf
 def _get_attr(self:BatchedEnv, attr_name:str, indices=None) -> list[Any]:
@@ -93,7 +93,22 @@ def _env_method(self:BatchedEnv, method_name:str, *method_args, indices=None, **
     "Call the configuration's `method_name`, once for each of `indices`."
     return [getattr(self.env, method_name)(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
 
-BatchedEnv.get_attr, BatchedEnv.set_attr, BatchedEnv.env_method = _get_attr, _set_attr, _env_method
-BatchedEnv.env_is_wrapped = lambda self, wrapper_class, indices=None: [False] * len(self._get_indices(indices))
-BatchedEnv.close = lambda self: None
-abc.update_abstractmethods(BatchedEnv)   # the methods above were added after the class: it is no longer abstract
+_BatchedEnv.get_attr, _BatchedEnv.set_attr, _BatchedEnv.env_method = _get_attr, _set_attr, _env_method
+_BatchedEnv.env_is_wrapped = lambda self, wrapper_class, indices=None: [False] * len(self._get_indices(indices))
+_BatchedEnv.close = lambda self: None
+
+# %% ../../../nbs/04q_research.rl.vec.ipynb #f9f9cc05
+_all_ = ["BatchedEnv"]
+
+@functools.cache
+def _batched_env_class() -> type:
+    "`BatchedEnv`: `_BatchedEnv` on SB3's `VecEnv`, made on the first request (importing SB3 loads torch)."
+    from stable_baselines3.common.vec_env import VecEnv
+    cls = types.new_class("BatchedEnv", (_BatchedEnv, VecEnv), exec_body=lambda ns: ns.update(__module__=__name__, __doc__=_BatchedEnv.__doc__))
+    cls.__qualname__ = "BatchedEnv"
+    return cls
+
+def __getattr__(name:str):
+    "The module's lazy attribute: `BatchedEnv`."
+    if name == "BatchedEnv": return _batched_env_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
