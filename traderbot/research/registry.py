@@ -51,9 +51,12 @@ def study_trials(engine, study:str) -> pd.DataFrame:
     return runs.trials_frame(engine, study)
 
 # %% ../../nbs/04f_research.registry.ipynb #0e1268ed
-def study_deflated_sharpe(engine, study:str, returns:pd.Series) -> dict:
+def study_deflated_sharpe(
+    engine, study:str,
+    returns:pd.Series|dict,  # the candidate's returns, or its moments already measured (n_obs, sharpe per period, skew, kurtosis: a sweep row)
+) -> dict:
     "Sharpe, PSR and DSR of `returns`, deflated by every trial of `study` in the store."
-    m = _return_moments(returns)
+    m = {k: returns[k] for k in ("n_obs", "sharpe", "skew", "kurtosis")} if isinstance(returns, dict) else _return_moments(returns)
     tr = study_trials(engine, study)
     n = max(len(tr), 1)
     var = float(tr["sharpe"].var(ddof=1)) if len(tr) > 1 else 0.0
