@@ -15,7 +15,7 @@ import pytest
 
 from traderbot.config import load_settings
 from traderbot.core import Fill, Order, OrderStatus, TraderbotError
-from traderbot.dashboard.serve import free_port, start_dashboards, stop_dashboards
+from traderbot.dashboard.serve import free_port, start_dashboards, stop_dashboards, wait_preheated
 from traderbot.store.ledger import (account_cash, account_id, ensure_account, record_alert, record_fill, record_snapshot, save_order,
                                     store_intents)
 from traderbot.store.runs import finish_run, start_run
@@ -74,15 +74,9 @@ def voila_family(proc) -> list[psutil.Process]:
 
 
 def wait_until_kernel_parked(proc, port: int, timeout_s: float = 120) -> None:
-    "Wait until the pre-heated kernel sits in `wait_for_visitor`, i.e. holds a connection to Voila's query socket."
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for k in voila_family(proc)[1:]:
-            try: conns = k.net_connections(kind="tcp")
-            except psutil.Error: continue
-            if any(c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED for c in conns): return
-        time.sleep(0.25)
-    pytest.fail("the pre-heated kernel never waited for a visitor: the page would show the store as of kernel start")
+    "Wait until the pre-heated kernel sits in `wait_for_visitor`: else the page would show the store as of kernel start."
+    try: wait_preheated(proc, port, timeout_s)
+    except TraderbotError as e: pytest.fail(str(e))
 
 
 def get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict, str]:

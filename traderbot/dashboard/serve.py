@@ -18,7 +18,7 @@ import time
 from ..core import ConfigError, TraderbotError
 
 # %% auto #0
-__all__ = ['free_port', 'dashboard_command', 'start_dashboards', 'stop_dashboards', 'serve_dashboards']
+__all__ = ['free_port', 'dashboard_command', 'start_dashboards', 'stop_dashboards', 'wait_preheated', 'serve_dashboards']
 
 # %% ../../nbs/12d_dashboard.serve.ipynb #2d88f800
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
@@ -130,6 +130,26 @@ def stop_dashboards(
         except subprocess.TimeoutExpired: proc.kill(); proc.wait(timeout_s)
     for k in psutil.wait_procs(kernels, timeout=timeout_s)[1]: k.kill()  # kernels run in sessions of their own
     return proc.returncode
+
+# %% ../../nbs/12d_dashboard.serve.ipynb #0780894b
+def wait_preheated(
+    proc:subprocess.Popen,  # from `start_dashboards`
+    port:int,               # Voila's port
+    timeout_s:float=120.0,
+) -> None:
+    "Return once one of Voila's pre-heated kernels waits for a visitor (holds a connection to `port`); raise after `timeout_s`."
+    import psutil
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None: raise TraderbotError(f"voila exited with code {proc.returncode} before a kernel was pre-heated")
+        try: kernels = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess: kernels = []
+        for k in kernels:
+            try: conns = k.net_connections(kind="tcp")
+            except psutil.Error: continue
+            if any(c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED for c in conns): return
+        time.sleep(0.1)
+    raise TraderbotError(f"no pre-heated Voila kernel waited for a visitor on 127.0.0.1:{port} within {timeout_s:.0f} s")
 
 # %% ../../nbs/12d_dashboard.serve.ipynb #4bff8fe3
 def serve_dashboards(
