@@ -26,14 +26,19 @@ def _met(ratio: float, goal: dict | None) -> bool | None:
     raise ValueError(f"unknown goal {goal}")
 
 
+TAKEN: list = []   # every result built in this process, in order: the suite keeps them when a benchmark fails midway
+
+
 def result(bench: str, case: str, ours: str, peer: str, ours_values: list, peer_values: list, *, unit: str = "s",
            goal: dict | None = None, gate: str = "", **extra) -> dict:
     "One result from the repetitions of each side."
     o, p = statistics.median(ours_values), statistics.median(peer_values)
     ratio = o / p if p else float("inf")
-    return dict(bench=bench, case=case, ours=ours, peer=peer, unit=unit, ours_value=o, peer_value=p,
-                ours_spread=[min(ours_values), max(ours_values)], peer_spread=[min(peer_values), max(peer_values)],
-                reps=len(ours_values), ratio=ratio, goal=goal, met=_met(ratio, goal), gate=gate, **extra)
+    r = dict(bench=bench, case=case, ours=ours, peer=peer, unit=unit, ours_value=o, peer_value=p,
+             ours_spread=[min(ours_values), max(ours_values)], peer_spread=[min(peer_values), max(peer_values)],
+             reps=len(ours_values), ratio=ratio, goal=goal, met=_met(ratio, goal), gate=gate, **extra)
+    TAKEN.append(r)
+    return r
 
 
 def timed_pair(ours: Callable, peer: Callable, reps: int) -> tuple[list, list]:
