@@ -83,3 +83,10 @@ def test_cpcv_paths_are_identical_on_the_cluster(scheduler):
         paths[where] = assemble_paths(cv, by_fold)
     assert len(paths["here"]) == cv.n_paths == 5
     for a, b in zip(paths["here"], paths["there"]): pd.testing.assert_series_equal(a, b, check_exact=True)
+
+
+def test_capacity_counts_the_cluster_worker_threads(scheduler):
+    "A grid is cut for the cluster's worker threads (two here, one thread each), not for this machine's cores; `workers` caps it."
+    from traderbot.compute import capacity
+    assert capacity(scheduler=scheduler) == 2
+    assert capacity(scheduler=scheduler, workers=5) == 5

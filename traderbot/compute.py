@@ -13,7 +13,7 @@ from . import __version__
 from .core import ConfigError
 
 # %% auto #0
-__all__ = ['SCHEDULER', 'ComputeTarget', 'compute_config', 'task_seeds', 'fan_out']
+__all__ = ['SCHEDULER', 'ComputeTarget', 'compute_config', 'task_seeds', 'capacity', 'fan_out']
 
 # %% ../nbs/04u_compute.ipynb #5d523dd6
 SCHEDULER = re.compile(r"^(local|tcp://[A-Za-z0-9_.\-]+:\d{1,5})$")   # the rule of [compute] scheduler: local, or a Dask scheduler's address
@@ -83,17 +83,34 @@ def _worker_version():
 # %% ../nbs/04u_compute.ipynb #9d6b52db
 _CONNECT_S = 10   # seconds to reach the scheduler before giving up (Dask retries a refused connection until then)
 
+def _client(cfg:ComputeTarget):
+    "A Dask client of the scheduler at `cfg.scheduler`, or a `ConfigError` when none answers there."
+    from distributed import Client
+    try: return Client(cfg.scheduler, timeout=_CONNECT_S, set_as_default=False)
+    except OSError as e: raise ConfigError(f"[compute] scheduler {cfg.scheduler}: no Dask scheduler answers there ({type(e).__name__})") from None
+
 def _on_dask(tasks:list, cfg:ComputeTarget) -> list:
     "Run the tasks on the Dask cluster at `cfg.scheduler`, through joblib's dask backend."
-    from distributed import Client
     from joblib import parallel_config
-    try: client = Client(cfg.scheduler, timeout=_CONNECT_S, set_as_default=False)
-    except OSError as e: raise ConfigError(f"[compute] scheduler {cfg.scheduler}: no Dask scheduler answers there ({type(e).__name__})") from None
+    client = _client(cfg)
     with client, client.as_current():
         seen = {v for v in client.run(_worker_version).values()}
         if seen - {__version__}: raise ConfigError(f"[compute] scheduler {cfg.scheduler}: workers run traderbot {sorted(seen)}, this process {__version__}")
         with parallel_config(backend="dask"):
             return _parallel(tasks, cfg.workers or -1)
+
+# %% ../nbs/04u_compute.ipynb #e027cc9b
+def capacity(
+    settings=None,                   # traderbot `Settings`, `ComputeSettings` or a `ComputeTarget`
+    scheduler:str|None=None, workers:int|None=None,   # override the settings, as for `fan_out`
+) -> int:                            # tasks that run at once
+    "How many tasks `fan_out` runs at once there: `workers` when set, else this machine's cores, or every worker thread of the Dask cluster."
+    cfg = compute_config(settings, scheduler, workers)
+    if cfg.workers: return cfg.workers
+    if cfg.scheduler == "local":
+        from joblib import cpu_count
+        return cpu_count()
+    with _client(cfg) as client: return max(sum(client.nthreads().values()), 1)
 
 # %% ../nbs/04u_compute.ipynb #1eba7cc2
 def fan_out(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..compute import compute_config, fan_out
+from ..compute import capacity, compute_config, fan_out
 from ..core import ConfigError, CostModel, DataError
 from ..data.calendar import TRADING_DAYS
 from .backtest import align_weights, performance, run_backtest
@@ -127,12 +127,11 @@ def search_grid(
     kwargs = dict(cost=cost, init_cash=init_cash, memory_mb=memory_mb, partitions=partitions)
     cfg = compute_config(settings, scheduler=scheduler, workers=workers)
     first = np.unique(np.atleast_1d(np.asarray(grid[fam.params[0]], dtype=object)).astype(float))
-    import os
-    n = cfg.workers or os.cpu_count() or 1
     cells = len(data) * math.prod(len(np.atleast_1d(np.asarray(v, dtype=object))) for v in grid.values())
     small = workers is None and cells < _FAN_OUT_CELLS        # starting worker processes costs more than it saves
-    if cfg.scheduler == "local" and (n == 1 or len(first) == 1 or small):
+    if cfg.scheduler == "local" and (len(first) == 1 or small or capacity(cfg) == 1):
         return fam.sweep(data, **grid, **kwargs)
+    n = capacity(cfg)                                          # on a cluster: every worker thread, not this machine's cores
     vals = np.atleast_1d(np.asarray(grid[fam.params[0]], dtype=object))
     vals = sorted(set(vals.tolist()))
     pieces = [p for p in np.array_split(np.array(vals, dtype=object), min(len(vals), 4 * n)) if len(p)]
