@@ -1,6 +1,7 @@
 """The house rules of docs/architecture.md, checked on the exported package so they cannot quietly erode.
 
-- imports run one way: no cycle between traderbot modules, counting imports made inside functions;
+- imports run one way: no cycle between traderbot modules, counting imports made inside functions and the modules a
+  module defers (`ledger = deferred("traderbot.store.ledger")`, imported at first use);
 - sibling traderbot imports sit in a module's imports (top level), never inside a function;
 - only `store/` runs SQL against the store's tables (the paper venue runs SQL on the tables it declares itself);
 - every broker adapter implements the `Broker` port the same way, and importing the factory loads no broker SDK;
@@ -44,12 +45,21 @@ def imported(mod: str, node: ast.ImportFrom | ast.Import) -> list[str]:
             if (f"{target}.{a.name}" if f"{target}.{a.name}" in MODS else target) in MODS]
 
 
+def deferred_targets(node) -> list[str]:
+    "The module a `deferred(\"traderbot....\")` call stands for (core.deferred: imported at its first use)."
+    if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "deferred"
+            and node.args and isinstance(node.args[0], ast.Constant) and str(node.args[0].value).startswith("traderbot.")):
+        return [node.args[0].value]
+    return []
+
+
 def graph() -> dict[str, set[str]]:
     g = {}
     for m, p in MODS.items():
         deps = set()
         for n in ast.walk(ast.parse(p.read_text())):
             if isinstance(n, (ast.Import, ast.ImportFrom)): deps |= set(imported(m, n))
+            deps |= set(deferred_targets(n))
         g[m] = deps - {m, "traderbot"}
     return g
 
@@ -66,6 +76,12 @@ def test_imports_run_one_way():
         if m not in state: visit(m, [])
     assert cycles == [], f"import cycles: {cycles}"
     assert "traderbot.pipeline" not in g["traderbot.daily"] and "traderbot.daily" not in g["traderbot.pipeline"]
+    assert {"traderbot.store.ledger", "traderbot.brokers.paper"} <= g["traderbot.brokers.factory"]   # deferred modules are edges too
+
+
+def test_deferred_modules_name_real_modules_of_the_package():
+    named = {t for p in MODS.values() for n in ast.walk(ast.parse(p.read_text())) for t in deferred_targets(n)}
+    assert "traderbot.store.ledger" in named and named <= set(MODS), named - set(MODS)
 
 
 def test_sibling_imports_sit_at_the_top_of_their_module():

@@ -2,9 +2,13 @@
 
 - `import traderbot.cli` (what `traderbot --help` runs) loads no pandas, numpy, SQLAlchemy or pydantic;
 - importing every traderbot module loads none of the heavy libraries a module needs only inside a function;
+- importing any module outside the store (and the paper venue, whose book is in it) loads no SQLAlchemy: they reach
+  the store through `core.deferred`, which imports it at first use;
 - numba's cache directory is fixed under the user's cache before numba is first imported (an explicit
   NUMBA_CACHE_DIR wins);
 - jsonschema's optional `rfc3987_syntax` checker stays out of the pipeline runner and of the Voila process.
+- `traderbot warmup` (the install step) leaves every module of the package with fresh bytecode, so a process started
+  with PYTHONDONTWRITEBYTECODE (CI, many containers) does not compile traderbot again.
 Each check runs in a fresh interpreter, so what an earlier test imported cannot hide a regression.
 """
 from __future__ import annotations
@@ -52,6 +56,20 @@ def test_no_module_imports_a_heavy_library_it_needs_only_in_a_function():
     assert json.loads(_python("".join(f"import {m}\n" for m in mods) + _loaded(HEAVY))) == []
 
 
+def test_only_the_store_loads_sqlalchemy_at_import():
+    owners = ("traderbot.store.", "traderbot.brokers.paper")
+    mods = [m for m in _modules() if not m.startswith(owners)]
+    assert "traderbot.daily" in mods and "traderbot.schedule" in mods and "traderbot.dashboard.portfolio" in mods
+    code = ("import json, subprocess, sys\n"
+            f"mods = {mods!r}\n"
+            "probe = 'import sys, {m}; print(\"sqlalchemy\" in sys.modules)'\n"
+            "print(json.dumps([m for m in mods if subprocess.run([sys.executable, '-c', probe.format(m=m)], capture_output=True, text=True, check=True).stdout.strip() != 'False']))")
+    assert json.loads(_python(code)) == []
+    # the stand-in does import the store at the first use, and is then the store's own module to its caller
+    used = "import sys, traderbot.daily as d\nd.ledger.TRADING_STATES\nprint(sys.modules['traderbot.store.ledger'].TRADING_STATES == d.ledger.TRADING_STATES and 'sqlalchemy' in sys.modules)"
+    assert _python(used) == "True"
+
+
 def test_numba_caches_under_the_users_cache(tmp_path):
     from traderbot.core import kernels_stamp
     stamp = kernels_stamp()             # the kernels' sources: a change to any kernel module (or a callee's) starts a fresh cache
@@ -85,3 +103,18 @@ def test_the_voila_launcher_keeps_rfc3987_syntax_out():
     probe = cmd[2].replace("sys.exit(main())", _loaded(["rfc3987_syntax", "jsonschema", "voila.app"]).replace("import json, sys; ", "import json; "))
     assert probe != cmd[2]
     assert json.loads(_python(probe)) == ["jsonschema", "voila.app"]
+
+
+def test_warmup_leaves_fresh_bytecode_for_every_module():
+    import importlib.util, shutil
+    exe = shutil.which("traderbot", path=str(Path(sys.executable).parent))
+    r = subprocess.run([exe, "warmup"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0 and "bytecode of" in r.stdout and "up to date" in r.stdout, r.stdout + r.stderr
+    stale = []
+    for p in PKG.rglob("*.py"):
+        pyc = Path(importlib.util.cache_from_source(str(p)))
+        # a timestamp pyc's header: magic, flags, then the source's mtime and size (what the import system checks)
+        head = pyc.read_bytes()[:16] if pyc.exists() else b""
+        if len(head) < 16 or head[:4] != importlib.util.MAGIC_NUMBER or int.from_bytes(head[8:12], "little") != int(p.stat().st_mtime) & 0xFFFFFFFF:
+            stale.append(str(p.relative_to(ROOT)))
+    assert stale == []

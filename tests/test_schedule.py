@@ -11,9 +11,9 @@ import pytest
 from traderbot.config import load_settings
 from traderbot.core import ConfigError, StorageError
 from traderbot.pipeline import PipelineFailed, RunOutcome
-from traderbot.schedule import (SCHEDULE_LOCK, Due, JobResult, due_jobs, job_times, last_job_runs, next_jobs, record_job_run,
-                                run_once, serve)
+from traderbot.schedule import SCHEDULE_LOCK, Due, JobResult, due_jobs, job_times, next_jobs, run_once, serve
 from traderbot.store import runs
+from traderbot.store.runs import last_job_runs, record_job_run
 from traderbot.store.database import open_store
 from traderbot.store.ledger import alerts_frame
 

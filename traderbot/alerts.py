@@ -4,10 +4,10 @@
 
 # %% ../nbs/10e_alerts.ipynb #7ef2b189
 from __future__ import annotations
-from .config import AlertSettings, Settings
-from .core import ProviderError, TraderbotError
-from .store.deliveries import due_alert_deliveries, record_alert_delivery, route_alert_deliveries, waiting_alert_deliveries
-from .store.schema import now_utc
+from traderbot.config import AlertSettings, Settings
+from traderbot.core import ProviderError, TraderbotError, deferred
+deliveries = deferred("traderbot.store.deliveries")
+schema = deferred("traderbot.store.schema")
 
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -18,9 +18,10 @@ import json
 import logging
 import smtplib
 import ssl
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import Engine
 import pandas as pd
+if TYPE_CHECKING: from sqlalchemy.engine import Engine   # annotations only: SQLAlchemy loads with the store, at first use
 
 _log = logging.getLogger(__name__)
 
@@ -203,24 +204,24 @@ def deliver_pending(
     "Route new alerts to the configured channels and try every due delivery; failures are recorded, never raised."
     chans, cfg = channels(settings), settings.alerts
     if not chans: return DeliveryReport()
-    now = now_utc() if now is None else pd.Timestamp(now)
+    now = schema.now_utc() if now is None else pd.Timestamp(now)
     names = [c.name for c in chans]
-    suppressed = route_alert_deliveries(engine, {c.name: c.levels for c in chans}, lambda r: dedupe_key(_alert(r)), cfg.dedupe_window_s, now, max_age_s)
+    suppressed = deliveries.route_alert_deliveries(engine, {c.name: c.levels for c in chans}, lambda r: dedupe_key(_alert(r)), cfg.dedupe_window_s, now, max_age_s)
     sent = failed = gave_up = 0; broken = set()
-    for r in due_alert_deliveries(engine, names, now):
+    for r in deliveries.due_alert_deliveries(engine, names, now):
         delivery_id, channel, attempts, alert = r["delivery_id"], r["channel"], r["attempts"], _alert(r)
         if channel in broken: continue   # tried again next pass
         try: _attempt(settings, channel, alert, send_webhook, send_email)
         except Exception as e:
             error = _scrub(str(e) if isinstance(e, TraderbotError) else _one_line(e), settings)
             row = _failure(cfg, attempts + 1, e, now)
-            record_alert_delivery(engine, delivery_id, last_error=error, **row)
+            deliveries.record_alert_delivery(engine, delivery_id, last_error=error, **row)
             failed += 1; gave_up += row["next_attempt_at"] is None; broken.add(channel)
             _log.warning("alert %s to %s failed (attempt %s%s): %s", alert.id, channel, attempts + 1, ", giving up" if row["next_attempt_at"] is None else "", error)
             continue
-        record_alert_delivery(engine, delivery_id, status="sent", attempts=attempts + 1, delivered_at=now, next_attempt_at=None, last_error=None)
+        deliveries.record_alert_delivery(engine, delivery_id, status="sent", attempts=attempts + 1, delivered_at=now, next_attempt_at=None, last_error=None)
         sent += 1
-    return DeliveryReport(sent, failed, suppressed, waiting_alert_deliveries(engine, names), gave_up)
+    return DeliveryReport(sent, failed, suppressed, deliveries.waiting_alert_deliveries(engine, names), gave_up)
 
 # %% ../nbs/10e_alerts.ipynb #25351202
 def deliver_safely(engine:Engine, settings:Settings, now:pd.Timestamp|None=None) -> DeliveryReport|None:

@@ -253,7 +253,8 @@ def _print_freshness(cfg) -> None:
 def _print_schedule(cfg, eng) -> None:
     "The next scheduled jobs and the last run of each job."
     import pandas as pd
-    from traderbot.schedule import last_job_runs, next_jobs
+    from traderbot.schedule import next_jobs
+    from traderbot.store.runs import last_job_runs
     nxt, last = next_jobs(cfg, eng, n=3), last_job_runs(eng)
     if len(nxt): print("next jobs: " + "; ".join(f"{r.job} for {pd.Timestamp(r.session).date()} at {r.at_local:%Y-%m-%d %H:%M %Z}" for r in nxt.itertuples()))
     for r in last.itertuples():
@@ -448,14 +449,22 @@ def _cmd_dashboard(args) -> int:
 
 # %% ../nbs/13_cli.ipynb #735813d2
 def _cmd_warmup(args) -> int:
-    "traderbot warmup: compile every numba kernel into the cache (the install step runs it), so no later run waits for numba."
-    import time
+    """traderbot warmup: compile every numba kernel into the cache and the package's bytecode (the install step runs it),
+    so no later run waits for numba or for Python compiling traderbot's modules. An editable install (`pip install -e`,
+    what `make install` does) gets no bytecode from pip, and where PYTHONDONTWRITEBYTECODE is set (many containers,
+    this project's CI machine) Python would compile every traderbot module again in every process."""
+    import compileall, time
+    from pathlib import Path
+    import traderbot
     from traderbot.core import numba_cache_dir
     from traderbot.research import sweep, sweep_momentum
     from traderbot.research.rl import envs
     t0 = time.perf_counter()
     for mod in (sweep, sweep_momentum, envs): mod.warmup()   # each compiles its module's kernels on a tiny input
     print(f"numba kernels compiled in {time.perf_counter() - t0:.1f} s; cache: {numba_cache_dir()}")
+    pkg = Path(traderbot.__file__).parent
+    fresh = compileall.compile_dir(pkg, quiet=2)        # writes only what is stale; a read-only install is left to Python
+    print(f"bytecode of {pkg}: " + ("up to date" if fresh else "not written (read-only install?): Python compiles at import"))
     return 0
 
 # %% ../nbs/13_cli.ipynb #2b20f3fb
@@ -550,7 +559,7 @@ def parser() -> argparse.ArgumentParser:
     mo.set_defaults(func=_cmd_models)
     dash = sub.add_parser("dashboard", help="serve the Voila dashboards on 127.0.0.1 with a token")
     dash.add_argument("--port", type=int, default=None); dash.set_defaults(func=_cmd_dashboard)
-    sub.add_parser("warmup", help="compile every numba kernel into the cache (run once at install; the cache is kept across runs)").set_defaults(func=_cmd_warmup)
+    sub.add_parser("warmup", help="compile every numba kernel and the package's bytecode (run once at install; both are kept across runs)").set_defaults(func=_cmd_warmup)
     return p
 
 # %% ../nbs/13_cli.ipynb #64637ab3

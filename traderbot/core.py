@@ -11,9 +11,13 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 import functools
 import hashlib
+import importlib
+import importlib.util
 import math
 import os
 import re
+import sys
+import types
 
 import pandas as pd
 
@@ -21,8 +25,8 @@ import pandas as pd
 __all__ = ['TRANSITIONS', 'TERMINAL', 'TraderbotError', 'ConfigError', 'DataError', 'BrokerError', 'ProviderError', 'RateLimited',
            'DuplicateOrder', 'OrderRejected', 'RiskLimitBreached', 'StorageError', 'InvalidTransition', 'check_symbol',
            'to_decimal', 'floor_to_lot', 'Side', 'CostModel', 'OrderStatus', 'check_transition', 'Fill', 'Order',
-           'Position', 'client_order_id', 'DataSource', 'Account', 'Broker', 'numba_cache_dir', 'kernels_stamp',
-           'use_numba_cache', 'mount_timeouts']
+           'Position', 'client_order_id', 'DataSource', 'Account', 'Broker', 'deferred', 'numba_cache_dir',
+           'kernels_stamp', 'use_numba_cache', 'mount_timeouts']
 
 # %% ../nbs/00_core.ipynb #6244675a
 class TraderbotError(Exception):
@@ -323,6 +327,23 @@ class Broker(Protocol):
     def account(self) -> Account:
         "Cash and equity at the broker."
         ...
+
+# %% ../nbs/00_core.ipynb #d453ab53
+class _Deferred(types.ModuleType):
+    "A stand-in for a module: every name read, set or deleted on it is read, set or deleted on the real module."
+    def __getattr__(self, name): return getattr(importlib.import_module(self.__name__), name)
+    def __setattr__(self, name, value): setattr(importlib.import_module(self.__name__), name, value)
+    def __delattr__(self, name): delattr(importlib.import_module(self.__name__), name)
+    def __dir__(self): return dir(importlib.import_module(self.__name__))
+    def __repr__(self): return f"<deferred module {self.__name__!r}>"
+
+def deferred(
+    name:str,  # the module's full dotted name, e.g. "traderbot.store.ledger"
+) -> types.ModuleType:  # imports `name` the first time one of its names is used (at once if it already is)
+    "A module imported at its first use, for an imports cell: `ledger = deferred(\"traderbot.store.ledger\")`."
+    if (loaded := sys.modules.get(name)) is not None: return loaded
+    if importlib.util.find_spec(name) is None: raise ImportError(f"deferred({name!r}): no module named {name!r}")
+    return _Deferred(name)
 
 # %% ../nbs/00_core.ipynb #a27a51ad
 def numba_cache_dir(

@@ -11,29 +11,30 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from .brokers.factory import make_broker
-from .config import AccountProfile, Settings
-from .core import ConfigError, DataError
-from .data.bars import closes as wide_closes, session_prices
-from .data.calendar import is_session, resolve_as_of, session_close, signal_session, to_session_date
-from .data.lake import BarLake, benchmark_for, sectors_for, source_for
-from .data.providers.base import empty_actions
-from .data.quality import QualityReport, check_bars, splits_between
-from .execution.manager import RebalanceResult, rebalance, reconcile, settle_storage_note
-from .research.features import feature_panel
-from .news.features import NEWS_FEATURES, model_inputs
-from .research.rl.agents import SINGLE_ACTIONS, RLAgent
-from .research.rl.envs import market_arrays
-from .research.models import explain
-from .research.registry import load_production
-from .research.strategy import momentum_signals
-from .risk.breakers import BreakerCheck, breaker_state, evaluate_breakers, pre_event_check
-from .store.news import calendar_frame
-from .risk.gate import PortfolioView, RiskLimits, limit_usage
-from .risk.report import RiskReport, default_shocks, risk_measures_table
-from .risk.scenarios import HISTORICAL_SCENARIOS, correlation, diversification_ratio, shrunk_covariance, stress_table
-from .store import ledger, runs
-from .strategy import Strategy, current_weights, plan_trades, rebalance_due, target_weights
+from traderbot.brokers.factory import make_broker
+from traderbot.config import AccountProfile, Settings
+from traderbot.core import ConfigError, DataError, deferred
+from traderbot.data.bars import closes as wide_closes, session_prices
+from traderbot.data.calendar import is_session, resolve_as_of, session_close, signal_session, to_session_date
+from traderbot.data.lake import BarLake, benchmark_for, sectors_for, source_for
+from traderbot.data.providers.base import empty_actions
+from traderbot.data.quality import QualityReport, check_bars, splits_between
+from traderbot.execution.manager import RebalanceResult, rebalance, reconcile, settle_storage_note
+from traderbot.research.features import feature_panel
+from traderbot.news.features import NEWS_FEATURES, model_inputs
+from traderbot.research.rl.agents import SINGLE_ACTIONS, RLAgent
+from traderbot.research.rl.envs import market_arrays
+from traderbot.research.models import explain
+from traderbot.research.registry import load_production
+from traderbot.research.strategy import momentum_signals
+from traderbot.risk.breakers import BreakerCheck, breaker_state, evaluate_breakers, pre_event_check
+from traderbot.risk.gate import PortfolioView, RiskLimits, limit_usage
+from traderbot.risk.report import RiskReport, default_shocks, risk_measures_table
+from traderbot.risk.scenarios import HISTORICAL_SCENARIOS, correlation, diversification_ratio, shrunk_covariance, stress_table
+from traderbot.strategy import Strategy, current_weights, plan_trades, rebalance_due, target_weights
+ledger = deferred("traderbot.store.ledger")
+runs = deferred("traderbot.store.runs")
+store_news = deferred("traderbot.store.news")
 
 # %% auto #0
 __all__ = ['account_profile', 'var_returns', 'portfolio_view', 'account_limits', 'check_breakers', 'events_ahead',
@@ -100,7 +101,7 @@ def events_ahead(engine, settings:Settings, day:pd.Timestamp, hours:float|None=N
     "Stored calendar events after `day`'s close, up to `hours` ahead, oldest first."
     close = pd.Timestamp(session_close(day, settings.data.calendar))
     span = pd.Timedelta(hours=hours) if hours is not None else pd.Timedelta(days=settings.calendar.lookahead_days)
-    return calendar_frame(engine, start=close, end=close + span, kind=kind)
+    return store_news.calendar_frame(engine, start=close, end=close + span, kind=kind)
 
 # %% ../nbs/10b_daily.ipynb #eead20f3
 def apply_breakers(engine, account_id:int, checks:list[BreakerCheck], day:pd.Timestamp, run_id:str|None=None,

@@ -10,13 +10,13 @@ import time
 
 import pandas as pd
 
-from .config import Settings
-from .core import DataError, StorageError
-from .data.bars import session_prices
-from .data.calendar import to_session_date
-from .replay import ReplayResult, replay, orders_with_commissions
-from .store import ledger
-from .strategy import Strategy
+from traderbot.config import Settings
+from traderbot.core import DataError, StorageError, deferred
+from traderbot.data.bars import session_prices
+from traderbot.data.calendar import to_session_date
+from traderbot.replay import ReplayResult, replay, orders_with_commissions
+from traderbot.strategy import Strategy
+ledger = deferred("traderbot.store.ledger")
 
 # %% auto #0
 __all__ = ['CAUSES', 'live_orders', 'account_window', 'replay_end', 'replay_account', 'match_orders', 'order_effects',

@@ -18,12 +18,13 @@ import time
 
 import pandas as pd
 
-from .config import Settings, for_account, resolve_mode
-from .core import ConfigError, DataError, TraderbotError
-from .data.calendar import to_session_date
-from .alerts import deliver_safely
-from .data.lake import check_universe
-from .store import database, runs
+from traderbot.config import Settings, for_account, resolve_mode
+from traderbot.core import ConfigError, DataError, TraderbotError, deferred
+from traderbot.data.calendar import to_session_date
+from traderbot.alerts import deliver_safely
+from traderbot.data.lake import check_universe
+database = deferred("traderbot.store.database")
+runs = deferred("traderbot.store.runs")
 
 # %% auto #0
 __all__ = ['TRAINING', 'PipelineFailed', 'RunInterrupted', 'pipelines_dir', 'pipeline_notebook', 'check_parameters',

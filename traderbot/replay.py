@@ -13,14 +13,16 @@ import time
 
 import pandas as pd
 
-from .config import AccountProfile, Settings
-from .core import DataError
-from .daily import trade_daily
-from .data.calendar import to_session_date
-from .data.lake import benchmark_for
-from .research.backtest import performance
-from .store import database, ledger, runs
-from .strategy import Strategy
+from traderbot.config import AccountProfile, Settings
+from traderbot.core import DataError, deferred
+from traderbot.daily import trade_daily
+from traderbot.data.calendar import to_session_date
+from traderbot.data.lake import benchmark_for
+from traderbot.research.backtest import performance
+from traderbot.strategy import Strategy
+database = deferred("traderbot.store.database")
+ledger = deferred("traderbot.store.ledger")
+runs = deferred("traderbot.store.runs")
 
 # %% auto #0
 __all__ = ['ReplayResult', 'replay', 'orders_with_commissions', 'replay_tear_sheet', 'replay_summary', 'write_orders_csv',

@@ -7,7 +7,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TYPE_CHECKING
 import datetime as dt
 import logging
 import secrets
@@ -15,15 +15,17 @@ import signal
 import threading
 
 import pandas as pd
-from sqlalchemy.engine import Engine
 
-from .alerts import deliver_pending
-from .config import Settings
-from .core import ConfigError, StorageError
-from .data.calendar import to_session_date, trading_calendar
-from .pipeline import PipelineFailed, RunInterrupted, run_pipeline
-from .store import database, ledger, runs, schema
-from .store.runs import finish_job_run, job_statuses, last_job_runs, last_job_session, record_job_run, settle_running_jobs
+from traderbot.alerts import deliver_pending
+from traderbot.config import Settings
+from traderbot.core import ConfigError, StorageError, deferred
+from traderbot.data.calendar import to_session_date, trading_calendar
+from traderbot.pipeline import PipelineFailed, RunInterrupted, run_pipeline
+database = deferred("traderbot.store.database")
+ledger = deferred("traderbot.store.ledger")
+runs = deferred("traderbot.store.runs")
+schema = deferred("traderbot.store.schema")
+if TYPE_CHECKING: from sqlalchemy.engine import Engine   # annotations only: SQLAlchemy loads with the store, at first use
 
 _log = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ def _utc(now) -> pd.Timestamp:
 
 def _ready(settings:Settings, engine:Engine, job:str, now:pd.Timestamp) -> pd.Series:
     "`job`'s sessions after its last row whose time has come, oldest first; on a first start only the latest."
-    last = last_job_session(engine, job)
+    last = runs.last_job_session(engine, job)
     start = last + pd.Timedelta(days=1) if last is not None else now.normalize() - pd.Timedelta(days=21)
     end = now.normalize() + pd.Timedelta(days=1)
     if start > end: return pd.Series(dtype="datetime64[ns, UTC]")
@@ -105,7 +107,7 @@ def _wait_for(settings:Settings, engine:Engine, job:str, ready:pd.Series, first_
     "Split `ready` by its dependency's outcome: succeeded is due, failed or skipped is skipped, not yet run waits."
     dep = _DEPENDS_ON.get(job)
     if dep not in settings.schedule.jobs: return [Due(job, s, t) for s, t in ready.items()], [], []
-    done, dep_last = job_statuses(engine, dep, ready.index), last_job_session(engine, dep)
+    done, dep_last = runs.job_statuses(engine, dep, ready.index), runs.last_job_session(engine, dep)
     due, skips, waiting = [], [], []
     for s, t in ready.items():
         status, gone = done.get(s), dep_last is not None and dep_last > s   # gone: the dependency went past this session, it never will
@@ -121,7 +123,7 @@ def _plan(settings:Settings, engine:Engine, now:pd.Timestamp) -> tuple[list[Due]
     for job in settings.schedule.jobs:
         ready = _ready(settings, engine, job, now)
         skips += [_Skip(job, s, f"missed; beyond catch_up={settings.schedule.catch_up}", True) for s in ready.index[:-keep]]
-        d, s, w = _wait_for(settings, engine, job, ready.iloc[-keep:], last_job_session(engine, job) is None)
+        d, s, w = _wait_for(settings, engine, job, ready.iloc[-keep:], runs.last_job_session(engine, job) is None)
         due, skips, waiting = due + d, skips + s, waiting + w
     return _in_order(due), skips, _in_order(waiting)
 
@@ -180,23 +182,23 @@ def _first_line(e:BaseException) -> str: return (str(e).strip().splitlines() or 
 
 def _run_job(settings:Settings, engine:Engine, due:Due, run:Callable, settings_path:Path|None) -> JobResult|None:
     "Run one due job between its `running` row and its outcome; a failure is recorded with an alert and the scheduler goes on."
-    row = record_job_run(engine, due.job, due.session, "running")
+    row = runs.record_job_run(engine, due.job, due.session, "running")
     if row is None: return None                       # someone recorded it meanwhile
     run_id = error = None
     try: run_id = run(settings, due.job, job_parameters(due.job, due.session), settings_path=settings_path).run_id
     except (KeyboardInterrupt, RunInterrupted) as e:   # SIGINT/SIGTERM: settle the row, then stop
-        finish_job_run(engine, row, "failed", getattr(e, "run_id", None), "interrupted by SIGINT or SIGTERM")
+        runs.finish_job_run(engine, row, "failed", getattr(e, "run_id", None), "interrupted by SIGINT or SIGTERM")
         raise KeyboardInterrupt from None
     except PipelineFailed as e: run_id, error = e.run_id, _first_line(e)
     except Exception as e: error = f"{type(e).__name__}: {_first_line(e)}"   # a refusal (ConfigError, DataError, ...) or the unforeseen
-    finish_job_run(engine, row, "failed" if error else "succeeded", run_id, error)
+    runs.finish_job_run(engine, row, "failed" if error else "succeeded", run_id, error)
     if error: ledger.record_alert(engine, "critical", "schedule", f"scheduled {due.job} for {due.session:%Y-%m-%d} failed: {error}",
                                   {"job": due.job, "session": f"{due.session:%Y-%m-%d}"}, run_id=run_id)
     return JobResult(due.job, due.session, "failed" if error else "succeeded", run_id, error)
 
 def _record_skips(engine:Engine, skips:list[_Skip]) -> list[JobResult]:
     "Record skipped rows: one warning for all the missed ones (count and range), one per dependency skip."
-    done = [s for s in skips if record_job_run(engine, s.job, s.session, "skipped", s.reason) is not None]
+    done = [s for s in skips if runs.record_job_run(engine, s.job, s.session, "skipped", s.reason) is not None]
     missed = [s for s in done if s.missed]
     if missed:
         a, b = min(s.session for s in missed), max(s.session for s in missed)
@@ -213,7 +215,7 @@ def _record_skips(engine:Engine, skips:list[_Skip]) -> list[JobResult]:
 def _run_due(settings:Settings, engine:Engine, clock:Callable[[], pd.Timestamp], run:Callable, settings_path:Path|None,
              say:Callable[[str], None]) -> list[JobResult]:
     "Under the lock: settle orphaned rows, then run due jobs one at a time, re-planning after each (a good ingest makes daily due)."
-    orphans = settle_running_jobs(engine, "the scheduler stopped while it ran (its process ended); not retried")
+    orphans = runs.settle_running_jobs(engine, "the scheduler stopped while it ran (its process ended); not retried")
     if orphans: ledger.record_alert(engine, "warning", "schedule", f"{len(orphans)} scheduled job(s) were left running by a scheduler that "
                                     f"stopped; recorded failed: " + ", ".join(f"{j} {d}" for j, d in orphans), {"jobs": len(orphans)})
     results = []
@@ -257,7 +259,7 @@ def next_jobs(
     "The next `n` jobs: those due or waiting for their dependency, then the coming ones (for `traderbot status`)."
     now, rows = _utc(now), []
     for job in settings.schedule.jobs:
-        last = last_job_session(engine, job)
+        last = runs.last_job_session(engine, job)
         ahead = job_times(settings, job, now.normalize(), now.normalize() + pd.Timedelta(days=35))
         ahead = ahead[(ahead > now) & ((ahead.index > last) if last is not None else True)]
         rows += [(job, s.date(), t, JOBS.index(job)) for s, t in ahead.items()]

@@ -8,13 +8,13 @@ from decimal import Decimal
 
 import pandas as pd
 
-from .alpaca import AlpacaBroker
-from .ib import IBBroker, connect_ib
-from .paper import PaperBroker, market_at
-from .router import Router, Venue
-from ..config import Settings
-from ..core import ConfigError
-from ..store import ledger
+from traderbot.brokers.alpaca import AlpacaBroker
+from traderbot.brokers.ib import IBBroker, connect_ib
+from traderbot.brokers.router import Router, Venue
+from traderbot.config import Settings
+from traderbot.core import ConfigError, deferred
+ledger = deferred("traderbot.store.ledger")
+paper = deferred("traderbot.brokers.paper")   # the paper venue keeps its book in the store
 
 # %% auto #0
 __all__ = ['make_broker']
@@ -26,8 +26,8 @@ def make_broker(engine, settings:Settings, prices:dict[str, Decimal], fill_time:
     if name == "router": return _router(engine, settings, prices, fill_time, mode)
     if name == "alpaca": return _alpaca_broker(settings, live=mode == "live")
     if name == "ib": return _ib_broker(engine, settings)
-    market = market_at(prices, fill_time)
-    broker = PaperBroker(engine, settings.traderbot.account, market, settings.cost_model(), settings.broker.initial_cash,
+    market = paper.market_at(prices, fill_time)
+    broker = paper.PaperBroker(engine, settings.traderbot.account, market, settings.cost_model(), settings.broker.initial_cash,
                          max_volume_share=settings.broker.max_volume_share)
     broker.set_market(market)
     return broker

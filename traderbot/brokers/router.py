@@ -7,12 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 import time
+from typing import TYPE_CHECKING
 
 from fastcore.basics import patch
-from sqlalchemy.engine import Engine
 
-from ..core import Account, BrokerError, ConfigError, DuplicateOrder, Fill, Order, OrderRejected, Position
-from ..store import ledger
+from traderbot.core import Account, BrokerError, ConfigError, DuplicateOrder, Fill, Order, OrderRejected, Position, deferred
+ledger = deferred("traderbot.store.ledger")
+if TYPE_CHECKING: from sqlalchemy.engine import Engine   # annotations only: SQLAlchemy loads with the store, at first use
 
 # %% auto #0
 __all__ = ['Venue', 'rank', 'Router']

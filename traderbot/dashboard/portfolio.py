@@ -5,15 +5,17 @@
 # %% ../../nbs/12b_dashboard.portfolio.ipynb #f9972f68
 from __future__ import annotations
 import html
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import Engine
 import ipywidgets as widgets
 import pandas as pd
 
-from .widgets import TABLE_CSS, empty_dashboard, equity_chart, frame_table
-from ..store.ledger import account_exists, equity_curve, fills_frame, orders_frame, positions_frame
-from ..store.database import snapshot
-from ..store.runs import lock_holder, runs_frame
+from traderbot.core import deferred
+from traderbot.dashboard.widgets import TABLE_CSS, empty_dashboard, equity_chart, frame_table
+database = deferred("traderbot.store.database")
+ledger = deferred("traderbot.store.ledger")
+runs = deferred("traderbot.store.runs")
+if TYPE_CHECKING: from sqlalchemy.engine import Engine   # annotations only: SQLAlchemy loads with the store, at first use
 
 # %% auto #0
 __all__ = ['equity_headline', 'portfolio_dashboard']
@@ -49,13 +51,13 @@ def portfolio_dashboard(
     limit:int=20,  # rows of orders, fills and runs to show
 ) -> widgets.VBox:
     "The read-only portfolio view: equity, chart, positions, latest orders and fills, recent runs."
-    if not account_exists(engine, account): return empty_dashboard(account)
-    with snapshot(engine) as view:   # every table of the page from one state of the store, while a run goes on writing
-        curve, holder = equity_curve(view, account), lock_holder(view, account)
+    if not ledger.account_exists(engine, account): return empty_dashboard(account)
+    with database.snapshot(engine) as view:   # every table of the page from one state of the store, while a run goes on writing
+        curve, holder = ledger.equity_curve(view, account), runs.lock_holder(view, account)
         box = widgets.VBox([widgets.HTML(f"<style>{TABLE_CSS}</style>"), *_in_progress(holder), equity_headline(curve, account), equity_chart(curve),
-            frame_table(positions_frame(view, account), "tb-positions", "No open positions.", "Positions"),
-            frame_table(orders_frame(view, account, limit), "tb-orders", "No orders yet.", "Latest orders"),
-            frame_table(fills_frame(view, account, limit), "tb-fills", "No fills yet.", "Latest fills"),
-            frame_table(runs_frame(view, limit), "tb-runs", "No pipeline runs yet.", "Recent pipeline runs")])
+            frame_table(ledger.positions_frame(view, account), "tb-positions", "No open positions.", "Positions"),
+            frame_table(ledger.orders_frame(view, account, limit), "tb-orders", "No orders yet.", "Latest orders"),
+            frame_table(ledger.fills_frame(view, account, limit), "tb-fills", "No fills yet.", "Latest fills"),
+            frame_table(runs.runs_frame(view, limit), "tb-runs", "No pipeline runs yet.", "Recent pipeline runs")])
     box.add_class("tb-dashboard")
     return box

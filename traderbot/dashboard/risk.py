@@ -5,15 +5,17 @@
 # %% ../../nbs/12c_dashboard.risk.ipynb #16c46e75
 from __future__ import annotations
 import html
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import Engine
 import ipywidgets as widgets
 import pandas as pd
 
-from ..config import Settings
-from .widgets import TABLE_CSS, empty_dashboard, frame_table
-from ..risk.report import stored_risk_report
-from ..store.ledger import account_exists
+from traderbot.core import deferred
+from traderbot.config import Settings
+from traderbot.dashboard.widgets import TABLE_CSS, empty_dashboard, frame_table
+from traderbot.risk.report import stored_risk_report
+ledger = deferred("traderbot.store.ledger")
+if TYPE_CHECKING: from sqlalchemy.engine import Engine   # annotations only: SQLAlchemy loads with the store, at first use
 
 # %% auto #0
 __all__ = ['risk_dashboard']
@@ -97,7 +99,7 @@ def risk_dashboard(
 ) -> widgets.VBox:
     "The read-only risk view of the settings' account, from the daily run's stored report."
     account = settings.traderbot.account
-    if not account_exists(engine, account): return empty_dashboard(account)
+    if not ledger.account_exists(engine, account): return empty_dashboard(account)
     rep = stored_risk_report(engine, account)
     if rep is None: return _no_report(account)
     hist = rep.measures.set_index("method")["var_pct"].get("historical") if not rep.measures.empty else None

@@ -13,9 +13,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from ..core import ConfigError, DataError, Order, OrderStatus, floor_to_lot, to_decimal
-from ..data.calendar import EXCHANGE_TZ
-from ..store import ledger
+from traderbot.core import ConfigError, DataError, Order, OrderStatus, deferred, floor_to_lot, to_decimal
+from traderbot.data.calendar import EXCHANGE_TZ
+ledger = deferred("traderbot.store.ledger")
 
 # %% auto #0
 __all__ = ['SESSION', 'Clock', 'SystemClock', 'SimulatedClock', 'Slice', 'allocate', 'twap_slices', 'profile_from_bars',

@@ -8,15 +8,16 @@ from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 import re
 import time
-from typing import Callable
+from typing import Callable, TYPE_CHECKING
 
-from sqlalchemy.engine import Engine
 import pandas as pd
 
-from ..core import (BrokerError, CostModel, DataError, DuplicateOrder, Order, OrderRejected, OrderStatus, Position, RateLimited,
-                            Side, StorageError, TraderbotError, client_order_id, floor_to_lot, to_decimal)
-from ..risk.gate import OrderContext, PortfolioView, RiskLimits, check_order
-from ..store import database, ledger
+from traderbot.core import (BrokerError, CostModel, DataError, DuplicateOrder, Order, OrderRejected, OrderStatus, Position, RateLimited,
+                            Side, StorageError, TraderbotError, client_order_id, deferred, floor_to_lot, to_decimal)
+from traderbot.risk.gate import OrderContext, PortfolioView, RiskLimits, check_order
+database = deferred("traderbot.store.database")
+ledger = deferred("traderbot.store.ledger")
+if TYPE_CHECKING: from sqlalchemy.engine import Engine   # annotations only: SQLAlchemy loads with the store, at first use
 
 # %% auto #0
 __all__ = ['OPEN', 'plan_orders', 'execute_order', 'OrderManager', 'Reconciliation', 'reconcile', 'ledger_differences',

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..config import Settings
-from ..core import ConfigError, ProviderError
-from .providers import AlphaVantageNews, FinnhubNews, MarketauxNews, PolygonNews, canonical_url
-from .sentiment import make_scorer
-from .calendars import AlphaVantageIndicators, FinnhubEarnings, FinnhubEconomic
-from ..store import ledger
-from ..store.news import StoredNews, record_sentiment, store_articles, store_calendar_events, unscored_articles
+from traderbot.config import Settings
+from traderbot.core import ConfigError, ProviderError, deferred
+from traderbot.news.providers import AlphaVantageNews, FinnhubNews, MarketauxNews, PolygonNews, canonical_url
+from traderbot.news.sentiment import make_scorer
+from traderbot.news.calendars import AlphaVantageIndicators, FinnhubEarnings, FinnhubEconomic
+ledger = deferred("traderbot.store.ledger")
+store_news = deferred("traderbot.store.news")
 
 # %% auto #0
 __all__ = ['news_sources', 'scorer_for', 'NewsReport', 'collect_news', 'calendar_sources', 'CalendarReport', 'collect_calendars']
@@ -46,7 +46,7 @@ class NewsReport:
     "What one collection did."
     fetched: dict = field(default_factory=dict)    # provider -> stories returned
     errors: dict = field(default_factory=dict)     # provider -> its one-line error
-    stored: StoredNews = StoredNews(0, 0, 0)
+    stored: store_news.StoredNews = field(default_factory=lambda: store_news.StoredNews(0, 0, 0))   # made at first use: the store loads then
     scored: int = 0
     scorer: str = ""
 
@@ -66,13 +66,13 @@ def collect_news(engine, settings:Settings, symbols:list[str], start, end, run_i
         except ProviderError as e:
             rep.errors[src.name] = str(e); continue
         rep.fetched[src.name] = len(frame)
-        stored.append(store_articles(engine, frame.assign(url=frame["url"].map(canonical_url))))
-    rep.stored = StoredNews(*(sum(getattr(s, f) for s in stored) for f in ("new", "merged", "unchanged")))
-    todo = unscored_articles(engine, scorer.name)
+        stored.append(store_news.store_articles(engine, frame.assign(url=frame["url"].map(canonical_url))))
+    rep.stored = store_news.StoredNews(*(sum(getattr(s, f) for s in stored) for f in ("new", "merged", "unchanged")))
+    todo = store_news.unscored_articles(engine, scorer.name)
     if len(todo):
         texts = (todo["title"] + ". " + todo["summary"].fillna("")).str.strip(". ").tolist()
         scored = scorer.score(texts)
-        rep.scored = record_sentiment(engine, scorer.name, todo[["article_id"]].assign(label=scored["label"].to_numpy(), score=scored["score"].to_numpy()))
+        rep.scored = store_news.record_sentiment(engine, scorer.name, todo[["article_id"]].assign(label=scored["label"].to_numpy(), score=scored["score"].to_numpy()))
     if rep.errors:
         ledger.record_alert(engine, "warning", "news", "news providers failed: " + "; ".join(f"{p}: {e}" for p, e in rep.errors.items()),
                             {"errors": rep.errors}, None, run_id)
@@ -119,7 +119,7 @@ def collect_calendars(engine, settings:Settings, symbols:list[str], now, run_id:
                      src.events(now - pd.Timedelta(days=730), now) if kind == "indicators" else src.events(lo, hi))
         except ProviderError as e:
             rep.errors[kind] = str(e); continue
-        rep.fetched[kind], rep.stored[kind] = len(frame), store_calendar_events(engine, frame)
+        rep.fetched[kind], rep.stored[kind] = len(frame), store_news.store_calendar_events(engine, frame)
     if rep.errors:
         ledger.record_alert(engine, "warning", "calendar", "calendars failed: " + "; ".join(f"{k}: {e}" for k, e in rep.errors.items()),
                             {"errors": rep.errors}, None, run_id)

@@ -11,12 +11,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..core import ConfigError, DataError
-from ..data.calendar import session_closes, trading_calendar
-from ..research.features import FEATURES, FeatureInputs, default_features
-from .altdata import alt_feature_fns, read_alt
-from .collect import scorer_for
-from ..store.news import news_frame, sentiment_frame
+from traderbot.core import ConfigError, DataError, deferred
+from traderbot.data.calendar import session_closes, trading_calendar
+from traderbot.research.features import FEATURES, FeatureInputs, default_features
+from traderbot.news.altdata import alt_feature_fns, read_alt
+from traderbot.news.collect import scorer_for
+store_news = deferred("traderbot.store.news")
 
 # %% auto #0
 __all__ = ['NEWS_FEATURES', 'first_session', 'news_tables', 'news_feature_fns', 'ModelInputs', 'scored_news', 'model_inputs']
@@ -83,7 +83,7 @@ class ModelInputs:
 
 def scored_news(engine, scorer:str, symbols=None) -> pd.DataFrame:
     "Stored stories per symbol with `scorer`'s score (article_id, symbol, published_at, score, title, source); stories it has not scored are left out."
-    n, s = news_frame(engine, symbols), sentiment_frame(engine, scorer)
+    n, s = store_news.news_frame(engine, symbols), store_news.sentiment_frame(engine, scorer)
     cols = ["article_id", "symbol", "published_at", "score", "title", "source"]
     if not len(n) or not len(s): return pd.DataFrame({c: pd.Series(dtype="datetime64[ns, UTC]" if c == "published_at" else float if c == "score" else object) for c in cols})
     out = n.merge(s[["article_id", "score"]], on="article_id", how="inner")

@@ -6,14 +6,15 @@
 from __future__ import annotations
 from dataclasses import dataclass, field, replace
 import math
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import Engine
 import numpy as np
 import pandas as pd
 
-from ..core import ConfigError, DataError, check_symbol
-from ..data.calendar import EXCHANGE_TZ
-from ..store import ledger
+from traderbot.core import ConfigError, DataError, check_symbol, deferred
+from traderbot.data.calendar import EXCHANGE_TZ
+ledger = deferred("traderbot.store.ledger")
+if TYPE_CHECKING: from sqlalchemy.engine import Engine   # annotations only: SQLAlchemy loads with the store, at first use
 
 # %% auto #0
 __all__ = ['METHODS', 'normalise_fills', 'is_long_term', 'LotBook', 'build_lots', 'lots_from_store', 'TaxRates', 'estimate_tax',

@@ -11,11 +11,11 @@ import json
 import numpy as np
 import pandas as pd
 
-from ..core import ConfigError, DataError, TraderbotError
-from .models import load, model_hash, save
-from .rl.agents import RLAgent
-from .stats import deflated_sharpe_ratio, probabilistic_sharpe_ratio
-from ..store import runs
+from traderbot.core import ConfigError, DataError, TraderbotError, deferred
+from traderbot.research.models import load, model_hash, save
+from traderbot.research.rl.agents import RLAgent
+from traderbot.research.stats import deflated_sharpe_ratio, probabilistic_sharpe_ratio
+runs = deferred("traderbot.store.runs")
 
 # %% auto #0
 __all__ = ['MODEL_STATUSES', 'register_trial', 'study_trials', 'study_deflated_sharpe', 'ModelVersion', 'get_version',

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..compute import capacity, compute_config, fan_out
-from ..core import ConfigError, CostModel, DataError
-from ..data.calendar import TRADING_DAYS
-from .backtest import align_weights, performance, run_backtest
-from .stats import PBOResult, deflated_sharpe_ratio, pbo_from_sums, probabilistic_sharpe_ratio
-from .strategy import weight_schedule
-from .sweep_momentum import sweep_momentum
-from .sweep import EmptyGrid, _bounds, band_signals, ma_crossover_signals, sweep_band, sweep_ma_crossover
-from ..store import runs
+from traderbot.compute import capacity, compute_config, fan_out
+from traderbot.core import ConfigError, CostModel, DataError, deferred
+from traderbot.data.calendar import TRADING_DAYS
+from traderbot.research.backtest import align_weights, performance, run_backtest
+from traderbot.research.stats import PBOResult, deflated_sharpe_ratio, pbo_from_sums, probabilistic_sharpe_ratio
+from traderbot.research.strategy import weight_schedule
+from traderbot.research.sweep_momentum import sweep_momentum
+from traderbot.research.sweep import EmptyGrid, _bounds, band_signals, ma_crossover_signals, sweep_band, sweep_ma_crossover
+runs = deferred("traderbot.store.runs")
 
 # %% auto #0
 __all__ = ['FAMILIES', 'Family', 'family', 'parse_grid', 'search_grid', 'record_trials', 'sweep_pbo', 'trade_out_of_sample',

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .measures import METHODS, measure
-from .scenarios import Shock
-from ..store import ledger
+from traderbot.core import deferred
+from traderbot.risk.measures import METHODS, measure
+from traderbot.risk.scenarios import Shock
+ledger = deferred("traderbot.store.ledger")
 
 # %% auto #0
 __all__ = ['RiskReport', 'save_risk_report', 'stored_risk_report', 'default_shocks', 'risk_measures_table']
