@@ -6,11 +6,11 @@
   loads them by path inside `traderbot db upgrade`, where alembic and SQLAlchemy are already loaded. The package's
   bytecode is brought up to date first, as `traderbot warmup` (the install step) does: with PYTHONDONTWRITEBYTECODE set,
   as on this machine, stale bytecode would make every import compile traderbot again;
-- a trivial notebook through the pipeline runner's path (traderbot.pipeline imported, papermill with the runner's
-  arguments, the HTML report) against the kernel-start floor: start an ipykernel with jupyter_client and stop it
+- a trivial notebook through the pipeline runner's path (traderbot.pipeline imported, its `_execute_notebook`:
+  papermill with the runner's arguments while a thread builds the HTML exporter, then the HTML report) against the kernel-start floor: start an ipykernel with jupyter_client and stop it
   (goal: at most 1.3x). A second, informational row leaves the HTML export out, to show its share.
 - the same run from a warm runner, which is how `traderbot schedule` runs every pipeline (one long-lived process
-  calling `run_pipeline`): in one process, papermill with the runner's arguments plus the HTML report, run after run,
+  calling `run_pipeline`): in one process, the runner's `_execute_notebook` plus the HTML report, run after run,
   against starting and stopping a kernel in that same process. Imports are paid once there, so this is the per-run
   overhead (goal: at most 1.3x); the fresh-process rows above add the runner's one-time imports.
 - a dashboard page's first response: the portfolio page requested the moment `traderbot dashboard`'s launcher
@@ -78,11 +78,14 @@ _TRIVIAL_RUN = """import sys
 from pathlib import Path
 import traderbot.pipeline as P
 P._keep_out_rfc3987()
-import papermill as pm
 nb, out = sys.argv[1], Path(sys.argv[2])
-pm.execute_notebook(nb, str(out), parameters={"x": 2}, kernel_name="python3", progress_bar=False, log_output=False,
-                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
-if sys.argv[3] == "html": P._export_html(out)
+if sys.argv[3] == "html":
+    P._execute_notebook(nb, out, {"x": 2}, "python3", out.parent, 600)   # the runner's call (it builds the exporter meanwhile)
+    P._export_html(out)
+else:
+    import papermill as pm
+    pm.execute_notebook(nb, str(out), parameters={"x": 2}, kernel_name="python3", progress_bar=False, log_output=False,
+                        extra_arguments=["--IPKernelApp.log_level=ERROR"])
 """
 _KERNEL_FLOOR = """from jupyter_client.manager import start_new_kernel
 km, kc = start_new_kernel(kernel_name="python3", extra_arguments=["--IPKernelApp.log_level=ERROR"])
@@ -94,13 +97,11 @@ _WARM_RUNS = """import json, sys, time
 from pathlib import Path
 import traderbot.pipeline as P
 P._keep_out_rfc3987()
-import papermill as pm
 from jupyter_client.manager import start_new_kernel
 nb, folder, reps = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-args = dict(parameters={"x": 2}, kernel_name="python3", progress_bar=False, log_output=False, extra_arguments=["--IPKernelApp.log_level=ERROR"])
 def run(i):
     out = folder / f"warm{i}.ipynb"
-    pm.execute_notebook(nb, str(out), **args); P._export_html(out)
+    P._execute_notebook(nb, out, {"x": 2}, "python3", folder, 600); P._export_html(out)
 def floor(i):
     km, kc = start_new_kernel(kernel_name="python3", extra_arguments=["--IPKernelApp.log_level=ERROR"])
     kc.stop_channels(); km.shutdown_kernel(now=True)

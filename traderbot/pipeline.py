@@ -133,12 +133,34 @@ def _git_commit(root:Path) -> str|None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 # %% ../nbs/11_pipeline.ipynb #a85c9ab4
+_EXPORTER_LOCK = threading.Lock()
+
 @functools.cache
-def _html_exporter():
-    "One nbconvert `HTMLExporter` per process: its templates and filters load once (~0.1 s a report in a long-lived scheduler, measured)."
+def _make_exporter():
+    "An HTMLExporter that has rendered once: a first render compiles its templates and loads its filters (~0.4 s here)."
     _keep_out_rfc3987()
+    import nbformat
     from nbconvert import HTMLExporter
-    return HTMLExporter()
+    ex, v4 = HTMLExporter(), nbformat.v4
+    ex.from_notebook_node(v4.new_notebook(cells=[v4.new_markdown_cell("# report"), v4.new_code_cell(
+        "1", outputs=[v4.new_output("execute_result", {"text/plain": "1", "text/html": "<b>1</b>"}, execution_count=1)])]))
+    return ex
+
+def _html_exporter():
+    """One nbconvert `HTMLExporter` per process: its templates and filters load once (~0.1 s a report in a long-lived
+    scheduler, measured). Built under a lock, so a thread can build it while the kernel starts (`_execute_notebook`)."""
+    with _EXPORTER_LOCK: return _make_exporter()
+
+def _execute_notebook(nb:Path, out:Path, parameters:dict, kernel:str, cwd:Path, timeout:int) -> None:
+    """papermill with the runner's arguments. Meanwhile a thread builds the HTML exporter: in a fresh `traderbot run`
+    process its imports and templates (most of a second) overlap the kernel's start-up, which this process only waits
+    for (bench/coldstart.py measures both paths)."""
+    _keep_out_rfc3987()
+    import papermill as pm
+    threading.Thread(target=_html_exporter, name="html-exporter", daemon=True).start()
+    pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name=kernel, cwd=str(cwd), execution_timeout=timeout,
+                        progress_bar=False, log_output=False,
+                        extra_arguments=["--IPKernelApp.log_level=ERROR"])   # the kernel's start-up chatter (its TCP-transport warning) stays out of the run's stderr
 
 def _export_html(notebook:Path) -> Path:
     "Write the HTML report beside an executed notebook."
@@ -187,8 +209,6 @@ def _check_kernel(name:str) -> None:
 
 def _execute(settings:Settings, engine, nb:Path, name:str, run_id:str, params:dict, settings_path:Path|None) -> RunOutcome:
     "Record the run, execute its notebook, and settle it: succeeded, failed, or interrupted (SIGINT/SIGTERM)."
-    _keep_out_rfc3987()
-    import papermill as pm
     runs.start_run(engine, run_id, name, params, _git_commit(settings.root))
     out = settings.path(settings.pipeline.reports_dir) / name / f"{run_id}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -197,9 +217,8 @@ def _execute(settings:Settings, engine, nb:Path, name:str, run_id:str, params:di
     try:
         with _kernel_env(TRADERBOT__STORE__URL=settings.store.url, TRADERBOT__STORE__LIVE_URL=settings.store.live_url,
                          TRADERBOT_RUNNER_PID=str(os.getpid())):   # the kernel exits if this process dies (see `_watch_runner`)
-          pm.execute_notebook(str(nb), str(out), parameters=injected, kernel_name=settings.pipeline.kernel, cwd=str(settings.root),
-                            execution_timeout=settings.pipeline.training_cell_timeout_s if name in TRAINING else settings.pipeline.cell_timeout_s, progress_bar=False, log_output=False,
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])   # the kernel's start-up chatter (its TCP-transport warning) stays out of the run's stderr
+          _execute_notebook(nb, out, injected, settings.pipeline.kernel, settings.root,
+                            settings.pipeline.training_cell_timeout_s if name in TRAINING else settings.pipeline.cell_timeout_s)
     except KeyboardInterrupt:   # papermill has stopped the kernel on its way out
         runs.finish_run(engine, run_id, "interrupted", notebook_path=str(out), error="interrupted by SIGINT or SIGTERM")
         raise RunInterrupted(f"run {run_id} interrupted (recorded as interrupted; a rerun resumes its stored orders)\n  notebook: {out}", run_id, out) from None
