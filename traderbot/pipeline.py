@@ -157,7 +157,8 @@ def _execute_notebook(nb:Path, out:Path, parameters:dict, kernel:str, cwd:Path, 
     for (bench/coldstart.py measures both paths)."""
     _keep_out_rfc3987()
     import papermill as pm
-    threading.Thread(target=_html_exporter, name="html-exporter", daemon=True).start()
+    if not _make_exporter.cache_info().currsize:   # the first run of this process: a long-lived runner has it already
+        threading.Thread(target=_html_exporter, name="html-exporter", daemon=True).start()
     pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name=kernel, cwd=str(cwd), execution_timeout=timeout,
                         progress_bar=False, log_output=False,
                         extra_arguments=["--IPKernelApp.log_level=ERROR"])   # the kernel's start-up chatter (its TCP-transport warning) stays out of the run's stderr
